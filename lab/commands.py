@@ -87,8 +87,8 @@ class ErrorSpec:
 class TerminatingError(Exception):
     """Raised by a cmdlet to end the pipeline in the Failed state with this record.
 
-    This is PowerShell's ThrowTerminatingError: the engine sends the record in the PIPELINE_STATE
-    message (pypsrp then sets `had_errors`) and also writes it to the error stream.
+    This is PowerShell's ThrowTerminatingError: the engine sends the record in the PIPELINE_STATE message
+    only, as a real host does; pypsrp then sets `had_errors` and puts the record in `streams.error`.
     """
 
     def __init__(self, spec: ErrorSpec) -> None:

@@ -383,6 +383,8 @@ class Host:
     ticket_cache_time: float | None = None
     ticket_cache: dict[str, frozenset[str]] = field(default_factory=dict)
     ticket_cache_transition: dict[str, bool] = field(default_factory=dict)
+    # userAccountControl of the cached accounts: NOT_DELEGATED and TRUSTED_FOR_DELEGATION matter too.
+    ticket_cache_uac: dict[str, int] = field(default_factory=dict)
     vmms_restarts: int = 0
 
     # -- files and space --------------------------------------------------------------------------

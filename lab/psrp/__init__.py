@@ -1,0 +1,18 @@
+"""The lab's PSRP engine: runspace pools and pipelines on psrpcore's server classes."""
+
+from lab.psrp.engine import PoolShell, ReceiveResult, ShellClosedError, UnknownPipelineError, payload_budget
+from lab.psrp.pipeline import PipelineRun, PipelineStoppedError, parse_commands
+from lab.psrp.records import error_record, runtime_error_spec
+
+__all__ = [
+    "PipelineRun",
+    "PipelineStoppedError",
+    "PoolShell",
+    "ReceiveResult",
+    "ShellClosedError",
+    "UnknownPipelineError",
+    "error_record",
+    "parse_commands",
+    "payload_budget",
+    "runtime_error_spec",
+]

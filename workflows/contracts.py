@@ -1,0 +1,160 @@
+"""The typed contract between workflows, activities and starters: every input and output, and the error type names.
+
+Imports nothing of the project: workflows, activities and starters all import this module, never each other.
+Every type here is a frozen dataclass of plain values so that Temporal's default data converter carries it
+unchanged, and none of them ever holds a secret (DESIGN.md invariant 1): hosts are named, never addressed
+with credentials.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# -- Directory: Kerberos constrained delegation -------------------------------------------------------------
+
+# userAccountControl bits (MS-ADTS 2.2.16) that matter for delegation.
+TRUSTED_FOR_DELEGATION = 0x80000  # unconstrained delegation: never set, refused when found
+NOT_DELEGATED = 0x100000  # "Account is sensitive and cannot be delegated"
+TRUSTED_TO_AUTH_FOR_DELEGATION = 0x1000000  # protocol transition: "Use any authentication protocol"
+
+CIFS_SERVICE = "cifs"
+MIGRATION_SERVICE = "Microsoft Virtual System Migration Service"
+DELEGATED_SERVICES = (CIFS_SERVICE, MIGRATION_SERVICE)
+
+
+class DelegationMode(enum.StrEnum):
+    """How a host's computer account may delegate to its peers' services.
+
+    `kerberos-only` is what the Server 2012 seed article configures; `any-protocol` (protocol transition,
+    TRUSTED_TO_AUTH_FOR_DELEGATION) is what Windows Server 2016 and later need, or the move fails with
+    0x8009030E; `auto` picks per host from its OS version.
+    """
+
+    KERBEROS_ONLY = "kerberos-only"
+    ANY_PROTOCOL = "any-protocol"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class DelegationHost:
+    """One host of a pair, as the directory knows it.
+
+    Attributes:
+        name: the computer's short (NetBIOS) name, e.g. `HV01`; its account is `HV01$`.
+        fqdn: its DNS name; when empty, the account's `dNSHostName` is used.
+        os_version: the host's Windows Server release ("2012", "2012R2", "2016", ..., or a build such as
+            "10.0.17763"); needed only in `auto` mode.
+    """
+
+    name: str
+    fqdn: str = ""
+    os_version: str = ""
+
+
+@dataclass(frozen=True)
+class EnsureDelegationInput:
+    """Ensure that `source` and `destination` may each delegate to the other's cifs and migration services.
+
+    `mode` None means the worker's configured mode.
+    """
+
+    source: DelegationHost
+    destination: DelegationHost
+    mode: DelegationMode | None = None
+
+
+@dataclass(frozen=True)
+class DelegationChange:
+    """What one ensure wrote to one computer account: exactly what a revert removes.
+
+    Attributes:
+        account: the account's sAMAccountName (e.g. `HV01$`).
+        account_dn: its distinguished name as the directory returned it.
+        added_values: the `msDS-AllowedToDelegateTo` values this change added (none that were there before).
+        uac_bits_set: the userAccountControl bits this change turned on (0 or TRUSTED_TO_AUTH_FOR_DELEGATION).
+    """
+
+    account: str
+    account_dn: str
+    added_values: tuple[str, ...] = ()
+    uac_bits_set: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.added_values and not self.uac_bits_set
+
+
+@dataclass(frozen=True)
+class EnsureDelegationResult:
+    """The changes an ensure made, one per account that changed (none when everything was already there)."""
+
+    changes: tuple[DelegationChange, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return any(not change.is_empty for change in self.changes)
+
+
+@dataclass(frozen=True)
+class RevertDelegationResult:
+    """What a revert actually removed: the values and bits of the change that were still there."""
+
+    removed: tuple[DelegationChange, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComputerDelegation:
+    """The delegation settings of one computer account, as read from the directory.
+
+    Attributes:
+        name: the short name (sAMAccountName without the trailing `$`).
+        account_dn: the account's distinguished name.
+        dns_host_name: its `dNSHostName` ("" when unset).
+        allowed_to_delegate_to: `msDS-AllowedToDelegateTo`, as stored.
+        service_principal_names: `servicePrincipalName`, as stored.
+        user_account_control: the whole userAccountControl value.
+    """
+
+    name: str
+    account_dn: str
+    dns_host_name: str
+    allowed_to_delegate_to: tuple[str, ...]
+    service_principal_names: tuple[str, ...]
+    user_account_control: int
+
+    @property
+    def constrained(self) -> bool:
+        """Constrained delegation is configured (some service is listed)."""
+        return bool(self.allowed_to_delegate_to)
+
+    @property
+    def protocol_transition(self) -> bool:
+        """Protocol transition, "use any authentication protocol" (TRUSTED_TO_AUTH_FOR_DELEGATION)."""
+        return bool(self.user_account_control & TRUSTED_TO_AUTH_FOR_DELEGATION)
+
+    @property
+    def unconstrained(self) -> bool:
+        return bool(self.user_account_control & TRUSTED_FOR_DELEGATION)
+
+    @property
+    def not_delegated(self) -> bool:
+        """The account is marked "sensitive and cannot be delegated" (NOT_DELEGATED)."""
+        return bool(self.user_account_control & NOT_DELEGATED)
+
+    def may_delegate_to(self, service: str, host: str) -> bool:
+        """Whether `service/host` is listed (values compare case-insensitively, as in AD)."""
+        wanted = f"{service}/{host}".casefold()
+        return any(value.casefold() == wanted for value in self.allowed_to_delegate_to)
+
+
+# Error type names (ApplicationError.type) the directory activities raise. Non-retryable unless noted.
+DIRECTORY_INVALID_CREDENTIALS = "DirectoryInvalidCredentials"
+DIRECTORY_INSUFFICIENT_RIGHTS = "DirectoryInsufficientRights"
+DIRECTORY_NO_SUCH_COMPUTER = "DirectoryNoSuchComputer"
+DIRECTORY_DELEGATION_REFUSED = "DirectoryDelegationRefused"  # unconstrained or "cannot be delegated"
+DIRECTORY_TLS_FAILURE = "DirectoryTlsFailure"
+DIRECTORY_CONFIGURATION = "DirectoryConfiguration"
+DIRECTORY_UNREACHABLE = "DirectoryUnreachable"  # retryable
+DIRECTORY_REPLICATION_PENDING = "DirectoryReplicationPending"  # retryable
+DIRECTORY_CONFLICT = "DirectoryConflict"  # retryable: someone changed the account while we wrote it

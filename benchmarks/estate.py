@@ -13,6 +13,12 @@ from lab.model.topology import TopologySpec, parse_topology
 
 def estate(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0) -> TopologySpec:
     """`hosts` standalone 2022 hosts with delegation set between every pair, `vms` VMs spread round-robin."""
+    raw = estate_topology(hosts, vms, time_scale=time_scale)
+    return parse_topology(raw, source=f"<estate of {hosts} hosts and {vms} VMs>")
+
+
+def estate_topology(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0) -> dict[str, Any]:
+    """The same estate as a topology mapping, ready to be written as a topology file."""
     names = [f"HV{index:03d}" for index in range(1, hosts + 1)]
     host_specs: list[dict[str, Any]] = []
     for index, name in enumerate(names, start=1):
@@ -61,5 +67,4 @@ def estate(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0) -> Top
         }
         for name in names
     }
-    raw = {"lab": {"time_scale": time_scale}, "hosts": host_specs, "vms": vm_specs, "directory": directory}
-    return parse_topology(raw, source=f"<estate of {hosts} hosts and {vms} VMs>")
+    return {"lab": {"time_scale": time_scale}, "hosts": host_specs, "vms": vm_specs, "directory": directory}

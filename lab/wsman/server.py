@@ -97,6 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.auth_state = ConnectionAuth()
+        # http.server writes the headers and the body separately; with Nagle's algorithm on, the body waits
+        # for the client's delayed ACK (about 40 ms on Linux) on every answer, three times per command.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.server.tls is not None:
             # Handshake on the handler's thread, so a slow client cannot stall the accept loop.
             self.request.settimeout(_TLS_HANDSHAKE_TIMEOUT)

@@ -1,0 +1,115 @@
+"""The lab's cmdlets: the `CommandRunner` a simulated Hyper-V host runs each pipeline with.
+
+`HostRunner(world, engine, host_name, faults)` resolves every command of a pipeline (unknown → the WinPS 5.1
+CommandNotFoundException; a script → refused, the lab has no PowerShell parser), binds every command's
+parameters before any runs (as PowerShell does), then runs them in order, each one's output becoming the
+next one's pipeline input and the last one's going to `io.write_output`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.cmdlets import cim, cluster, hyperv_host, hyperv_vm, misc, move, network, storage  # noqa: F401 (registers)
+from lab.cmdlets.base import REGISTRY, CmdletFunc, Context
+from lab.cmdlets.binder import CmdletInfo, bind
+from lab.cmdlets.errors import command_not_found, script_refused
+from lab.commands import CommandSpec, PipelineIO, PipelineRequest, TerminatingError
+from lab.faults import FaultInjector
+from lab.model.migration import MoveEngine
+from lab.model.state import World
+
+__all__ = ["ALIASES", "REGISTRY", "HostRunner", "command_names"]
+
+# Built-in aliases a client may use instead of the cmdlet name.
+ALIASES: dict[str, str] = {
+    "get-vmcheckpoint": "get-vmsnapshot",
+    "select": "select-object",
+    "gcim": "get-ciminstance",
+    "icim": "invoke-cimmethod",
+    "klist.exe": "klist",
+    "del": "remove-item",
+    "rm": "remove-item",
+}
+
+
+def command_names() -> list[str]:
+    """Every command a lab host knows, with its real spelling."""
+    return sorted(info.name for info, _ in REGISTRY.values())
+
+
+def _lookup(name: str) -> tuple[CmdletInfo, CmdletFunc] | None:
+    key = name.rsplit("\\", 1)[-1].lower()  # Module-qualified: Hyper-V\Get-VM
+    key = ALIASES.get(key, key)
+    return REGISTRY.get(key)
+
+
+class HostRunner:
+    """Runs pipelines on one lab host. Thread-safe: one instance serves every pipeline of that host."""
+
+    def __init__(self, world: World, engine: MoveEngine, host_name: str, faults: FaultInjector | None = None) -> None:
+        host = world.host(host_name)
+        if host is None:
+            raise KeyError(f"unknown lab host {host_name!r}")
+        self.world = world
+        self.engine = engine
+        self.host_name = host.name
+        self.faults = faults
+
+    def run(self, request: PipelineRequest, io: PipelineIO) -> None:
+        resolved: list[tuple[CommandSpec, CmdletInfo, CmdletFunc]] = []
+        with self.world.lock:
+            for spec in request.commands:
+                found = None if spec.is_script else _lookup(spec.name)
+                label = "<script>" if spec.is_script else (found[0].name if found else spec.name)
+                self.world.command_log.append((self.host_name, label))
+        for spec in request.commands:
+            if spec.is_script:
+                raise TerminatingError(script_refused(spec.name))
+            found = _lookup(spec.name)
+            if found is None:
+                raise TerminatingError(command_not_found(spec.name))
+            resolved.append((spec, found[0], found[1]))
+
+        # Command-line binding happens for every command before the first one runs, so a bad parameter on
+        # the last command changes nothing. Commands fed by the pipeline are checked without their input.
+        for index, (spec, info, _) in enumerate(resolved):
+            fed = index > 0 or bool(request.input)
+            try:
+                bind(info, spec, request.input if index == 0 else ())
+            except TerminatingError as error:
+                pipeline_dependent = error.spec.fully_qualified_error_id.split(",", 1)[0] in (
+                    "MissingMandatoryParameter",
+                    "AmbiguousParameterSet",
+                )
+                if not (fed and pipeline_dependent and any(p.pipeline for p in info.params)):
+                    raise
+
+        current: list[Any] = list(request.input)
+        for index, (spec, info, func) in enumerate(resolved):
+            last = index == len(resolved) - 1
+            if index > 0 and not current and any(p.pipeline for p in info.params):
+                # No input: the cmdlet's ProcessRecord never runs.
+                current = []
+                continue
+            bound = bind(info, spec, current)
+            ctx = Context(
+                world=self.world,
+                engine=self.engine,
+                host_name=self.host_name,
+                faults=self.faults,
+                request=request,
+                io=io,
+                info=info,
+                bound=bound,
+                input=current,
+            )
+            produced: list[Any] = []
+            for item in func(ctx) or ():
+                if last:
+                    io.write_output(item)
+                else:
+                    produced.append(item)
+            current = produced
+            if io.stop_event.is_set():
+                return

@@ -158,3 +158,40 @@ DIRECTORY_CONFIGURATION = "DirectoryConfiguration"
 DIRECTORY_UNREACHABLE = "DirectoryUnreachable"  # retryable
 DIRECTORY_REPLICATION_PENDING = "DirectoryReplicationPending"  # retryable
 DIRECTORY_CONFLICT = "DirectoryConflict"  # retryable: someone changed the account while we wrote it
+
+# Error type names the host client (activities/hosts.py, activities/inventory.py) raises. The kind, and so the
+# retry behaviour, is noted per name: configuration (non-retryable), transient (retried), admission (requeue),
+# unknown (bounded retries).
+INVENTORY_INVALID = "InventoryInvalid"  # configuration: the inventory file, a host entry or a password reference
+UNKNOWN_HOST = "UnknownHost"  # configuration: the host is not in the inventory
+HOST_UNREACHABLE = "HostUnreachable"  # transient: connection refused or reset, name not resolved
+HOST_TIMEOUT = "HostTimeout"  # transient: the host did not answer within the read or command timeout
+HOST_SESSION_LOST = "HostSessionLost"  # transient: the shell is gone (WinRM restarted) or the pool broke
+HOST_OPERATION_TIMEOUT = "HostOperationTimeout"  # transient: WSMan fault 2150858793
+HOST_BUSY = "HostBusy"  # transient: the host reports a resource busy or an operation timeout
+HOST_AUTHENTICATION_FAILED = "HostAuthenticationFailed"  # configuration: wrong credentials
+HOST_TLS_FAILURE = "HostTlsFailure"  # configuration: the host's certificate does not validate
+HOST_ACCESS_DENIED = "HostAccessDenied"  # configuration: the account lacks rights (0x80070005, WSMan 5)
+HOST_COMMAND_FAILED = "HostCommandFailed"  # unknown: an error record nobody recognised
+HOST_TRANSPORT_ERROR = "HostTransportError"  # unknown: a transport failure nobody recognised
+COMMAND_NOT_FOUND = "CommandNotFound"  # configuration: the cmdlet's module is missing on the host
+PARAMETER_BINDING_FAILED = "ParameterBindingFailed"  # configuration: snlm sent a command the host rejects (a bug)
+VM_NOT_FOUND = "VmNotFound"  # configuration
+SWITCH_NOT_FOUND = "SwitchNotFound"  # configuration
+VM_IS_CLUSTERED = "VmIsClustered"  # configuration: remove the cluster role first
+DELEGATION_MISSING = "DelegationMissing"  # configuration: 0x8009030E
+MIGRATION_CREDENTIALS_REJECTED = "MigrationCredentialsRejected"  # configuration: 0x8009030D
+MIGRATION_TARGET_PRINCIPAL_INCORRECT = "MigrationTargetPrincipalIncorrect"  # configuration: 0x80090322
+MIGRATION_LOGON_FAILURE = "MigrationLogonFailure"  # configuration: 0x80070569
+MIGRATION_NETWORK_ERROR = "MigrationNetworkError"  # transient: 0x8007274D / 0x8007274C / 0x80072746
+MIGRATION_PORT_BLOCKED = "MigrationPortBlocked"  # configuration: 0x8007271D
+MIGRATION_LIMIT_REACHED = "MigrationLimitReached"  # admission: event 21501
+MIGRATION_DISABLED = "MigrationDisabled"  # configuration, auto-remediable: Enable-VMMigration
+MIGRATION_NETWORKS_MISSING = "MigrationNetworksMissing"  # configuration, auto-remediable: Add-VMMigrationNetwork
+DESTINATION_OUT_OF_MEMORY = "DestinationOutOfMemory"  # configuration: 0x800705AA / 0x8007000E
+DESTINATION_DISK_FULL = "DestinationDiskFull"  # configuration: 0x80070070
+DESTINATION_LEFTOVERS = "DestinationLeftovers"  # configuration, auto-remediable: 0x800700B7 / 0x80070050
+ISO_MISSING_ON_DESTINATION = "IsoMissingOnDestination"  # configuration, auto-remediable: 0xC03A0014
+SWITCH_MISSING_ON_DESTINATION = "SwitchMissingOnDestination"  # configuration: Compare-VM 33012
+PROCESSOR_INCOMPATIBLE = "ProcessorIncompatible"  # configuration: event 21502
+CLUSTER_SERVICE_UNAVAILABLE = "ClusterServiceUnavailable"  # transient

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test lint typecheck pytest lab demo system-deps clean
+.PHONY: test lint typecheck pytest lab bench system-deps clean
 
 # Create the environment from the lock file (hashes checked), once per change of the lock or pyproject.
 $(STAMP): requirements.lock pyproject.toml
@@ -35,6 +35,11 @@ test: lint typecheck pytest
 ## Start a lab of simulated Hyper-V hosts from the default topology (Ctrl-C stops it).
 lab: $(STAMP)
 	$(BIN)/python -m lab --inventory-out .snlm/lab/inventory.yaml
+
+## Print the measured figures (lab start, memory, commands per second; directory timings when Samba can run).
+bench: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks.lab_bench
+	$(BIN)/python -m benchmarks.directory_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .snlm

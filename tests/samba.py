@@ -2,7 +2,8 @@
 
 `SambaDomain` provisions a domain in a directory of its own, seeds an operator account that may write the
 computer objects but lacks SeEnableDelegationPrivilege, starts `samba` on 127.0.0.1 and stops it by its pid.
-The recipe and its measured figures are in /work/shared/reference/samba-ad-recipe.md.
+Provisioning follows Samba's own documented `samba-tool domain provision` for an AD DC, trimmed to the
+LDAP and KDC services and bound to 127.0.0.1.
 
 Samba's LDAP ports (389/636) cannot be moved, so one domain runs per machine at a time. The domain lives in a
 fixed directory under the system's temporary directory, guarded by an advisory lock: a second test session

@@ -195,3 +195,201 @@ ISO_MISSING_ON_DESTINATION = "IsoMissingOnDestination"  # configuration, auto-re
 SWITCH_MISSING_ON_DESTINATION = "SwitchMissingOnDestination"  # configuration: Compare-VM 33012
 PROCESSOR_INCOMPATIBLE = "ProcessorIncompatible"  # configuration: event 21502
 CLUSTER_SERVICE_UNAVAILABLE = "ClusterServiceUnavailable"  # transient
+
+# -- Host migration slots: the HostSlots entity workflow (workflows/host_slots.py) ------------------------
+
+HOST_SLOTS_WORKFLOW_PREFIX = "snlm-host-"
+# Hyper-V's own default for MaximumVirtualMachineMigrations (Set-VMHost); used when nobody read the host's value.
+HYPERV_DEFAULT_MAX_MIGRATIONS = 2
+
+# Error type names (ApplicationError.type) HostSlots and its helpers raise.
+SLOT_WAIT_TIMEOUT = "SlotWaitTimeout"  # admission: no slot within the caller's bound; try again later
+SLOT_NOT_HELD = "SlotNotHeld"  # a renew for a lease that expired or was released
+SLOT_CAPACITY_INVALID = "SlotCapacityInvalid"  # a capacity below 1 or above the host's own limit
+SLOT_REQUEST_INVALID = "SlotRequestInvalid"  # empty holder id, lease or wait not positive
+
+
+def host_slots_workflow_id(host: str) -> str:
+    """The HostSlots workflow id of a host: `snlm-host-<host>`, lower-cased (Windows names ignore case)."""
+    return HOST_SLOTS_WORKFLOW_PREFIX + host.casefold()
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """A granted slot.
+
+    Attributes:
+        holder_id: who holds it (a MigrateVm workflow id, a ticket, an operator); one slot per holder per host.
+        lease_seconds: how long a grant or renew lasts.
+        expires_at: when the slot is reclaimed unless renewed, in workflow time (seconds since the epoch).
+        reply_to: the workflow id to signal grants to ("" for callers that use the updates).
+    """
+
+    holder_id: str
+    lease_seconds: float
+    expires_at: float
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class SlotWaiter:
+    """A queued request, in arrival order (FIFO)."""
+
+    holder_id: str
+    lease_seconds: float
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class HostSlotsInput:
+    """Start (or continue as new) one host's slots.
+
+    Attributes:
+        host: the Hyper-V host's name.
+        capacity: how many slots to grant at once (policy may set it below the host's limit).
+        host_limit: the host's own MaximumVirtualMachineMigrations; 0 means equal to `capacity`. Capacity never
+            exceeds it (DESIGN.md invariant 5).
+        holders: carried across continue-as-new, with their lease expiry.
+        waiters: carried across continue-as-new, in queue order.
+        continue_as_new_after_events: also continue as new past this history length (0: only when the SDK
+            suggests it); a knob for tests.
+    """
+
+    host: str
+    capacity: int
+    host_limit: int = 0
+    holders: tuple[SlotHolder, ...] = ()
+    waiters: tuple[SlotWaiter, ...] = ()
+    continue_as_new_after_events: int = 0
+
+
+@dataclass(frozen=True)
+class AcquireSlotRequest:
+    """Ask for a slot; idempotent by `holder_id` (a retry returns the same grant or keeps its queue place).
+
+    Attributes:
+        holder_id: who asks.
+        lease_seconds: the grant lasts this long unless renewed; a crashed holder loses its slot after it.
+        wait_seconds: the `acquire` update waits at most this long, then answers "not yet" with the queue
+            position (the request stays queued; ask again to keep waiting).
+        reply_to: for workflow callers (signal `request_slot`): the workflow id the grant is signalled to.
+    """
+
+    holder_id: str
+    lease_seconds: float = 900.0
+    wait_seconds: float = 60.0
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class SlotGrant:
+    """The answer to an acquire: granted with its lease expiry, or still queued at `position` (1 = next)."""
+
+    host: str
+    holder_id: str
+    granted: bool
+    expires_at: float = 0.0
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class ReleaseSlotRequest:
+    """Give a slot back or leave the queue; idempotent."""
+
+    holder_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseSlotResult:
+    """What a release did: freed a held slot, left the queue, or nothing (already released or expired)."""
+
+    released: bool = False
+    dequeued: bool = False
+
+
+@dataclass(frozen=True)
+class RenewSlotRequest:
+    """Extend a held slot's lease from now; `lease_seconds` 0 keeps the holder's lease length."""
+
+    holder_id: str
+    lease_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SetCapacityRequest:
+    """Change the capacity (policy, or a new reading of the host); `host_limit` 0 keeps the known limit.
+
+    Lowering never revokes a held slot: new grants wait until the holders fall below the new capacity.
+    """
+
+    capacity: int
+    host_limit: int = 0
+
+
+@dataclass(frozen=True)
+class HostSlotsStatus:
+    """The `status` query's answer; `peak_in_use` is the most slots held at once during this run."""
+
+    host: str
+    capacity: int
+    host_limit: int
+    holders: tuple[SlotHolder, ...]
+    waiters: tuple[SlotWaiter, ...]
+    peak_in_use: int
+
+
+# -- Preflight: read-only facts from both hosts -> a report of concerns ------------------------------------
+
+SEVERITY_BLOCKER = "blocker"  # stops the run before any change
+SEVERITY_WARNING = "warning"  # the run goes on; auto-remediable ones are fixed by the saga
+SEVERITY_INFO = "info"  # for the record (e.g. the saga removes HA)
+PREFLIGHT_BLOCKED = "PreflightBlocked"  # configuration: the report (as details) holds at least one blocker
+
+
+@dataclass(frozen=True)
+class PreflightInput:
+    """Check that `vm` on `source` can be live-migrated to `destination`.
+
+    `storage_path` is where the destination keeps the VM's files (Move-VM -DestinationStoragePath); None with
+    `include_storage` means the destination's default paths (its VirtualMachinePath). `include_storage` False
+    is a live move without storage (only for VMs whose files are on shared storage).
+    """
+
+    vm: str
+    source: str
+    destination: str
+    storage_path: str | None = None
+    include_storage: bool = True
+
+
+@dataclass(frozen=True)
+class Concern:
+    """One finding: `id` is stable (e.g. `switch-missing`), `severity` is blocker, warning or info."""
+
+    id: str
+    severity: str
+    message: str
+    remedy: str = ""
+    auto_remediable: bool = False
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What preflight found. `facts` is a flat summary of plain values (state, version, vendors, free space...);
+    `round_trips` counts the PSRP round trips per host (pool open and close included)."""
+
+    vm: str
+    source: str
+    destination: str
+    concerns: tuple[Concern, ...] = ()
+    facts: dict[str, str] | None = None
+    round_trips: dict[str, int] | None = None
+
+    @property
+    def blockers(self) -> tuple[Concern, ...]:
+        return tuple(concern for concern in self.concerns if concern.severity == SEVERITY_BLOCKER)
+
+    @property
+    def ok(self) -> bool:
+        return not self.blockers

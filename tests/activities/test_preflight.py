@@ -1,0 +1,146 @@
+"""Preflight over the wire, against the default lab topology and its twelve deliberate problems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from activities.inventory import load_inventory
+from activities.preflight import PreflightActivities
+from lab.lab import Lab
+from workflows.contracts import PreflightInput, PreflightReport
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST: dict[str, Any] = {"connect_timeout": 5.0, "read_timeout": 30.0, "operation_timeout": 10}
+# Few round trips per host: pool open + close and one command per fact group (see activities/preflight.py).
+MAX_ROUND_TRIPS_PER_HOST = 13
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = Lab.from_topology(None, workdir=tmp_path_factory.mktemp("preflight"), time_scale=600.0, control_port=None)
+    lab.start()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(scope="module")
+def activities(lab: Lab) -> PreflightActivities:
+    return PreflightActivities(load_inventory(lab.inventory_path), **FAST)
+
+
+def ids(report: PreflightReport) -> dict[str, str]:
+    return {concern.id: concern.severity for concern in report.concerns}
+
+
+def test_clean_pair_has_no_blockers(activities: PreflightActivities) -> None:
+    report = activities.preflight(PreflightInput("web07", "HV-S2", "HV-S4"))
+    print(report.round_trips, [(c.id, c.severity) for c in report.concerns])
+    assert report.ok, report.blockers
+    assert report.facts is not None
+    assert report.facts["vm.state"] == "Running"
+
+
+# (problem marker in default.yaml, vm, source, destination, concern id, severity)
+PROBLEMS = [
+    ("switch-missing", "bak01", "HV-S2", "HV-S4", "switch-missing", "blocker"),
+    ("cpu-vendor", "web05", "HV-S1", "HV-S3", "cpu-vendor-mismatch", "blocker"),
+    ("passthrough-disk", "sql03", "HV-S1", "HV-S2", "passthrough-disk", "blocker"),
+    ("iso-missing", "file02", "HV-S2", "HV-S4", "iso-missing-on-destination", "warning"),
+    ("backup-in-progress", "file03", "HV-S2", "HV-S4", "backup-in-progress", "blocker"),
+    ("version-too-new", "app-legacy01", "HV-S1", "HV-OLD", "config-version-unsupported", "blocker"),
+    ("firewall-6600", "web07", "HV-S2", "HV-S1", "firewall-6600-closed", "blocker"),
+    ("ms-server-unbound", "web07", "HV-S2", "HV-E2", "binding-missing", "blocker"),
+    ("smb2-off", "app-legacy01", "HV-S1", "HV-OLD", "smb2-disabled", "blocker"),
+    ("volume-nearly-full", "web08", "HV-S2", "HV-W1", "disk-space", "blocker"),
+    ("memory-tight", "app06", "HV-S2", "HV-W2", "memory", "blocker"),
+    ("checkpoints", "app07", "HV-S2", "HV-S4", "checkpoints", "warning"),
+]
+
+
+def test_every_documented_problem_is_covered(lab: Lab) -> None:
+    documented = {problem["id"] for problem in lab.truth()["documented_problems"]}
+    assert documented == {p[0] for p in PROBLEMS}
+
+
+@pytest.mark.parametrize(("problem", "vm", "source", "destination", "concern", "severity"), PROBLEMS, ids=lambda v: v)
+def test_problem_found(
+    activities: PreflightActivities,
+    problem: str,
+    vm: str,
+    source: str,
+    destination: str,
+    concern: str,
+    severity: str,
+) -> None:
+    report = activities.preflight(PreflightInput(vm, source, destination))
+    found = ids(report)
+    print(problem, report.round_trips, found)
+    assert found.get(concern) == severity, found
+    match = next(c for c in report.concerns if c.id == concern)
+    assert match.remedy
+    assert vm in match.message or destination in match.message or source in match.message
+    if concern == "iso-missing-on-destination":
+        assert match.auto_remediable
+
+
+def test_side_concerns(activities: PreflightActivities) -> None:
+    # HV-S1 keeps Hyper-V's defaults: live migration disabled, which the saga fixes.
+    report = activities.preflight(PreflightInput("web05", "HV-S1", "HV-S2"))
+    found = {c.id: c for c in report.concerns}
+    assert found["live-migration-disabled"].severity == "warning"
+    assert found["live-migration-disabled"].auto_remediable
+    # A clustered VM: info, the saga removes HA.
+    report = activities.preflight(PreflightInput("web01", "HV-E1", "HV-E2"))
+    assert ids(report).get("vm-clustered") == "info"
+
+
+def test_round_trips_are_few(activities: PreflightActivities) -> None:
+    report = activities.preflight(PreflightInput("file02", "HV-S2", "HV-S4"))
+    print("round trips per host:", report.round_trips)
+    assert report.round_trips is not None
+    assert set(report.round_trips) == {"HV-S2", "HV-S4"}
+    for host, trips in report.round_trips.items():
+        assert 2 < trips <= MAX_ROUND_TRIPS_PER_HOST, (host, trips)
+
+
+def test_preflight_changes_nothing(lab: Lab, activities: PreflightActivities) -> None:
+    before = lab.truth()
+    for vm, source, destination in [
+        ("bak01", "HV-S2", "HV-S4"),
+        ("web07", "HV-S2", "HV-S1"),
+        ("sql03", "HV-S1", "HV-S2"),
+    ]:
+        activities.preflight(PreflightInput(vm, source, destination))
+    after = lab.truth()
+    assert after["move_starts"] == before["move_starts"]
+    assert after["vms"] == before["vms"]
+    assert after["locations"] == before["locations"]
+    for key in ("hosts", "clusters", "jobs"):
+        assert _stable(after[key]) == _stable(before[key]), key
+
+
+def _stable(value: Any) -> Any:
+    """The truth without the fields that move with the clock (uptimes, timestamps)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if not any(t in k.lower() for t in ("time", "uptime", "at"))}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_unknown_vm_is_a_blocker(activities: PreflightActivities) -> None:
+    report = activities.preflight(PreflightInput("ghost", "HV-S2", "HV-S4"))
+    assert ids(report) == {"vm-not-found": "blocker"}
+    assert "ghost" in report.concerns[0].message
+    assert not report.ok
+
+
+def test_vm_already_on_destination_is_info(activities: PreflightActivities) -> None:
+    # web07 runs on HV-S2: asked to move it from HV-S4 to HV-S2, there is nothing to move.
+    report = activities.preflight(PreflightInput("web07", "HV-S4", "HV-S2"))
+    assert ids(report) == {"vm-already-on-destination": "info"}
+    assert report.ok

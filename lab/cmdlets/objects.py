@@ -428,14 +428,24 @@ def hard_disk_drive(host: Host, vm: VirtualMachine, disk: HardDisk) -> PSObject:
         ("QoSPolicyID", ZERO_GUID),
         ("SupportPersistentReservations", False),
         ("WriteHardeningMethod", None),
-        ("ControllerLocation", disk.controller_location),
-        ("ControllerNumber", disk.controller_number),
-        ("ControllerType", ControllerTypeEnum(int(disk.controller_type))),
+        *_drive_base(host, vm, disk, name, HARD_DRIVE_DEVICE),
+    ]
+    chain = [f"{HV}.HardDiskDrive", f"{HV}.Drive", f"{HV}.DriveBase", *DEVICE_TAIL]
+    extended: Props = [("VMCheckpointId", ZERO_GUID), ("VMCheckpointName", "")]
+    return make_object(chain, adapted, extended, hard_drive_text(vm, disk))
+
+
+def _drive_base(host: Host, vm: VirtualMachine, drive: HardDisk | DvdDrive, name: str, device: str) -> Props:
+    """The properties HardDiskDrive and DvdDrive inherit from DriveBase and VMDevice (catalogue 1.6, 1.9)."""
+    return [
+        ("ControllerLocation", drive.controller_location),
+        ("ControllerNumber", drive.controller_number),
+        ("ControllerType", ControllerTypeEnum(int(drive.controller_type))),
         ("Name", name),
         ("PoolName", "Primordial"),
         (
             "Id",
-            f"Microsoft:{_guid_upper(vm.id)}\\{HARD_DRIVE_DEVICE}\\{disk.controller_number}\\{disk.controller_location}\\D",
+            f"Microsoft:{_guid_upper(vm.id)}\\{device}\\{drive.controller_number}\\{drive.controller_location}\\D",
         ),
         ("VMId", vm.id),
         ("VMName", vm.name),
@@ -445,9 +455,6 @@ def hard_disk_drive(host: Host, vm: VirtualMachine, disk: HardDisk) -> PSObject:
         ("ComputerName", host.name),
         ("IsDeleted", False),
     ]
-    chain = [f"{HV}.HardDiskDrive", f"{HV}.Drive", f"{HV}.DriveBase", *DEVICE_TAIL]
-    extended: Props = [("VMCheckpointId", ZERO_GUID), ("VMCheckpointName", "")]
-    return make_object(chain, adapted, extended, hard_drive_text(vm, disk))
 
 
 def dvd_drive_text(vm: VirtualMachine, drive: DvdDrive) -> str:
@@ -461,22 +468,7 @@ def dvd_drive(host: Host, vm: VirtualMachine, drive: DvdDrive) -> PSObject:
     adapted: Props = [
         ("DvdMediaType", DvdMediaTypeEnum.ISO if drive.path else DvdMediaTypeEnum.none),
         ("Path", drive.path),
-        ("ControllerLocation", drive.controller_location),
-        ("ControllerNumber", drive.controller_number),
-        ("ControllerType", ControllerTypeEnum(int(drive.controller_type))),
-        ("Name", name),
-        ("PoolName", "Primordial"),
-        (
-            "Id",
-            f"Microsoft:{_guid_upper(vm.id)}\\{DVD_DRIVE_DEVICE}\\{drive.controller_number}\\{drive.controller_location}\\D",
-        ),
-        ("VMId", vm.id),
-        ("VMName", vm.name),
-        ("VMSnapshotId", ZERO_GUID),
-        ("VMSnapshotName", ""),
-        ("CimSession", CIM_SESSION_TEXT),
-        ("ComputerName", host.name),
-        ("IsDeleted", False),
+        *_drive_base(host, vm, drive, name, DVD_DRIVE_DEVICE),
     ]
     chain = [f"{HV}.DvdDrive", f"{HV}.Drive", f"{HV}.DriveBase", *DEVICE_TAIL]
     extended: Props = [("VMCheckpointId", ZERO_GUID), ("VMCheckpointName", "")]

@@ -393,3 +393,324 @@ class PreflightReport:
     @property
     def ok(self) -> bool:
         return not self.blockers
+
+
+# -- The migration saga: one VM from its source to its destination ----------------------------------------
+
+TASK_QUEUE = "snlm-migrations"
+MIGRATE_VM_WORKFLOW_PREFIX = "snlm-vm-"
+
+# Search attributes (Keyword) on every migration workflow, so an operator can filter in the Temporal UI.
+SA_VM = "SnlmVm"
+SA_SOURCE = "SnlmSource"
+SA_DESTINATION = "SnlmDestination"
+SA_CAMPAIGN = "SnlmCampaign"
+SA_TICKET = "SnlmTicket"
+SA_STEP = "SnlmStep"
+SEARCH_ATTRIBUTES = (SA_VM, SA_SOURCE, SA_DESTINATION, SA_CAMPAIGN, SA_TICKET, SA_STEP)
+
+APPROVAL_TIMED_OUT = "ApprovalTimedOut"  # the approval deadline passed: nothing was changed
+APPROVAL_REJECTED = "ApprovalRejected"
+DELEGATION_NOT_CONFIGURED = "DelegationNotConfigured"  # policy `verify` found entries missing
+MOVE_FAILED = "MoveFailed"  # the host's migration job ended without moving the VM
+MOVE_CANCELLED = "MoveCancelled"
+VERIFY_FAILED = "VerifyFailed"  # the VM is not where it should be after the move (or is in two places)
+CLUSTER_ROLE_FAILED = "ClusterRoleFailed"
+
+
+def migrate_vm_workflow_id(vm: str, source: str) -> str:
+    """`snlm-vm-<vm>@<source>`: one id per move request, so a duplicate request finds the running move.
+
+    Hyper-V names compare case-insensitively, so the id is lower-cased.
+    """
+    return f"{MIGRATE_VM_WORKFLOW_PREFIX}{vm.lower()}@{source.lower()}"
+
+
+class Step(enum.StrEnum):
+    """The saga's steps, in order; `SA_STEP` and the `current_step` query carry these values."""
+
+    PENDING = "pending"
+    PREFLIGHT = "preflight"
+    APPROVAL = "approval"
+    CLUSTER = "cluster"
+    DELEGATION = "delegation"
+    SETTINGS = "settings"
+    MOVE = "move"
+    VERIFY = "verify"
+    COMPENSATING = "compensating"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DelegationPolicy(enum.StrEnum):
+    """`manage` writes the delegation entries, `verify` only reads and reports, `skip` leaves it to others."""
+
+    MANAGE = "manage"
+    VERIFY = "verify"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class MigrationPolicy:
+    """What a move may change and undo. Defaults are what a careful administrator does by hand.
+
+    Attributes:
+        delegation: manage / verify / skip (see DelegationPolicy).
+        delegation_mode: kerberos-only / any-protocol / auto; None means the worker's configured mode.
+        revert_delegation: on failure, remove the delegation entries this run added.
+        restore_settings: on failure, put each host's live-migration settings back as they were.
+        restore_ha_on_destination: after a successful move, make the VM highly available again in the
+            destination's cluster (the destination must be a cluster node with the files on cluster storage).
+        require_approval: wait for the `approve` update before changing anything.
+        approval_timeout_seconds: how long to wait for it; past it the run fails with nothing changed.
+        authentication: the live-migration authentication to set on both hosts (Kerberos or CredSSP).
+        performance: TCPIP, Compression or SMB.
+        migration_networks: subnets for live migration on both hosts; empty keeps the hosts' own choice
+            (and enables "use any network" only when a host has neither).
+        eject_missing_iso: eject an ISO the destination lacks instead of failing (auto-remediation).
+        max_migrations_per_host: never ask a host for more concurrent moves than this (the host's own
+            limit always applies as well).
+        move_timeout_seconds: the longest a single move may run before it is cancelled.
+    """
+
+    delegation: DelegationPolicy = DelegationPolicy.MANAGE
+    delegation_mode: DelegationMode | None = None
+    revert_delegation: bool = False
+    restore_settings: bool = True
+    restore_ha_on_destination: bool = False
+    require_approval: bool = False
+    approval_timeout_seconds: float = 24 * 3600
+    authentication: str = "Kerberos"
+    performance: str = "Compression"
+    migration_networks: tuple[str, ...] = ()
+    eject_missing_iso: bool = True
+    max_migrations_per_host: int | None = None
+    move_timeout_seconds: float = 12 * 3600
+
+
+@dataclass(frozen=True)
+class MigrateVmInput:
+    """Move `vm` from `source` to `destination` (host names as in the inventory).
+
+    `storage_path` is the destination folder for the VM's files (Move-VM -DestinationStoragePath); None puts
+    them under the destination host's VirtualMachinePath, in a folder named after the VM.
+    """
+
+    vm: str
+    source: str
+    destination: str
+    storage_path: str | None = None
+    policy: MigrationPolicy = MigrationPolicy()
+    campaign: str = ""
+    ticket: str = ""
+
+
+@dataclass(frozen=True)
+class ApproveRequest:
+    approver: str
+    approved: bool = True
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """The `progress` query: where the saga is and how far the host's migration job got."""
+
+    vm: str
+    source: str
+    destination: str
+    step: Step
+    percent: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    attempt: int = 0
+    waiting_for: str = ""  # "approval", "slot on HV01", ...
+
+
+# Activity inputs and outputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmOnHost:
+    """A VM as one host knows it."""
+
+    vm: str
+    host: str
+
+
+@dataclass(frozen=True)
+class ClusterRoleSnapshot:
+    """Everything needed to make a VM highly available again as it was (hyperv-facts "Cluster HA").
+
+    `clustered` False means the VM had no cluster role: nothing was removed and nothing is to restore.
+    """
+
+    vm: str
+    host: str
+    clustered: bool
+    cluster: str = ""
+    group: str = ""
+    owner_node: str = ""
+    preferred_owners: tuple[str, ...] = ()
+    priority: int = 2000
+    anti_affinity_class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RestoreClusterRoleInput:
+    """Add the VM's cluster role back on `host`'s cluster, with the snapshot's owners and settings."""
+
+    snapshot: ClusterRoleSnapshot
+    host: str
+
+
+@dataclass(frozen=True)
+class PurgeTicketsInput:
+    """`klist purge -li 0x3e7` on each host, so the machine account fetches tickets with the new delegation."""
+
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostMigrationSettings:
+    """A host's live-migration settings (Get-VMHost plus Get-VMMigrationNetwork)."""
+
+    host: str
+    enabled: bool
+    authentication: str
+    performance: str
+    use_any_network: bool
+    networks: tuple[tuple[str, int], ...] = ()  # (subnet, priority)
+    max_vm_migrations: int = 2
+    firewall_rule_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class EnsureSettingsInput:
+    host: str
+    authentication: str = "Kerberos"
+    performance: str = "Compression"
+    migration_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnsureSettingsResult:
+    """`previous` is what the host had before (what restore puts back); `current` what it has now."""
+
+    previous: HostMigrationSettings
+    current: HostMigrationSettings
+    changed: bool
+
+
+@dataclass(frozen=True)
+class RemediateInput:
+    """Fix an auto-remediable concern before the move (today: eject an ISO the destination lacks)."""
+
+    vm: str
+    host: str
+    concern_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemediateResult:
+    fixed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MoveInput:
+    """Start Move-VM for `vm` (id `vm_id`) from `source`, or re-attach to the migration already running."""
+
+    vm: str
+    vm_id: str
+    source: str
+    destination: str
+    storage_path: str | None = None
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """`started` False means this attempt re-attached to a running job, or found the VM already moved."""
+
+    vm: str
+    destination: str
+    started: bool
+    already_moved: bool = False
+    job_id: str = ""
+    bytes_total: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class MoveHeartbeat:
+    """Heartbeat details of the move activity: what the next attempt needs to pick up where this one stopped."""
+
+    job_id: str
+    percent: int
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
+class CleanupInput:
+    """Remove what a failed move left on `host` for `vm_id` (a planned VM, partial disks)."""
+
+    vm: str
+    vm_id: str
+    host: str
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    removed_planned_vm: bool = False
+    removed_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyInput:
+    vm: str
+    vm_id: str
+    source: str
+    destination: str
+    source_files: tuple[str, ...] = ()  # the VM's files on the source before the move
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The move's outcome as the hosts see it; `cleaned_source_files` are leftovers verify removed."""
+
+    running_on_destination: bool
+    gone_from_source: bool
+    cleaned_source_files: tuple[str, ...] = ()
+    guest_answers: bool = True
+    destination_path: str = ""
+
+
+@dataclass(frozen=True)
+class VmFacts:
+    """What the saga reads of a VM before it changes anything: its id and files, for the move and verify."""
+
+    vm: str
+    vm_id: str
+    host: str
+    files: tuple[str, ...] = ()
+    clustered: bool = False
+
+
+@dataclass(frozen=True)
+class CompensationOutcome:
+    step: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MigrateVmResult:
+    vm: str
+    source: str
+    destination: str
+    moved: bool
+    already_there: bool = False
+    delegation_added: tuple[str, ...] = ()
+    settings_changed: tuple[str, ...] = ()
+    cleaned_source_files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()

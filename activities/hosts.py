@@ -49,6 +49,7 @@ from activities.inventory import HostEntry
 from workflows import contracts as c
 
 __all__ = [
+    "NULL",
     "RULES",
     "Command",
     "CommandResult",
@@ -75,6 +76,16 @@ _MAX_DEPTH: Final = 3
 # How much of a host's message goes into an error message (the details keep all of it).
 _MESSAGE_LIMIT: Final = 1500
 _REDACTED: Final = "********"
+
+
+class _Null:
+    """The type of `NULL`: a parameter value sent as PowerShell's `$null` (a plain None leaves the parameter out)."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL: Final = _Null()
 
 
 # -- error records, as plain data -------------------------------------------------------------------------
@@ -683,8 +694,9 @@ class ProgressInfo:
 
 @dataclass(frozen=True)
 class Command:
-    """One structured command: a cmdlet, named parameters (a None value is left out), switches, positional
-    arguments. Values are serialized by pypsrp as typed CLIXML, never spliced into text."""
+    """One structured command: a cmdlet, named parameters (a None value is left out; `NULL` passes `$null`, as
+    in `Set-VMDvdDrive -Path $null`), switches, positional arguments. Values are serialized by pypsrp as typed
+    CLIXML, never spliced into text."""
 
     cmdlet: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -897,7 +909,9 @@ class HostClient:
         for command in commands:
             ps.add_cmdlet(command.cmdlet)
             for parameter, value in command.parameters.items():
-                if value is not None:
+                if value is NULL:
+                    ps.add_parameter(parameter, None)
+                elif value is not None:
                     ps.add_parameter(parameter, value)
             for switch in command.switches:
                 ps.add_parameter(switch)

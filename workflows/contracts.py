@@ -586,6 +586,11 @@ class HostMigrationSettings:
 
 
 @dataclass(frozen=True)
+class HostRef:
+    host: str
+
+
+@dataclass(frozen=True)
 class EnsureSettingsInput:
     host: str
     authentication: str = "Kerberos"

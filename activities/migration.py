@@ -1,0 +1,983 @@
+"""The migration saga's host activities: cluster HA, host settings, tickets, remediation, the move, cleanup, verify.
+
+Steps 3, 5, 6 and 7 of MigrateVm (DESIGN.md). Every activity here is at-least-once (Temporal may run it again
+after a crash or a lost completion), so each one reads the state first, changes only what differs, and returns
+what its compensation needs (invariant 3). Commands are structured cmdlets through the host client (invariant
+2); the only query strings are WQL filters over values validated as GUIDs.
+
+The move (invariant 4) never starts a second migration of a VM: before it starts one it looks for the VM on
+both hosts and for a migration job of this VM on the source (the job belongs to vmms, not to a PowerShell
+session, reference/hyperv-facts.md "Watching and cancelling a move"), and re-attaches to a running job. It
+watches the job's Msvm_MigrationJob, heartbeating `MoveHeartbeat`; a cancelled activity terminates the host's
+job (RequestStateChange 4), waits for it to end, and re-raises the cancellation.
+
+Cancellation reaches a synchronous activity as an exception thrown into its thread (reference/temporal-notes.md).
+An exception thrown in the middle of a PSRP exchange would leave the session unusable and the host's job
+running, so the move runs shielded (`activity.shield_thread_cancel_exception`) and checks
+`activity.is_cancelled()` between polls instead. Outside an activity (plain calls, scripts) every activity
+works the same, without heartbeats or cancellation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import ntpath
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from activities.errors import (
+    ConfigurationError,
+    SnlmError,
+    TransientError,
+    UnknownError,
+)
+from activities.hosts import NULL, Command, CommandResult, ErrorInfo, HostClient, classify
+from activities.inventory import Inventory
+from workflows import contracts as c
+from workflows.contracts import (
+    CleanupInput,
+    CleanupResult,
+    ClusterRoleSnapshot,
+    EnsureSettingsInput,
+    EnsureSettingsResult,
+    HostMigrationSettings,
+    HostRef,
+    MoveHeartbeat,
+    MoveInput,
+    MoveResult,
+    PurgeTicketsInput,
+    RemediateInput,
+    RemediateResult,
+    RestoreClusterRoleInput,
+    VerifyInput,
+    VerifyResult,
+    VmFacts,
+    VmOnHost,
+)
+
+__all__ = [
+    "FIREWALL_RULE",
+    "ISO_MISSING",
+    "MigrationActivities",
+    "clean_destination",
+]
+
+log = logging.getLogger(__name__)
+
+FIREWALL_RULE: Final = "VIRT-MIGL-In-TCP-NoScope"  # "Hyper-V (MIG-TCP-In)", TCP 6600
+ISO_MISSING: Final = "iso-missing-on-destination"  # the preflight concern remediate() fixes
+VIRT_NAMESPACE: Final = "root/virtualization/v2"
+MIGRATION_JOB: Final = "Msvm_MigrationJob"
+PLANNED: Final = "PlannedVirtualMachine"
+# CIM_ConcreteJob.JobState (hyperv-facts "Watching and cancelling a move").
+JOB_NEW, JOB_STARTING, JOB_RUNNING = 2, 3, 4
+JOB_COMPLETED, JOB_TERMINATED, JOB_KILLED, JOB_EXCEPTION = 7, 8, 9, 10
+JOB_COMPLETED_WITH_WARNINGS = 32768
+_SUCCEEDED: Final = frozenset({JOB_COMPLETED, JOB_COMPLETED_WITH_WARNINGS})
+REQUEST_TERMINATE: Final = 4  # Msvm_MigrationJob.RequestStateChange RequestedState
+# The files Hyper-V keeps in "<ConfigurationLocation>\Virtual Machines" named after the VM's id: configuration
+# version 6.2 and later (vmcx, vmgs, VMRS), and the older XML format (xml, bin, vsv).
+_CONFIG_EXTENSIONS: Final = (".vmcx", ".vmgs", ".VMRS", ".xml", ".bin", ".vsv")
+_DURATION: Final = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+T = TypeVar("T")
+
+
+# -- small helpers ----------------------------------------------------------------------------------------------
+def _in_activity() -> bool:
+    return activity.in_activity()
+
+
+def _heartbeat(*details: Any) -> None:
+    if _in_activity():
+        activity.heartbeat(*details)
+
+
+def _cancelled() -> bool:
+    return _in_activity() and activity.is_cancelled()
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Delay a cancellation thrown into this thread to the end of the block (a no-op outside an activity)."""
+    if _in_activity():
+        with activity.shield_thread_cancel_exception():
+            yield
+    else:
+        yield
+
+
+def _pause(seconds: float) -> None:
+    """Sleep `seconds`, or less when the activity is cancelled meanwhile."""
+    if _in_activity():
+        activity.wait_for_cancelled_sync(seconds)
+    else:
+        time.sleep(seconds)
+
+
+def _dicts(result: CommandResult) -> list[dict[str, Any]]:
+    return [item for item in result.output if isinstance(item, dict)]
+
+
+def _guid(value: str, what: str) -> str:
+    """`value` as an upper-case GUID string (the only data that goes into a WQL filter), or a configuration error."""
+    try:
+        return str(uuid.UUID(str(value).strip("{}"))).upper()
+    except ValueError:
+        raise ConfigurationError(
+            f"{what} {value!r} is not a GUID", error_type=c.PARAMETER_BINDING_FAILED, remedy="pass the VM's id"
+        ) from None
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Host names compare case-insensitively, a NetBIOS name matching its FQDN."""
+    return a.split(".", 1)[0].lower() == b.split(".", 1)[0].lower()
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _name(value: Any) -> str:
+    """A node as a name: the nested object's Name, or its text."""
+    if isinstance(value, dict):
+        return _text(value.get("Name") or value.get("NodeName"))
+    return _text(value)
+
+
+def _subnet(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        return text.strip().lower()
+
+
+def _seconds(duration: Any) -> float | None:
+    """An ISO 8601 duration as PSRP carries a TimeSpan ("PT6.88S"), in seconds."""
+    match = _DURATION.match(_text(duration))
+    if match is None or not any(match.groupdict().values()):
+        return None
+    parts = {key: float(value) if value else 0.0 for key, value in match.groupdict().items()}
+    return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+
+
+def _raise_unexpected(result: CommandResult, *, ignore: Callable[[ErrorInfo], bool]) -> None:
+    """After a `check=False` probe: raise the first error that `ignore` does not accept."""
+    for info, error in zip(result.records, result.errors, strict=False):
+        if not ignore(info):
+            raise error
+
+
+def _not_found(info: ErrorInfo) -> bool:
+    return info.category == 13 or "not found" in info.message.lower() or "unable to find" in info.message.lower()
+
+
+# -- reading a host ---------------------------------------------------------------------------------------------
+def _vm_by_id(client: HostClient, vm_id: str) -> dict[str, Any] | None:
+    """The VM with this id on the host (realized or planned), or None."""
+    result = client.run("Get-VM", {"Id": [uuid.UUID(vm_id)]}, check=False)
+    _raise_unexpected(result, ignore=lambda info: _error_type(client, info) == c.VM_NOT_FOUND)
+    found = _dicts(result)
+    return found[0] if found else None
+
+
+def _error_type(client: HostClient, info: ErrorInfo) -> str:
+    return classify(info, client.host, info.activity or "Get-VM").error_type
+
+
+def _is_planned(vm: Mapping[str, Any] | None) -> bool:
+    return vm is not None and _text(vm.get("VirtualMachineType")) == PLANNED
+
+
+def _realized(vm: Mapping[str, Any] | None) -> bool:
+    return vm is not None and not _is_planned(vm)
+
+
+def _vm_commands(vm_id: str, *then: Command) -> list[Command]:
+    """`Get-VM -Id <id> | <then>`: act on exactly this VM (a name may be shared by a planned VM)."""
+    return [Command("Get-VM", {"Id": [uuid.UUID(vm_id)]}), *then]
+
+
+def _jobs(client: HostClient, *, vm_id: str | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Msvm_MigrationJob instances on the host, filtered by the VM's id or the job's InstanceID."""
+    if job_id is not None:
+        wql = f"InstanceID='{_guid(job_id, 'job id')}'"
+    elif vm_id is not None:
+        wql = f"VirtualSystemName='{_guid(vm_id, 'VM id')}'"
+    else:
+        wql = None
+    result = client.run("Get-CimInstance", {"ClassName": MIGRATION_JOB, "Namespace": VIRT_NAMESPACE, "Filter": wql})
+    return _dicts(result)
+
+
+def _job_state(job: Mapping[str, Any]) -> int:
+    return _int(job.get("JobState"))
+
+
+def _running(job: Mapping[str, Any]) -> bool:
+    return _job_state(job) < JOB_COMPLETED
+
+
+def _file_exists(client: HostClient, paths: Sequence[str]) -> list[str]:
+    """The paths among `paths` that exist on the host (one Test-Path for all)."""
+    if not paths:
+        return []
+    result = client.run("Test-Path", {"LiteralPath": list(paths)})
+    return [path for path, found in zip(paths, result.output, strict=False) if found is True]
+
+
+def _remove_files(client: HostClient, paths: Sequence[str]) -> tuple[str, ...]:
+    """Remove the files among `paths` that exist; returns those removed. A file in use stays (and is not listed)."""
+    existing = _file_exists(client, paths)
+    if not existing:
+        return ()
+    result = client.run("Remove-Item", {"LiteralPath": existing}, switches=("Force",), check=False)
+    failed: set[str] = set()
+    for info, error in zip(result.records, result.errors, strict=False):
+        if isinstance(error, TransientError) or not info.target:
+            raise error
+        failed.add(info.target.lower())
+        log.warning("could not remove %s on %s: %s", info.target, client.host, info.message)
+    return tuple(path for path in existing if path.lower() not in failed)
+
+
+def _dedupe(paths: Sequence[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for path in paths:
+        if path:
+            seen.setdefault(path.lower(), path)
+    return list(seen.values())
+
+
+def clean_destination(
+    client: HostClient, vm_id: str, *, also: Sequence[str] = (), realized: dict[str, Any] | None = None
+) -> CleanupResult:
+    """Remove what a failed move left on the host `client` talks to: the planned VM with this id and its
+    (partial) disks, plus any of `also` that exist (the files a move to the same place would write).
+
+    A realized VM with this id means the move succeeded: nothing is removed, not even `also`.
+    """
+    found = realized if realized is not None else _vm_by_id(client, vm_id)
+    if _realized(found):
+        return CleanupResult()
+    paths: list[str] = []
+    removed_planned = False
+    if found is not None:
+        drives = client.pipeline(_vm_commands(vm_id, Command("Get-VMHardDiskDrive")))
+        paths += [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
+        # The planned VM first (vmms holds its files while it is registered); its configuration files go with it.
+        client.pipeline(_vm_commands(vm_id, Command("Remove-VM", switches=("Force",))))
+        removed_planned = True
+    removed = _remove_files(client, _dedupe([*paths, *also]))
+    return CleanupResult(removed_planned_vm=removed_planned, removed_files=removed)
+
+
+# -- host settings ----------------------------------------------------------------------------------------------
+def _read_settings(client: HostClient) -> HostMigrationSettings:
+    host = _dicts(client.run("Get-VMHost"))
+    vmhost = host[0] if host else {}
+    networks = tuple(
+        (_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in _dicts(client.run("Get-VMMigrationNetwork"))
+    )
+    rules = client.run("Get-NetFirewallRule", {"Name": FIREWALL_RULE}, check=False)
+    _raise_unexpected(rules, ignore=_not_found)
+    found = _dicts(rules)
+    # MSFT_NetFirewallRule.Enabled: 1 True, 2 False. A host without the rule: nothing to enable or restore.
+    firewall = not found or any(_int(r.get("Enabled")) == 1 or r.get("Enabled") is True for r in found)
+    return HostMigrationSettings(
+        host=client.host,
+        enabled=bool(vmhost.get("VirtualMachineMigrationEnabled")),
+        authentication=_text(vmhost.get("VirtualMachineMigrationAuthenticationType")),
+        performance=_text(vmhost.get("VirtualMachineMigrationPerformanceOption")),
+        use_any_network=bool(vmhost.get("UseAnyNetworkForMigration")),
+        networks=networks,
+        max_vm_migrations=_int(vmhost.get("MaximumVirtualMachineMigrations"), c.HYPERV_DEFAULT_MAX_MIGRATIONS),
+        firewall_rule_enabled=bool(firewall),
+    )
+
+
+def _set_vmhost(client: HostClient, now: HostMigrationSettings, want: HostMigrationSettings) -> None:
+    parameters: dict[str, Any] = {}
+    if want.authentication and want.authentication.lower() != now.authentication.lower():
+        parameters["VirtualMachineMigrationAuthenticationType"] = want.authentication
+    if want.performance and want.performance.lower() != now.performance.lower():
+        parameters["VirtualMachineMigrationPerformanceOption"] = want.performance
+    if want.use_any_network != now.use_any_network:
+        parameters["UseAnyNetworkForMigration"] = want.use_any_network
+    if parameters:
+        client.run("Set-VMHost", parameters)
+
+
+# -- the move ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Move:
+    """One attempt of start_or_attach_move: its clients and what it learned."""
+
+    request: MoveInput
+    vm_id: str
+    source: HostClient
+    destination_factory: Callable[[], HostClient]
+    started: bool = False
+    job_id: str = ""
+    t0: float = field(default_factory=time.monotonic)
+    _destination: HostClient | None = None
+
+    @property
+    def destination(self) -> HostClient:
+        if self._destination is None:
+            self._destination = self.destination_factory().open()
+        return self._destination
+
+    def close(self) -> None:
+        if self._destination is not None:
+            self._destination.close()
+            self._destination = None
+
+
+def _previous_job_id() -> str:
+    """The job id a previous attempt heartbeated (a MoveHeartbeat, or the dict it arrives as)."""
+    if not _in_activity():
+        return ""
+    details = activity.info().heartbeat_details
+    if not details:
+        return ""
+    last = details[-1]
+    if isinstance(last, MoveHeartbeat):
+        return last.job_id
+    if isinstance(last, Mapping):
+        return _text(last.get("job_id"))
+    return ""
+
+
+def _job_error(host: str, job: Mapping[str, Any], request: MoveInput) -> SnlmError:
+    """The engine's error for a migration job that ended without moving the VM."""
+    state = _job_state(job)
+    description = _text(job.get("ErrorDescription"))
+    summary = _text(job.get("ErrorSummaryDescription"))
+    details = {
+        "vm": request.vm,
+        "source": request.source,
+        "destination": request.destination,
+        "job_id": _text(job.get("InstanceID")),
+        "job_state": state,
+        "percent": _int(job.get("PercentComplete")),
+        "error_code": _int(job.get("ErrorCode")),
+        "error_description": description,
+        "error_summary": summary,
+    }
+    said = " ".join(part for part in (summary, description) if part)
+    if state == JOB_TERMINATED:
+        return ConfigurationError(
+            f"Move-VM of {request.vm} on {host}: the migration job was terminated by someone else: {said}".strip(),
+            error_type=c.MOVE_CANCELLED,
+            remedy="find out who cancelled the migration, then submit the move again",
+            details=details,
+        )
+    if state == JOB_KILLED:
+        return TransientError(
+            f"Move-VM of {request.vm} on {host}: the migration job was killed (vmms restarted?): {said}".strip(),
+            error_type=c.MOVE_FAILED,
+            remedy="the move is retried once the host's Virtual Machine Management Service answers",
+            details=details,
+        )
+    error = classify(
+        ErrorInfo(message=said or f"migration job ended in state {state}", activity="Move-VM"), host, "Move-VM"
+    )
+    error.details.update(details)
+    if isinstance(error, UnknownError):
+        return UnknownError(error.reason, error_type=c.MOVE_FAILED, remedy=error.remedy, details=error.details)
+    return error
+
+
+class MigrationActivities:
+    """The saga's host activities; synchronous (PSRP blocks), so the worker runs them on a thread pool.
+
+    Args:
+        inventory: the worker's host inventory (addresses and credential references).
+        poll_seconds: how often the move reads the host's migration job (and heartbeats); real seconds.
+        terminate_timeout: how long a cancelled move waits for the host's job to read Terminated.
+        max_move_seconds: the longest one attempt watches a move before it terminates it (the workflow's
+            start-to-close timeout should be the tighter bound).
+        progress: called with (workflow id, heartbeat) as a move advances, so the workflow can answer its
+            `progress` query (the worker sends it as a signal); never allowed to fail the move.
+        client_options: HostClient keyword arguments (connect_timeout, read_timeout, operation_timeout,
+            command_timeout).
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        poll_seconds: float = 1.0,
+        terminate_timeout: float = 120.0,
+        max_move_seconds: float = 24 * 3600.0,
+        progress: Callable[[str, MoveHeartbeat], None] | None = None,
+        **client_options: Any,
+    ) -> None:
+        if poll_seconds <= 0 or terminate_timeout <= 0 or max_move_seconds <= 0:
+            raise ValueError("poll_seconds, terminate_timeout and max_move_seconds must be positive")
+        read_timeout = float(client_options.get("read_timeout", 30.0))
+        if poll_seconds >= read_timeout:
+            raise ValueError(f"poll_seconds ({poll_seconds}) must be shorter than the read timeout ({read_timeout})")
+        self._inventory = inventory
+        self._poll = poll_seconds
+        self._terminate_timeout = terminate_timeout
+        self._max_move = max_move_seconds
+        self._progress = progress
+        self._client_options = client_options
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    def _client(self, host: str) -> HostClient:
+        return HostClient(self._inventory.host(host), **self._client_options)
+
+    @staticmethod
+    def _boundary(fn: Callable[[], T]) -> T:
+        """Inside an activity an SnlmError leaves as the ApplicationError of its stable type."""
+        try:
+            return fn()
+        except SnlmError as error:
+            if _in_activity():
+                raise error.to_application_error() from None
+            raise
+
+    # -- read_vm ----------------------------------------------------------------------------------------------
+    @activity.defn(name="read_vm")
+    def read_vm(self, request: VmOnHost) -> VmFacts:
+        """The VM's id, files (configuration and VHDs that exist) and clustered flag. No VM: VmNotFound."""
+        return self._boundary(lambda: self._read_vm(request))
+
+    def _read_vm(self, request: VmOnHost) -> VmFacts:
+        with self._client(request.host) as client:
+            found = [vm for vm in _dicts(client.run("Get-VM", {"Name": request.vm})) if _realized(vm)]
+            if not found:
+                raise ConfigurationError(
+                    f"Get-VM on {request.host}: no realized VM named {request.vm}",
+                    error_type=c.VM_NOT_FOUND,
+                    remedy="check the VM's name and which host it is on",
+                    details={"vm": request.vm, "host": request.host},
+                )
+            vm = found[0]
+            vm_id = str(vm.get("Id") or vm.get("VMId"))
+            drives = client.pipeline(_vm_commands(vm_id, Command("Get-VMHardDiskDrive")))
+            vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
+            location = _text(vm.get("ConfigurationLocation") or vm.get("Path"))
+            base = ntpath.join(location, "Virtual Machines", vm_id.upper()) if location else ""
+            config = _file_exists(client, [base + ext for ext in _CONFIG_EXTENSIONS]) if base else []
+        return VmFacts(
+            vm=_text(vm.get("Name")) or request.vm,
+            vm_id=vm_id,
+            host=request.host,
+            files=tuple(_dedupe([*config, *vhds])),
+            clustered=bool(vm.get("IsClustered")),
+        )
+
+    # -- cluster HA -------------------------------------------------------------------------------------------
+    @activity.defn(name="snapshot_cluster_role")
+    def snapshot_cluster_role(self, request: VmOnHost) -> ClusterRoleSnapshot:
+        """What restoring the VM's cluster role needs; `clustered` False when Get-VM says IsClustered false."""
+        return self._boundary(lambda: self._snapshot(request))
+
+    def _snapshot(self, request: VmOnHost) -> ClusterRoleSnapshot:
+        with self._client(request.host) as client:
+            vms = [vm for vm in _dicts(client.run("Get-VM", {"Name": request.vm})) if _realized(vm)]
+            if not vms or not vms[0].get("IsClustered"):
+                return ClusterRoleSnapshot(vm=request.vm, host=request.host, clustered=False)
+            groups = _dicts(client.run("Get-ClusterGroup", {"Name": request.vm}))
+            group = groups[0] if groups else {}
+            name = _text(group.get("Name")) or request.vm
+            owners = _dicts(client.run("Get-ClusterOwnerNode", {"Group": name}))
+        preferred = tuple(_name(node) for entry in owners for node in (entry.get("OwnerNodes") or []))
+        anti = group.get("AntiAffinityClassNames") or []
+        return ClusterRoleSnapshot(
+            vm=request.vm,
+            host=request.host,
+            clustered=True,
+            cluster=_text(group.get("Cluster")),
+            group=name,
+            owner_node=_name(group.get("OwnerNode")),
+            preferred_owners=tuple(owner for owner in preferred if owner),
+            priority=_int(group.get("Priority"), 2000),
+            anti_affinity_class_names=tuple(_text(a) for a in anti) if isinstance(anti, list) else (),
+        )
+
+    @activity.defn(name="remove_cluster_role")
+    def remove_cluster_role(self, snapshot: ClusterRoleSnapshot) -> None:
+        """Remove-ClusterGroup -RemoveResources -Force (never offline first); a role already gone is success."""
+        self._boundary(lambda: self._remove_role(snapshot))
+
+    def _remove_role(self, snapshot: ClusterRoleSnapshot) -> None:
+        if not snapshot.clustered:
+            return
+        group = snapshot.group or snapshot.vm
+        with self._client(snapshot.host) as client:
+            found = client.run("Get-ClusterGroup", {"Name": group}, check=False)
+            _raise_unexpected(found, ignore=_not_found)
+            if not _dicts(found):
+                return
+            removed = client.run(
+                "Remove-ClusterGroup", {"Name": group}, switches=("RemoveResources", "Force"), check=False
+            )
+            _raise_unexpected(removed, ignore=_not_found)  # removed meanwhile: the same outcome
+
+    @activity.defn(name="restore_cluster_role")
+    def restore_cluster_role(self, request: RestoreClusterRoleInput) -> None:
+        """Make the VM highly available again on `request.host`'s cluster, with the snapshot's preferred owners
+        when that is the snapshot's cluster. Already clustered is success."""
+        self._boundary(lambda: self._restore_role(request))
+
+    def _restore_role(self, request: RestoreClusterRoleInput) -> None:
+        snapshot = request.snapshot
+        if not snapshot.clustered:
+            return
+        group_name = snapshot.group or snapshot.vm
+        same_cluster_host = _same_host(request.host, snapshot.host)
+        with self._client(request.host) as client:
+            vms = [vm for vm in _dicts(client.run("Get-VM", {"Name": snapshot.vm})) if _realized(vm)]
+            if not vms:
+                raise ConfigurationError(
+                    f"Add-ClusterVirtualMachineRole on {request.host}: {snapshot.vm} is not on {request.host}",
+                    error_type=c.CLUSTER_ROLE_FAILED,
+                    remedy=f"make {snapshot.vm} highly available by hand on the node that runs it",
+                    details={"vm": snapshot.vm, "host": request.host},
+                )
+            if vms[0].get("IsClustered"):
+                groups = _dicts(client.run("Get-ClusterGroup", {"Name": group_name}, check=False))
+            else:
+                parameters: dict[str, Any] = {"VMName": snapshot.vm}
+                if group_name.lower() != snapshot.vm.lower():
+                    parameters["Name"] = group_name
+                if same_cluster_host and snapshot.cluster:
+                    parameters["Cluster"] = snapshot.cluster
+                groups = _dicts(client.run("Add-ClusterVirtualMachineRole", parameters))
+            cluster = _text(groups[0].get("Cluster")) if groups else ""
+            if not snapshot.preferred_owners or not cluster or cluster.lower() != snapshot.cluster.lower():
+                # Another cluster's nodes cannot own the role; its own defaults stand.
+                return
+            lists = _dicts(client.run("Get-ClusterOwnerNode", {"Group": group_name}))
+            current = [_name(node) for entry in lists for node in (entry.get("OwnerNodes") or [])]
+            if [o.lower() for o in current] != [o.lower() for o in snapshot.preferred_owners]:
+                client.run("Set-ClusterOwnerNode", {"Group": group_name, "Owners": list(snapshot.preferred_owners)})
+            # Priority and anti-affinity are properties (`(Get-ClusterGroup X).Priority = n`), not cmdlet
+            # parameters: they come back with the role's defaults and stay in the snapshot for the record.
+
+    def _publish(self, beat: MoveHeartbeat) -> None:
+        workflow_id = activity.info().workflow_id if _in_activity() else None
+        if self._progress is None or workflow_id is None:
+            return
+        try:
+            self._progress(workflow_id, beat)
+        except Exception:  # progress is for people watching; the move goes on without it
+            log.warning("could not report move progress", exc_info=True)
+
+    # -- host settings ----------------------------------------------------------------------------------------
+    @activity.defn(name="read_migration_settings")
+    def read_migration_settings(self, request: HostRef) -> HostMigrationSettings:
+        """The host's live-migration settings as they are: what a later restore puts back. The saga reads them
+        before it changes anything, so a retried ensure cannot mistake its own change for the original."""
+
+        def read() -> HostMigrationSettings:
+            with self._client(request.host) as client:
+                return _read_settings(client)
+
+        return self._boundary(read)
+
+    @activity.defn(name="ensure_migration_settings")
+    def ensure_migration_settings(self, request: EnsureSettingsInput) -> EnsureSettingsResult:
+        """Live migration enabled with the wanted authentication, performance option and networks, and the
+        firewall rule for TCP 6600 enabled; returns the previous settings (what restore puts back)."""
+        return self._boundary(lambda: self._ensure_settings(request))
+
+    def _ensure_settings(self, request: EnsureSettingsInput) -> EnsureSettingsResult:
+        with self._client(request.host) as client:
+            previous = _read_settings(client)
+            networks = list(previous.networks)
+            have = {subnet for subnet, _ in networks}
+            for subnet in dict.fromkeys(_subnet(s) for s in request.migration_networks):
+                if subnet not in have:
+                    added = _dicts(client.run("Add-VMMigrationNetwork", {"Subnet": subnet}, switches=("Passthru",)))
+                    priority = _int(added[0].get("Priority")) if added else 0
+                    networks.append((subnet, priority))
+                    have.add(subnet)
+            use_any = previous.use_any_network or (not request.migration_networks and not networks)
+            want = HostMigrationSettings(
+                host=previous.host,
+                enabled=True,
+                authentication=request.authentication or previous.authentication,
+                performance=request.performance or previous.performance,
+                use_any_network=use_any,
+                networks=tuple(networks),
+                max_vm_migrations=previous.max_vm_migrations,
+                firewall_rule_enabled=True,
+            )
+            _set_vmhost(client, previous, want)
+            if not previous.enabled:
+                client.run("Enable-VMMigration")
+            if not previous.firewall_rule_enabled:
+                client.run("Enable-NetFirewallRule", {"Name": FIREWALL_RULE})
+        current = want
+        changed = (
+            previous.enabled != current.enabled
+            or previous.authentication.lower() != current.authentication.lower()
+            or previous.performance.lower() != current.performance.lower()
+            or previous.use_any_network != current.use_any_network
+            or previous.networks != current.networks
+            or previous.firewall_rule_enabled != current.firewall_rule_enabled
+        )
+        return EnsureSettingsResult(previous=previous, current=current, changed=changed)
+
+    @activity.defn(name="restore_migration_settings")
+    def restore_migration_settings(self, previous: HostMigrationSettings) -> None:
+        """Put the host's live-migration settings back exactly as `previous` says (idempotent)."""
+        self._boundary(lambda: self._restore_settings(previous))
+
+    def _restore_settings(self, previous: HostMigrationSettings) -> None:
+        with self._client(previous.host) as client:
+            now = _read_settings(client)
+            wanted = dict(previous.networks)
+            present = {subnet for subnet, _ in now.networks}
+            for subnet in present - wanted.keys():
+                client.run("Remove-VMMigrationNetwork", {"Subnet": subnet})
+            for subnet, priority in previous.networks:
+                if subnet not in present:
+                    client.run("Add-VMMigrationNetwork", {"Subnet": subnet, "Priority": priority or None})
+            _set_vmhost(client, now, previous)
+            if previous.enabled != now.enabled:
+                client.run("Enable-VMMigration" if previous.enabled else "Disable-VMMigration")
+            if previous.firewall_rule_enabled != now.firewall_rule_enabled:
+                rule = "Enable-NetFirewallRule" if previous.firewall_rule_enabled else "Disable-NetFirewallRule"
+                client.run(rule, {"Name": FIREWALL_RULE})
+
+    # -- tickets and remediation ------------------------------------------------------------------------------
+    @activity.defn(name="purge_tickets")
+    def purge_tickets(self, request: PurgeTicketsInput) -> None:
+        """`klist purge -li 0x3e7` on each host: the machine account fetches tickets with the new delegation."""
+        self._boundary(lambda: self._purge(request))
+
+    def _purge(self, request: PurgeTicketsInput) -> None:
+        for host in dict.fromkeys(request.hosts):
+            with self._client(host) as client:
+                client.run("klist", arguments=("purge", "-li", "0x3e7"))
+            _heartbeat(f"tickets purged on {host}")
+
+    @activity.defn(name="remediate")
+    def remediate(self, request: RemediateInput) -> RemediateResult:
+        """Fix the auto-remediable concerns it knows (today: eject an ISO the destination lacks); unknown
+        concern ids are ignored and not reported fixed."""
+        return self._boundary(lambda: self._remediate(request))
+
+    def _remediate(self, request: RemediateInput) -> RemediateResult:
+        fixed: list[str] = []
+        if ISO_MISSING in request.concern_ids:
+            with self._client(request.host) as client:
+                for drive in _dicts(client.run("Get-VMDvdDrive", {"VMName": request.vm})):
+                    if not drive.get("Path"):
+                        continue
+                    client.run(
+                        "Set-VMDvdDrive",
+                        {
+                            "VMName": request.vm,
+                            "ControllerNumber": _int(drive.get("ControllerNumber")),
+                            "ControllerLocation": _int(drive.get("ControllerLocation")),
+                            "Path": NULL,
+                        },
+                    )
+            fixed.append(ISO_MISSING)
+        return RemediateResult(fixed=tuple(fixed))
+
+    # -- cleanup ----------------------------------------------------------------------------------------------
+    @activity.defn(name="clean_destination")
+    def clean_destination(self, request: CleanupInput) -> CleanupResult:
+        """Remove the planned VM and partial disks a failed move left on `request.host`; a realized VM with that
+        id (the move succeeded) means nothing is removed."""
+        return self._boundary(lambda: self._clean(request))
+
+    def _clean(self, request: CleanupInput) -> CleanupResult:
+        vm_id = _guid(request.vm_id, "VM id")
+        with self._client(request.host) as client:
+            return clean_destination(client, vm_id)
+
+    # -- the move ---------------------------------------------------------------------------------------------
+    @activity.defn(name="start_or_attach_move")
+    def start_or_attach_move(self, request: MoveInput) -> MoveResult:
+        """Move the VM with its storage, or re-attach to the migration already running, and watch it to the end.
+
+        Never starts a second migration of the VM (invariant 4). A cancelled attempt terminates the host's job,
+        waits for it to end and re-raises the cancellation.
+        """
+        return self._boundary(lambda: self._move(request))
+
+    def _move(self, request: MoveInput) -> MoveResult:
+        vm_id = _guid(request.vm_id, "VM id")
+        with _shielded():
+            source = self._client(request.source).open()
+            move = _Move(request, vm_id, source, lambda: self._client(request.destination))
+            try:
+                return self._start_or_attach(move)
+            finally:
+                move.close()
+                source.close()
+
+    def _start_or_attach(self, move: _Move) -> MoveResult:
+        request, source = move.request, move.source
+        # 1. A job this request already has: the previous attempt's, then any running job of this VM.
+        previous = _previous_job_id()
+        if previous:
+            try:
+                jobs = _jobs(source, job_id=previous)
+            except ConfigurationError:
+                jobs = []
+            if jobs and _running(jobs[0]):
+                move.job_id = _text(jobs[0].get("InstanceID"))
+                return self._watch(move)
+        running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
+        if running:
+            job = running[0]
+            target = _text(job.get("DestinationHost"))
+            if target and not _same_host(target, request.destination):
+                raise ConfigurationError(
+                    f"Move-VM of {request.vm} on {request.source}: a migration to {target} is already running",
+                    error_type=c.MOVE_FAILED,
+                    remedy=f"let the migration to {target} finish (or cancel it), then submit the move again",
+                    details={"vm": request.vm, "job_id": _text(job.get("InstanceID")), "destination": target},
+                )
+            move.job_id = _text(job.get("InstanceID"))
+            return self._watch(move)
+        # 2. Where the VM is.
+        on_source = _vm_by_id(source, move.vm_id)
+        on_destination = _vm_by_id(move.destination, move.vm_id)
+        if _realized(on_destination):
+            if _realized(on_source):
+                raise self._two_places(request)
+            return MoveResult(request.vm, request.destination, started=False, already_moved=True)
+        if not _realized(on_source):
+            raise ConfigurationError(
+                f"{request.vm} ({move.vm_id}) is on neither {request.source} nor {request.destination}",
+                error_type=c.VM_NOT_FOUND,
+                remedy="find where the VM runs (Get-VM on the hosts), then submit the move again",
+                details={"vm": request.vm, "vm_id": move.vm_id},
+            )
+        if _cancelled():
+            raise CancelledError("cancelled before the move started")
+        # 3. Clean what an earlier failed move left, then start.
+        storage = request.storage_path or self._default_storage(move)
+        drives = source.pipeline(_vm_commands(move.vm_id, Command("Get-VMHardDiskDrive")))
+        vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
+        cleaned = clean_destination(
+            move.destination,
+            move.vm_id,
+            also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
+            realized=on_destination,
+        )
+        if cleaned.removed_planned_vm or cleaned.removed_files:
+            log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)
+        before = {_text(job.get("InstanceID")) for job in _jobs(source, vm_id=move.vm_id)}
+        move.t0 = time.monotonic()
+        source.run(
+            "Move-VM",
+            {"Name": request.vm, "DestinationHost": request.destination, "DestinationStoragePath": storage},
+            switches=("IncludeStorage", "AsJob"),
+        )
+        move.started = True
+        fresh = [job for job in _jobs(source, vm_id=move.vm_id) if _text(job.get("InstanceID")) not in before]
+        if not fresh:
+            # Ended and gone already (a very fast move, or vmms restarted): the hosts say how it went.
+            return self._outcome_without_job(move)
+        move.job_id = _text(fresh[0].get("InstanceID"))
+        _heartbeat(MoveHeartbeat(move.job_id, _int(fresh[0].get("PercentComplete"))))
+        return self._watch(move)
+
+    def _default_storage(self, move: _Move) -> str:
+        hosts = _dicts(move.destination.run("Get-VMHost"))
+        base = _text(hosts[0].get("VirtualMachinePath")) if hosts else ""
+        if not base:
+            raise ConfigurationError(
+                f"Get-VMHost on {move.request.destination}: no VirtualMachinePath",
+                error_type=c.MOVE_FAILED,
+                remedy="give the move a storage path",
+            )
+        return ntpath.join(base, move.request.vm)
+
+    def _watch(self, move: _Move) -> MoveResult:
+        request, source = move.request, move.source
+        deadline = time.monotonic() + self._max_move
+        while True:
+            jobs = _jobs(source, job_id=move.job_id)
+            if not jobs:
+                return self._outcome_without_job(move)
+            job = jobs[0]
+            state, percent = _job_state(job), _int(job.get("PercentComplete"))
+            _heartbeat(MoveHeartbeat(move.job_id, percent))
+            self._publish(MoveHeartbeat(move.job_id, percent))
+            if state in _SUCCEEDED:
+                return self._result(move, job)
+            if state >= JOB_COMPLETED:
+                raise _job_error(source.host, job, request)
+            if _cancelled():
+                self._terminate(move)
+                raise CancelledError(f"the move of {request.vm} was cancelled; its migration job was terminated")
+            if time.monotonic() > deadline:
+                self._terminate(move)
+                raise TransientError(
+                    f"Move-VM of {request.vm} on {request.source}: still running after {self._max_move:g} s; "
+                    "terminated",
+                    error_type=c.HOST_TIMEOUT,
+                    remedy="check the migration network's bandwidth; the move is retried",
+                    details={"vm": request.vm, "job_id": move.job_id, "percent": percent},
+                )
+            _pause(self._poll)
+
+    def _result(self, move: _Move, job: Mapping[str, Any] | None) -> MoveResult:
+        elapsed = _seconds(job.get("ElapsedTime")) if job is not None else None
+        return MoveResult(
+            vm=move.request.vm,
+            destination=move.request.destination,
+            started=move.started,
+            job_id=move.job_id,
+            seconds=elapsed if elapsed is not None else round(time.monotonic() - move.t0, 3),
+        )
+
+    def _outcome_without_job(self, move: _Move) -> MoveResult:
+        """The job is no longer listed (ended over 5 minutes ago, or vmms restarted): where is the VM?"""
+        request = move.request
+        on_source = _vm_by_id(move.source, move.vm_id)
+        on_destination = _vm_by_id(move.destination, move.vm_id)
+        if _realized(on_destination) and not _realized(on_source):
+            return self._result(move, None)
+        if _realized(on_source) and not _realized(on_destination):
+            raise TransientError(
+                f"Move-VM of {request.vm} on {request.source}: the migration job ended out of sight and the VM is "
+                f"still on {request.source}",
+                error_type=c.MOVE_FAILED,
+                remedy="the move is retried (its leftovers on the destination are cleaned first)",
+                details={"vm": request.vm, "job_id": move.job_id},
+            )
+        if _realized(on_source):
+            raise self._two_places(request)
+        raise ConfigurationError(
+            f"{request.vm} ({move.vm_id}) is on neither {request.source} nor {request.destination} after its move",
+            error_type=c.VERIFY_FAILED,
+            remedy="find the VM (Get-VM on both hosts and the cluster) before anything else",
+            details={"vm": request.vm, "vm_id": move.vm_id, "job_id": move.job_id},
+        )
+
+    @staticmethod
+    def _two_places(request: MoveInput) -> ConfigurationError:
+        return ConfigurationError(
+            f"{request.vm} is registered and realized on both {request.source} and {request.destination}",
+            error_type=c.VERIFY_FAILED,
+            remedy="decide by hand which copy is authoritative and remove the other; snlm will not guess",
+            details={"vm": request.vm, "vm_id": request.vm_id, "hosts": [request.source, request.destination]},
+        )
+
+    def _terminate(self, move: _Move) -> None:
+        """RequestStateChange(4) on every running job of this VM on the source, then wait (bounded) for the end."""
+        source = move.source
+        deadline = time.monotonic() + self._terminate_timeout
+        running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
+        for job in running:
+            instance = _guid(_text(job.get("InstanceID")), "job id")
+            result = source.pipeline(
+                [
+                    Command(
+                        "Get-CimInstance",
+                        {"ClassName": MIGRATION_JOB, "Namespace": VIRT_NAMESPACE, "Filter": f"InstanceID='{instance}'"},
+                    ),
+                    Command(
+                        "Invoke-CimMethod",
+                        {"MethodName": "RequestStateChange", "Arguments": {"RequestedState": REQUEST_TERMINATE}},
+                    ),
+                ],
+                check=False,
+            )
+            codes = [_int(item.get("ReturnValue"), -1) for item in _dicts(result)]
+            log.info("terminate %s on %s: return %s %s", instance, source.host, codes, [str(e) for e in result.errors])
+        while running and time.monotonic() < deadline:
+            running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
+            if running:
+                _heartbeat(MoveHeartbeat(move.job_id, _int(running[0].get("PercentComplete"))))
+                time.sleep(min(self._poll, max(0.0, deadline - time.monotonic())))
+        if running:
+            log.warning(
+                "the migration job of %s on %s did not end within %g s",
+                move.request.vm,
+                source.host,
+                self._terminate_timeout,
+            )
+
+    # -- verify -----------------------------------------------------------------------------------------------
+    @activity.defn(name="verify_move")
+    def verify_move(self, request: VerifyInput) -> VerifyResult:
+        """The VM runs on the destination, is gone from the source with its files (leftovers are removed and
+        reported), and its guest answers. In neither place or in both: VerifyFailed."""
+        return self._boundary(lambda: self._verify(request))
+
+    def _verify(self, request: VerifyInput) -> VerifyResult:
+        vm_id = _guid(request.vm_id, "VM id")
+        with self._client(request.destination) as destination:
+            there = _vm_by_id(destination, vm_id)
+            with self._client(request.source) as source:
+                here = _vm_by_id(source, vm_id)
+                if _realized(there) == _realized(here):
+                    where = "both" if _realized(there) else "neither of"
+                    raise ConfigurationError(
+                        f"{request.vm} ({vm_id}) is on {where} {request.source} and {request.destination} "
+                        "after its move",
+                        error_type=c.VERIFY_FAILED,
+                        remedy="find the VM (Get-VM on both hosts) and decide by hand; snlm changes nothing more",
+                        details={
+                            "vm": request.vm,
+                            "vm_id": vm_id,
+                            "on_source": _realized(here),
+                            "on_destination": _realized(there),
+                        },
+                    )
+                if not _realized(there):
+                    # Still (only) on the source: the move did not happen. Its files are in use: leave them.
+                    return VerifyResult(running_on_destination=False, gone_from_source=False, guest_answers=False)
+                cleaned = _remove_files(source, _dedupe(list(request.source_files)))
+            _heartbeat(f"verify {request.vm}: source checked")
+            assert there is not None
+            running = _text(there.get("State")) == "Running"
+            guest = running and self._guest_answers(destination, vm_id, there)
+        return VerifyResult(
+            running_on_destination=running,
+            gone_from_source=True,
+            cleaned_source_files=cleaned,
+            guest_answers=guest,
+            destination_path=_text(there.get("ConfigurationLocation") or there.get("Path")),
+        )
+
+    @staticmethod
+    def _guest_answers(client: HostClient, vm_id: str, vm: Mapping[str, Any]) -> bool:
+        """The integration heartbeat says the guest is OK; failing that, its first IP answers a ping from the host."""
+        if _text(vm.get("Heartbeat")).startswith("Ok"):
+            return True
+        adapters = _dicts(client.pipeline(_vm_commands(vm_id, Command("Get-VMNetworkAdapter"))))
+        addresses = [_text(a) for adapter in adapters for a in (adapter.get("IPAddresses") or [])]
+        ipv4 = [a for a in addresses if a.count(".") == 3] or addresses
+        if not ipv4:
+            return False
+        answer = client.run("Test-Connection", {"ComputerName": ipv4[0], "Count": 2}, switches=("Quiet",), check=False)
+        return any(item is True for item in answer.output)

@@ -1,0 +1,496 @@
+"""MigrateVm: one VM's shared-nothing live migration as a saga of durable steps (DESIGN.md "The workflows").
+
+preflight -> approval -> cluster HA -> delegation -> host settings -> move -> verify. Each step that changes
+something registers its compensation before it runs (invariant 3); when a later step fails, or the run is
+cancelled, the compensations run in reverse order, and the original error is raised again with their outcome
+attached. Activities are called by name: their code lives in `activities/` and never enters the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts import (
+        APPROVAL_REJECTED,
+        APPROVAL_TIMED_OUT,
+        DELEGATION_NOT_CONFIGURED,
+        MIGRATION_LIMIT_REACHED,
+        MOVE_FAILED,
+        PREFLIGHT_BLOCKED,
+        SA_CAMPAIGN,
+        SA_DESTINATION,
+        SA_SOURCE,
+        SA_STEP,
+        SA_TICKET,
+        SA_VM,
+        SEVERITY_WARNING,
+        VERIFY_FAILED,
+        ApproveRequest,
+        CleanupInput,
+        ClusterRoleSnapshot,
+        CompensationOutcome,
+        ComputerDelegation,
+        DelegationHost,
+        DelegationPolicy,
+        EnsureDelegationInput,
+        EnsureDelegationResult,
+        EnsureSettingsInput,
+        EnsureSettingsResult,
+        HostMigrationSettings,
+        HostRef,
+        MigrateVmInput,
+        MigrateVmResult,
+        MigrationProgress,
+        MoveHeartbeat,
+        MoveInput,
+        MoveResult,
+        PreflightInput,
+        PreflightReport,
+        PurgeTicketsInput,
+        RemediateInput,
+        RemediateResult,
+        RestoreClusterRoleInput,
+        RevertDelegationResult,
+        Step,
+        VerifyInput,
+        VerifyResult,
+        VmFacts,
+        VmOnHost,
+    )
+    from workflows.host_slots import SlotPair, acquire_pair
+
+T = TypeVar("T")
+
+# Retries: host and directory calls are idempotent, so a bounded number of attempts with backoff is safe;
+# errors the activities mark non-retryable (configuration) stop at once whatever the policy says.
+_QUICK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
+_MOVE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2), maximum_attempts=4
+)
+_COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=10
+)
+_SHORT = timedelta(minutes=2)
+_READ = timedelta(minutes=5)
+# The move activity heartbeats on every poll of the host's job; a worker that dies is noticed this fast, and a
+# cancellation reaches the activity within 0.8 x this (reference/temporal-notes.md).
+_MOVE_HEARTBEAT = timedelta(seconds=20)
+# A host refusing a move for its concurrency limit (event 21501) is admission, not failure: wait and ask again.
+_ADMISSION_BACKOFF = timedelta(seconds=30)
+
+_KEYS = {
+    name: SearchAttributeKey.for_keyword(name)
+    for name in (SA_VM, SA_SOURCE, SA_DESTINATION, SA_CAMPAIGN, SA_TICKET, SA_STEP)
+}
+
+
+@dataclass
+class _Compensation:
+    step: str
+    action: Callable[[], Awaitable[Any]]
+
+
+def _error_type(error: BaseException) -> str:
+    """The ApplicationError type behind an activity or child failure ("" when there is none)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.type or ""
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return ""
+
+
+def _message(error: BaseException) -> str:
+    cause: BaseException | None = error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause) if cause is not None else str(error)
+
+
+@workflow.defn(name="MigrateVm")
+class MigrateVmWorkflow:
+    """One VM, from its source host to its destination host, exactly once."""
+
+    @workflow.init
+    def __init__(self, input: MigrateVmInput) -> None:
+        self._input = input
+        self._step = Step.PENDING
+        self._waiting_for = ""
+        self._report: PreflightReport | None = None
+        self._approval: ApproveRequest | None = None
+        self._move = MoveHeartbeat(job_id="", percent=0)
+        self._attempt = 0
+        self._compensations: list[_Compensation] = []
+        self._outcomes: list[CompensationOutcome] = []
+
+    # -- queries, updates, signals ------------------------------------------------------------------------------
+    @workflow.query
+    def progress(self) -> MigrationProgress:
+        return MigrationProgress(
+            vm=self._input.vm,
+            source=self._input.source,
+            destination=self._input.destination,
+            step=self._step,
+            percent=self._move.percent,
+            bytes_done=self._move.bytes_done,
+            bytes_total=self._move.bytes_total,
+            attempt=self._attempt,
+            waiting_for=self._waiting_for,
+        )
+
+    @workflow.query
+    def preflight_report(self) -> PreflightReport | None:
+        return self._report
+
+    @workflow.query
+    def compensations(self) -> list[CompensationOutcome]:
+        return list(self._outcomes)
+
+    @workflow.update
+    def approve(self, request: ApproveRequest) -> str:
+        self._approval = request
+        return "approved" if request.approved else "rejected"
+
+    @approve.validator
+    def _validate_approve(self, request: ApproveRequest) -> None:
+        if self._approval is not None:
+            raise ApplicationError("this move was already decided")
+        if not request.approver:
+            raise ApplicationError("an approval names its approver")
+
+    @workflow.signal
+    def move_progress(self, beat: MoveHeartbeat) -> None:
+        """Sent by the move activity as the host's job advances, so `progress` shows the percent done."""
+        if beat.percent >= self._move.percent or beat.job_id != self._move.job_id:
+            self._move = beat
+
+    # -- the saga ----------------------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: MigrateVmInput) -> MigrateVmResult:
+        workflow.upsert_search_attributes(
+            [
+                _KEYS[SA_VM].value_set(input.vm),
+                _KEYS[SA_SOURCE].value_set(input.source),
+                _KEYS[SA_DESTINATION].value_set(input.destination),
+                _KEYS[SA_CAMPAIGN].value_set(input.campaign),
+                _KEYS[SA_TICKET].value_set(input.ticket),
+            ]
+        )
+        try:
+            return await self._saga(input)
+        except BaseException as error:
+            cancelled = is_cancelled_exception(error)
+            if not self._compensations:
+                self._set_step(Step.FAILED)
+                raise
+            self._set_step(Step.COMPENSATING)
+            # Shielded: a cancelled run still undoes what it changed before it ends.
+            await asyncio.shield(asyncio.ensure_future(self._compensate()))
+            self._set_step(Step.FAILED)
+            if cancelled:
+                raise
+            failed = [o for o in self._outcomes if not o.ok]
+            summary = "; ".join(f"{o.step}: {'ok' if o.ok else 'FAILED ' + o.detail}" for o in self._outcomes)
+            raise ApplicationError(
+                f"{_message(error)} (compensation: {summary})",
+                {"compensations": [o.__dict__ for o in self._outcomes], "compensation_failed": bool(failed)},
+                type=_error_type(error) or MOVE_FAILED,
+                non_retryable=True,
+            ) from error
+
+    async def _saga(self, input: MigrateVmInput) -> MigrateVmResult:
+        policy = input.policy
+        vm, source, destination = input.vm, input.source, input.destination
+        if source.casefold() == destination.casefold():
+            raise ApplicationError(f"{vm}: source and destination are the same host ({source})", non_retryable=True)
+
+        # 1. preflight: read-only; blockers stop the run before any change.
+        self._set_step(Step.PREFLIGHT)
+        report = await self._activity(
+            "preflight",
+            PreflightInput(vm, source, destination, storage_path=input.storage_path),
+            PreflightReport,
+            timeout=_READ,
+            heartbeat=timedelta(minutes=1),
+        )
+        self._report = report
+        concern_ids = {c.id for c in report.concerns}
+        if "vm-already-on-destination" in concern_ids:
+            # An earlier request already moved it (or a resumed run after the move): never move it twice.
+            facts = await self._activity("read_vm", VmOnHost(vm, destination), VmFacts, timeout=_SHORT)
+            return await self._verify(input, facts, already_there=True)
+        if report.blockers:
+            raise ApplicationError(
+                f"{vm}: preflight found {len(report.blockers)} blocker(s): "
+                + "; ".join(f"{c.id}: {c.message}" for c in report.blockers),
+                report,
+                type=PREFLIGHT_BLOCKED,
+                non_retryable=True,
+            )
+        warnings = tuple(f"{c.id}: {c.message}" for c in report.concerns if c.severity == SEVERITY_WARNING)
+
+        # 2. approval, when the policy asks for one.
+        if policy.require_approval:
+            self._set_step(Step.APPROVAL)
+            self._waiting_for = "approval"
+            try:
+                await workflow.wait_condition(
+                    lambda: self._approval is not None, timeout=timedelta(seconds=policy.approval_timeout_seconds)
+                )
+            except TimeoutError:
+                raise ApplicationError(
+                    f"{vm}: no approval within {policy.approval_timeout_seconds:.0f} s; nothing was changed",
+                    type=APPROVAL_TIMED_OUT,
+                    non_retryable=True,
+                ) from None
+            finally:
+                self._waiting_for = ""
+            assert self._approval is not None
+            if not self._approval.approved:
+                raise ApplicationError(
+                    f"{vm}: rejected by {self._approval.approver}: {self._approval.comment}",
+                    type=APPROVAL_REJECTED,
+                    non_retryable=True,
+                )
+
+        facts = await self._activity("read_vm", VmOnHost(vm, source), VmFacts, timeout=_SHORT)
+
+        # 3. cluster HA: snapshot the role, register its restore on the source, then remove it.
+        self._set_step(Step.CLUSTER)
+        snapshot = await self._activity("snapshot_cluster_role", VmOnHost(vm, source), ClusterRoleSnapshot)
+        if snapshot.clustered:
+            self._register(
+                "restore cluster role on source",
+                lambda: self._compensation_activity("restore_cluster_role", RestoreClusterRoleInput(snapshot, source)),
+            )
+            await self._activity("remove_cluster_role", snapshot, type(None))
+
+        # 4. delegation between the two hosts, by policy.
+        self._set_step(Step.DELEGATION)
+        added: tuple[str, ...] = ()
+        if policy.delegation == DelegationPolicy.MANAGE:
+            pair = EnsureDelegationInput(DelegationHost(source), DelegationHost(destination), policy.delegation_mode)
+            if policy.revert_delegation:
+                # Registered before the step: the revert removes exactly what the ensure reports, so it needs its
+                # result; a failure between the write and the result is covered by the ensure's own undo.
+                ensured_box: list[EnsureDelegationResult] = []
+                self._register(
+                    "revert delegation",
+                    lambda: self._revert_delegation(ensured_box),
+                )
+            ensured = await self._activity("ensure_delegation", pair, EnsureDelegationResult)
+            if policy.revert_delegation:
+                ensured_box.append(ensured)
+            added = tuple(v for change in ensured.changes for v in change.added_values)
+            if ensured.changed:
+                # A host sees new delegation only with a new ticket (klist purge on the machine's logon session).
+                await self._activity("purge_tickets", PurgeTicketsInput((source, destination)), type(None))
+        elif policy.delegation == DelegationPolicy.VERIFY:
+            await self._verify_delegation(source, destination)
+
+        # 5. live-migration settings on both hosts; the previous ones are what the compensation restores.
+        self._set_step(Step.SETTINGS)
+        limits: dict[str, int] = {}
+        settings_changed: list[str] = []
+        for host in (source, destination):
+            if policy.restore_settings:
+                # Read before changing, and register the restore with what was read: a retried ensure would
+                # otherwise report its own first attempt's change as "previous".
+                previous = await self._activity("read_migration_settings", HostRef(host), HostMigrationSettings)
+                self._register(f"restore settings on {host}", self._settings_restorer(previous))
+            ensured_settings = await self._activity(
+                "ensure_migration_settings",
+                EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks),
+                EnsureSettingsResult,
+            )
+            limits[host] = min(ensured_settings.current.max_vm_migrations, policy.max_migrations_per_host or 1 << 30)
+            if ensured_settings.changed:
+                settings_changed.append(host)
+
+        # 6. the move: fix what can be fixed, hold a slot on both hosts, clean leftovers, move, watch.
+        self._set_step(Step.MOVE)
+        fixable = tuple(c.id for c in report.concerns if c.auto_remediable and c.id == "iso-missing-on-destination")
+        if fixable and policy.eject_missing_iso:
+            await self._activity("remediate", RemediateInput(vm, source, fixable), RemediateResult)
+        self._waiting_for = f"migration slots on {source} and {destination}"
+        slots: SlotPair = await acquire_pair(
+            source,
+            destination,
+            workflow.info().workflow_id,
+            lease_seconds=policy.move_timeout_seconds + 900,
+            host_limits=limits,
+        )
+        self._waiting_for = ""
+        try:
+            cleanup = CleanupInput(vm, facts.vm_id, destination)
+            self._register(
+                f"clean leftovers on {destination}", lambda: self._compensation_activity("clean_destination", cleanup)
+            )
+            await self._run_move(input, facts)
+        finally:
+            await slots.release()
+
+        # 7. verify, and make the VM highly available again on the destination when asked.
+        result = await self._verify(input, facts, already_there=False)
+        return replace(result, delegation_added=added, settings_changed=tuple(settings_changed), warnings=warnings)
+
+    async def _run_move(self, input: MigrateVmInput, facts: VmFacts) -> MoveResult:
+        move = MoveInput(input.vm, facts.vm_id, input.source, input.destination, input.storage_path)
+        while True:
+            self._attempt += 1
+            try:
+                return await workflow.execute_activity(
+                    "start_or_attach_move",
+                    move,
+                    result_type=MoveResult,
+                    start_to_close_timeout=timedelta(seconds=input.policy.move_timeout_seconds),
+                    heartbeat_timeout=_MOVE_HEARTBEAT,
+                    retry_policy=_MOVE_RETRY,
+                    # The host's job must be terminated before compensation starts (temporal-notes: TRY_CANCEL
+                    # would let the compensation race the still-running migration).
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+            except ActivityError as error:
+                if _error_type(error) != MIGRATION_LIMIT_REACHED:
+                    raise
+                # Admission: the host is busy with moves snlm does not know about; requeue, not a failure.
+                self._waiting_for = f"host migration limit ({_message(error)})"
+                await workflow.sleep(_ADMISSION_BACKOFF)
+                self._waiting_for = ""
+
+    async def _verify(self, input: MigrateVmInput, facts: VmFacts, *, already_there: bool) -> MigrateVmResult:
+        self._set_step(Step.VERIFY)
+        verified = await self._activity(
+            "verify_move",
+            VerifyInput(
+                input.vm, facts.vm_id, input.source, input.destination, facts.files if not already_there else ()
+            ),
+            VerifyResult,
+            timeout=_READ,
+        )
+        if not (verified.running_on_destination and verified.gone_from_source):
+            raise ApplicationError(
+                f"{input.vm}: after the move it is "
+                f"{'running' if verified.running_on_destination else 'not running'} on {input.destination} and "
+                f"{'gone from' if verified.gone_from_source else 'still on'} {input.source}",
+                verified,
+                type=VERIFY_FAILED,
+                non_retryable=True,
+            )
+        # The move succeeded: nothing before it is to be undone any more.
+        self._compensations.clear()
+        if input.policy.restore_ha_on_destination and not already_there:
+            snapshot = ClusterRoleSnapshot(vm=input.vm, host=input.destination, clustered=True)
+            await self._activity(
+                "restore_cluster_role", RestoreClusterRoleInput(snapshot, input.destination), type(None)
+            )
+        self._set_step(Step.DONE)
+        return MigrateVmResult(
+            vm=input.vm,
+            source=input.source,
+            destination=input.destination,
+            moved=not already_there,
+            already_there=already_there,
+            cleaned_source_files=verified.cleaned_source_files,
+        )
+
+    async def _verify_delegation(self, source: str, destination: str) -> None:
+        missing: list[str] = []
+        for host, peer in ((source, destination), (destination, source)):
+            account = await self._activity(
+                "read_computer_delegation", DelegationHost(host), ComputerDelegation, timeout=_SHORT
+            )
+            if not account.may_delegate_to("Microsoft Virtual System Migration Service", peer):
+                missing.append(f"{host} -> {peer}")
+        if missing:
+            raise ApplicationError(
+                "delegation policy 'verify': constrained delegation is missing for " + ", ".join(missing),
+                type=DELEGATION_NOT_CONFIGURED,
+                non_retryable=True,
+            )
+
+    # -- compensation ------------------------------------------------------------------------------------------
+    def _register(self, step: str, action: Callable[[], Awaitable[Any]]) -> None:
+        self._compensations.append(_Compensation(step, action))
+
+    async def _compensate(self) -> None:
+        while self._compensations:
+            compensation = self._compensations.pop()
+            try:
+                await compensation.action()
+                self._outcomes.append(CompensationOutcome(compensation.step, ok=True))
+            except Exception as error:
+                # One failed compensation must not stop the others: the outcome says what is left to do by hand.
+                workflow.logger.warning("compensation %s failed: %s", compensation.step, _message(error))
+                self._outcomes.append(CompensationOutcome(compensation.step, ok=False, detail=_message(error)))
+
+    async def _compensation_activity(self, name: str, argument: Any) -> None:
+        await workflow.execute_activity(name, argument, start_to_close_timeout=_READ, retry_policy=_COMPENSATION_RETRY)
+
+    async def _revert_delegation(self, ensured_box: list[EnsureDelegationResult]) -> None:
+        if ensured_box and ensured_box[0].changed:
+            await workflow.execute_activity(
+                "revert_delegation",
+                ensured_box[0],
+                result_type=RevertDelegationResult,
+                start_to_close_timeout=_READ,
+                retry_policy=_COMPENSATION_RETRY,
+            )
+
+    def _settings_restorer(self, previous: HostMigrationSettings) -> Callable[[], Awaitable[None]]:
+        async def restore() -> None:
+            await self._compensation_activity("restore_migration_settings", previous)
+
+        return restore
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _set_step(self, step: Step) -> None:
+        self._step = step
+        workflow.upsert_search_attributes([_KEYS[SA_STEP].value_set(str(step))])
+
+    async def _activity(
+        self,
+        name: str,
+        argument: Any,
+        result_type: type[T],
+        *,
+        timeout: timedelta = _SHORT,
+        heartbeat: timedelta | None = None,
+    ) -> T:
+        result: T = await workflow.execute_activity(
+            name,
+            argument,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=_QUICK_RETRY,
+        )
+        return result
+
+
+@workflow.defn(name="Preflight")
+class PreflightWorkflow:
+    """Preflight alone: the report of what a move would meet, with nothing changed (`snlm preflight`)."""
+
+    @workflow.run
+    async def run(self, input: PreflightInput) -> PreflightReport:
+        report: PreflightReport = await workflow.execute_activity(
+            "preflight",
+            input,
+            result_type=PreflightReport,
+            start_to_close_timeout=_READ,
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=_QUICK_RETRY,
+        )
+        return report

@@ -139,8 +139,9 @@ def load_settings(**overrides: Any) -> Settings:
 def tracing_interceptors() -> list[Interceptor]:
     """OpenTelemetry tracing through Temporal's interceptor, when the standard OTEL_* variables ask for it.
 
-    `OTEL_TRACES_EXPORTER=console` prints spans; `otlp` needs the OTLP exporter package installed. Workers
-    inherit the client's interceptors, so one trace runs from the start call through every activity.
+    `OTEL_TRACES_EXPORTER=otlp` sends spans over OTLP/HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT` (the collector of
+    docker-compose.yml); `console` prints them. Workers inherit the client's interceptors, so one trace runs from
+    the start call through every activity.
     """
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter_name in ("", "none"):
@@ -155,14 +156,8 @@ def tracing_interceptors() -> list[Interceptor]:
     if exporter_name == "console":
         exporter = ConsoleSpanExporter()
     elif exporter_name == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-                OTLPSpanExporter,
-            )
-        except ImportError:
-            raise SystemExit(
-                "snlm: OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp installed in the environment"
-            ) from None
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
         exporter = OTLPSpanExporter()
     else:
         raise SystemExit(f"snlm: OTEL_TRACES_EXPORTER={exporter_name!r} is not supported (console, otlp, none)")

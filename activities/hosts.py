@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -742,6 +742,26 @@ class CommandResult:
         return not self.records and self.state == "Completed"
 
 
+# -- observers ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionReport:
+    """What one closed session did: its host, round trips and commands (no arguments, so no data leaks)."""
+
+    host: str
+    round_trips: int
+    calls: dict[str, int]
+
+
+_observers: list[Callable[[SessionReport], None]] = []
+
+
+def add_session_observer(observer: Callable[[SessionReport], None]) -> Callable[[], None]:
+    """Call `observer` as each HostClient closes (on the activity's thread, so `activity.info()` says which
+    step it served); returns the function that removes it. Used for round-trip accounting per step."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer)
+
+
 # -- the client -----------------------------------------------------------------------------------------
 class HostClient:
     """One host, one runspace pool, for the life of a `with` block (an activity attempt).
@@ -857,6 +877,12 @@ class HostClient:
             pool.close()
         except Exception as exc:
             log.warning("closing the PowerShell session on %s failed: %s", self.host, self._fail(exc, "close"))
+        report = SessionReport(self.host, self.round_trips, dict(self.calls))
+        for observer in list(_observers):
+            try:
+                observer(report)
+            except Exception:  # accounting must never break a host session
+                log.warning("a session observer failed", exc_info=True)
 
     def __enter__(self) -> HostClient:
         return self if self._pool is not None else self.open()

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test lint typecheck pytest lab bench system-deps clean
+.PHONY: test lint typecheck pytest lab demo bench system-deps clean
 
 # Create the environment from the lock file (hashes checked), once per change of the lock or pyproject.
 $(STAMP): requirements.lock pyproject.toml
@@ -35,6 +35,10 @@ test: lint typecheck pytest
 ## Start a lab of simulated Hyper-V hosts from the default topology (Ctrl-C stops it).
 lab: $(STAMP)
 	$(BIN)/python -m lab --inventory-out .snlm/lab/inventory.yaml
+
+## The end-to-end demo: Temporal dev server (UI on 127.0.0.1:8233), a lab, a worker and a watched campaign.
+demo: $(STAMP) system-deps
+	$(BIN)/python -m starter.demo
 
 ## Print the measured figures (lab start, memory, commands per second; directory timings when Samba can run).
 bench: $(STAMP) system-deps

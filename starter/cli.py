@@ -1,0 +1,843 @@
+"""`snlm`: the operator's command line. It starts, queries, updates and cancels workflows; it never touches a host.
+
+    snlm preflight web07 --from HV-S2 --to HV-S4
+    snlm migrate web07 --from HV-S2 --to HV-S4 --wait
+    snlm status web07@HV-S2
+    snlm --output json status snlm-vm-web07@hv-s2
+
+Every command connects to Temporal with the worker's own client factory (`worker.connect_client`), so the data
+converter and interceptors are the same on both sides. Workflows, queries and updates are called by name: the CLI
+needs the contract (`workflows/contracts.py`), not the workflow code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import enum
+import getpass
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+from workflows.contracts import (
+    PREFLIGHT_BLOCKED,
+    SA_CAMPAIGN,
+    SA_DESTINATION,
+    SA_SOURCE,
+    SA_TICKET,
+    SA_VM,
+    SEVERITY_BLOCKER,
+    ApproveRequest,
+    DelegationPolicy,
+    MigrateVmInput,
+    MigrateVmResult,
+    MigrationPolicy,
+    MigrationProgress,
+    PreflightInput,
+    PreflightReport,
+    Step,
+    migrate_vm_workflow_id,
+)
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_PREFLIGHT_BLOCKED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "execute",
+    "main",
+    "query_progress",
+    "start_migration",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PREFLIGHT_BLOCKED = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNREACHABLE = 5
+EXIT_INTERRUPTED = 130
+
+MIGRATE_WORKFLOW = "MigrateVm"
+MOVE_ACTIVITY = "start_or_attach_move"
+PREFLIGHT_WORKFLOW = "Preflight"
+PREFLIGHT_WORKFLOW_PREFIX = "snlm-preflight-"
+# Queries go to a worker: with none polling they would hang, so each one has a bound.
+QUERY_TIMEOUT = timedelta(seconds=5)
+POLL_SECONDS = 0.5
+PREFLIGHT_TIMEOUT = timedelta(minutes=10)
+GIB = 1024**3
+
+EPILOG = """\
+exit status:
+  0    success (for status: the workflow is running or completed)
+  1    the migration failed, was cancelled or terminated (the failure type and message are printed)
+  2    usage or bad input (the message names what is wrong)
+  3    preflight found blockers (preflight, or a migration stopped by its preflight)
+  4    not found: no workflow with that id
+  5    cannot reach Temporal (check --address / TEMPORAL_ADDRESS)
+  130  interrupted (Ctrl-C); a started migration keeps running in Temporal
+
+environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE (or SNLM_TEMPORAL_*), SNLM_DELEGATION_POLICY and the other
+SNLM_* settings of the worker (see worker.py). IDs: a workflow id (snlm-vm-web07@hv-s2) or VM@HOST (web07@HV-S2).
+"""
+
+# Host names as an inventory spells them: a NetBIOS name or a DNS name.
+_HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*$")
+
+
+class CliError(Exception):
+    """An error the CLI reports as one message and an exit status."""
+
+    def __init__(self, code: int, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.kind = kind
+        self.message = message
+        self.extra = extra
+
+
+# -- arguments --------------------------------------------------------------------------------------------------
+def _host(flag: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip()
+        if not _HOST_NAME.match(value):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not a host name (letters, digits and '-', optionally with a DNS domain)"
+            )
+        return value
+
+    parse.__name__ = flag  # argparse names the type in its message
+    return parse
+
+
+def _vm_name(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise argparse.ArgumentTypeError("the VM name is empty")
+    if any(ord(ch) < 32 for ch in stripped):
+        raise argparse.ArgumentTypeError("the VM name contains control characters")
+    return stripped
+
+
+def _workflow_ref(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise argparse.ArgumentTypeError("the workflow id is empty")
+    return stripped
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snlm",
+        description="Hyper-V shared-nothing live migration as durable Temporal workflows.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--output", choices=("text", "json"), default="text", help="text for people (default), json for scripts"
+    )
+    parser.add_argument("--address", help="Temporal frontend host:port (default: TEMPORAL_ADDRESS or 127.0.0.1:7233)")
+    parser.add_argument("--namespace", help="Temporal namespace (default: TEMPORAL_NAMESPACE or default)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def route(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("vm", type=_vm_name, metavar="VM", help="the VM's name as Hyper-V knows it")
+        sub.add_argument("--from", dest="source", required=True, type=_host("--from"), metavar="HOST")
+        sub.add_argument("--to", dest="destination", required=True, type=_host("--to"), metavar="HOST")
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="start (or find the running) migration of one VM",
+        description="Start the MigrateVm workflow for VM. A second request for the same VM and source host "
+        "finds the running workflow instead of starting another.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    route(migrate)
+    migrate.set_defaults(subparser=migrate)
+    migrate.add_argument("--storage-path", help="destination folder for the VM's files (default: the host's own)")
+    migrate.add_argument("--campaign", default="", help="campaign name, for filtering in the Temporal UI")
+    migrate.add_argument("--ticket", default="", help="change ticket, for filtering in the Temporal UI")
+    migrate.add_argument(
+        "--delegation",
+        choices=[p.value for p in DelegationPolicy],
+        help="Kerberos delegation: manage (write it), verify (only check), skip (managed elsewhere); "
+        "default SNLM_DELEGATION_POLICY or manage",
+    )
+    migrate.add_argument("--require-approval", action="store_true", help="wait for `snlm approve` before changing")
+    migrate.add_argument("--wait", action="store_true", help="follow the migration to its end and exit with it")
+
+    preflight = commands.add_parser(
+        "preflight",
+        help="check a move without changing anything",
+        description="Run the read-only Preflight workflow and print its report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    route(preflight)
+    preflight.set_defaults(subparser=preflight)
+
+    for name, text in (
+        ("status", "show a workflow's state, progress and outcome"),
+        ("cancel", "cancel a running migration (its compensations run)"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text, epilog=EPILOG)
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        sub.add_argument("id", type=_workflow_ref, metavar="ID", help="workflow id, or VM@HOST")
+
+    approve = commands.add_parser(
+        "approve",
+        help="approve (or reject) a migration waiting for approval",
+        description="Send the approve update to a migration started with --require-approval.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    approve.add_argument("id", type=_workflow_ref, metavar="ID", help="workflow id, or VM@HOST")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve.add_argument("--comment", default="", help="why, for the record")
+    approve.add_argument("--approver", default=None, help="who decides (default: the current user)")
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say by itself; exits 2 with the message, as argparse does."""
+    parser = getattr(args, "subparser", parser)
+    if args.command in ("migrate", "preflight") and args.source.casefold() == args.destination.casefold():
+        parser.error(f"--from and --to are the same host ({args.source})")
+    if args.command == "migrate" and args.storage_path is not None and not args.storage_path.strip():
+        parser.error("--storage-path is empty")
+
+
+def resolve_id(ref: str) -> str:
+    """A workflow id as given, or `VM@HOST` turned into the migration's id."""
+    if "@" in ref and not ref.startswith(("snlm-", PREFLIGHT_WORKFLOW_PREFIX)):
+        vm, _, host = ref.rpartition("@")
+        if vm and host:
+            return migrate_vm_workflow_id(vm, host)
+    return ref
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """JSON-ready: dataclasses as dicts, enums as their values, datetimes as ISO text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Output:
+    """Text for people on stdout (notes on stderr), or one JSON document on stdout for scripts."""
+
+    def __init__(self, mode: str, stream: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.json = mode == "json"
+        self.out = stream or sys.stdout
+        self.err = err or sys.stderr
+
+    def line(self, text: str = "") -> None:
+        if not self.json:
+            print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        """A side remark (stderr), shown in both modes so a script's stdout stays one JSON document."""
+        print(text, file=self.err, flush=True)
+
+    def document(self, doc: dict[str, Any]) -> None:
+        if self.json:
+            print(json.dumps(_plain(doc), indent=2, sort_keys=True), file=self.out, flush=True)
+
+    def error(self, error: CliError) -> None:
+        if self.json:
+            self.document({"error": {"kind": error.kind, "message": error.message, "exit": error.code, **error.extra}})
+        else:
+            print(f"snlm: {error.message}", file=self.err, flush=True)
+
+
+def _bytes(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _progress_text(p: MigrationProgress) -> str:
+    parts = [f"{p.step.value if isinstance(p.step, enum.Enum) else p.step:<12}"]
+    if p.bytes_total or p.percent:
+        parts.append(f"{p.percent:3d}%")
+    if p.bytes_total:
+        parts.append(f"{_bytes(p.bytes_done)} / {_bytes(p.bytes_total)}")
+    if p.attempt > 1:
+        parts.append(f"attempt {p.attempt}")
+    if p.waiting_for:
+        parts.append(f"waiting for {p.waiting_for}")
+    return "  ".join(parts)
+
+
+def _bar(percent: int, width: int = 24) -> str:
+    filled = max(0, min(width, round(width * percent / 100)))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+class ProgressView:
+    """A live bar on a terminal (redrawn in place), or a plain line whenever something changes."""
+
+    def __init__(self, out: Output, label: str) -> None:
+        self.out = out
+        self.label = label
+        self.tty = not out.json and out.out.isatty()
+        self.last = ""
+        self.last_percent = -100
+        self.drawn = False
+
+    def show(self, p: MigrationProgress) -> None:
+        if self.out.json:
+            return
+        text = _progress_text(p)
+        if self.tty:
+            line = f"\r{self.label}  {_bar(p.percent)}  {text}"
+            self.out.out.write(line.ljust(110)[:160])
+            self.out.out.flush()
+            self.drawn = True
+            return
+        # Plain lines: on a new step, or every 10 % of the move, so a log stays readable.
+        key = f"{p.step}|{p.waiting_for}|{p.attempt}"
+        if key != self.last or p.percent >= self.last_percent + 10:
+            self.out.line(f"{self.label}  {text}")
+            self.last = key
+            self.last_percent = p.percent
+
+    def done(self) -> None:
+        if self.tty and self.drawn:
+            self.out.out.write("\n")
+            self.out.out.flush()
+
+
+# -- Temporal ---------------------------------------------------------------------------------------------------
+async def _connect(args: argparse.Namespace) -> tuple[Client, Any]:
+    # Imported here so that `snlm --help` and argument errors answer at once, without loading the worker's stack.
+    from worker import Settings, connect_client
+
+    overrides: dict[str, Any] = {}
+    if args.address:
+        overrides["temporal_address"] = args.address
+    if args.namespace:
+        overrides["temporal_namespace"] = args.namespace
+    try:
+        settings = Settings(**overrides)
+    except Exception as error:
+        # pydantic's message names the field and the problem; settings hold no secret values (only references).
+        raise CliError(EXIT_USAGE, "settings", f"invalid settings: {error}") from None
+    try:
+        client = await asyncio.wait_for(connect_client(settings), timeout=15)
+    except Exception as error:
+        raise CliError(
+            EXIT_UNREACHABLE,
+            "unreachable",
+            f"cannot reach Temporal at {settings.temporal_address} (namespace {settings.temporal_namespace}): "
+            f"{_first_line(error)}",
+        ) from None
+    return client, settings
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _rpc_error(error: Exception, workflow_id: str) -> CliError | None:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    if not isinstance(error, RPCError):
+        return None
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return CliError(EXIT_NOT_FOUND, "not_found", f"no workflow with id {workflow_id}", workflow_id=workflow_id)
+    if error.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return CliError(EXIT_UNREACHABLE, "unreachable", f"Temporal did not answer: {_first_line(error)}")
+    if error.status == RPCStatusCode.INVALID_ARGUMENT:
+        return CliError(EXIT_USAGE, "invalid", f"Temporal refused the request: {error.message}")
+    return None
+
+
+def failure_info(error: BaseException) -> dict[str, Any]:
+    """The type, message and details of a workflow's failure (WorkflowFailureError or an update's failure)."""
+    from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
+
+    cause: BaseException | None = getattr(error, "cause", None) or error.__cause__ or error
+    if isinstance(cause, ApplicationError):
+        return {"type": cause.type or "ApplicationError", "message": cause.message, "details": list(cause.details)}
+    if isinstance(cause, CancelledError):
+        return {"type": "Cancelled", "message": "the workflow was cancelled", "details": []}
+    if isinstance(cause, TerminatedError):
+        return {"type": "Terminated", "message": cause.message or "the workflow was terminated", "details": []}
+    if isinstance(cause, TimeoutError):
+        return {"type": "TimedOut", "message": cause.message or "the workflow timed out", "details": []}
+    return {"type": type(cause).__name__, "message": str(cause), "details": []}
+
+
+def _exit_for_failure(failure: dict[str, Any]) -> int:
+    return EXIT_PREFLIGHT_BLOCKED if failure.get("type") == PREFLIGHT_BLOCKED else EXIT_FAILED
+
+
+def _blockers_from_details(details: Sequence[Any]) -> list[dict[str, Any]]:
+    """The blockers of a PreflightBlocked failure, whose first detail is the report (a plain dict on this side)."""
+    if not details or not isinstance(details[0], dict):
+        return []
+    concerns = details[0].get("concerns") or []
+    return [c for c in concerns if isinstance(c, dict) and c.get("severity") == SEVERITY_BLOCKER]
+
+
+async def query_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> MigrationProgress | None:
+    """The `progress` query, completed from the move activity's last heartbeat while the host copies.
+
+    During the move the workflow may not know the percent yet (it learns it from the activity); the server does:
+    the pending activity's heartbeat details (MoveHeartbeat) and its attempt number. Best effort: None when no
+    worker answers in time or the workflow just closed.
+    """
+    try:
+        progress: MigrationProgress = await handle.query(
+            "progress", result_type=MigrationProgress, rpc_timeout=QUERY_TIMEOUT
+        )
+    except Exception:
+        return None
+    if progress.step != Step.MOVE or progress.percent:
+        return progress
+    try:
+        description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        for pending in description.raw_description.pending_activities:
+            if pending.activity_type.name != MOVE_ACTIVITY:
+                continue
+            beat: dict[str, Any] = {}
+            if pending.heartbeat_details.payloads:
+                values = await client.data_converter.decode(pending.heartbeat_details.payloads)
+                beat = next((v for v in values if isinstance(v, dict) and "percent" in v), {})
+            return dataclasses.replace(
+                progress,
+                percent=int(beat.get("percent") or 0),
+                bytes_done=int(beat.get("bytes_done") or 0),
+                bytes_total=int(beat.get("bytes_total") or 0),
+                attempt=max(progress.attempt, pending.attempt),
+            )
+    except Exception:
+        return progress
+    return progress
+
+
+async def _warn_without_worker(client: Client, task_queue: str, out: Output) -> None:
+    """Say so when no worker polls the queue: the workflow would wait, silently, until one starts."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    try:
+        answer = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=QUERY_TIMEOUT,
+        )
+    except Exception:
+        return
+    if not answer.pollers:
+        out.note(f"note: no worker is polling task queue {task_queue}; the workflow waits until one starts")
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+async def start_migration(
+    client: Client, request: MigrateVmInput, *, task_queue: str
+) -> tuple[WorkflowHandle[Any, MigrateVmResult], bool]:
+    """Start MigrateVm for `request`, or find the one already running for the same VM and source.
+
+    Returns the handle and whether this call started it (False: it attached to the running workflow).
+    """
+    from temporalio.common import (
+        SearchAttributeKey,
+        SearchAttributePair,
+        TypedSearchAttributes,
+        WorkflowIDConflictPolicy,
+        WorkflowIDReusePolicy,
+    )
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    workflow_id = migrate_vm_workflow_id(request.vm, request.source)
+    # Set at the start as well as by the workflow itself, so the UI can filter the run before its first task.
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(SearchAttributeKey.for_keyword(name), value)
+            for name, value in (
+                (SA_VM, request.vm),
+                (SA_SOURCE, request.source),
+                (SA_DESTINATION, request.destination),
+                (SA_CAMPAIGN, request.campaign),
+                (SA_TICKET, request.ticket),
+            )
+        ]
+    )
+    try:
+        handle: WorkflowHandle[Any, MigrateVmResult] = await client.start_workflow(
+            MIGRATE_WORKFLOW,
+            request,
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=MigrateVmResult,
+            # One move per VM and source at a time: a second request while one runs finds it (FAIL -> the error
+            # below, then attach); after it closed, a new request may move the VM again (it may have come back).
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=attributes,
+        )
+    except WorkflowAlreadyStartedError as already:
+        return client.get_workflow_handle(workflow_id, run_id=already.run_id, result_type=MigrateVmResult), False
+    except Exception as error:
+        raise _rpc_error(error, workflow_id) or error from None
+    return handle, True
+
+
+async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
+    delegation = DelegationPolicy(args.delegation) if args.delegation else DelegationPolicy(settings.delegation_policy)
+    request = MigrateVmInput(
+        vm=args.vm,
+        source=args.source,
+        destination=args.destination,
+        storage_path=args.storage_path,
+        policy=MigrationPolicy(delegation=delegation, require_approval=args.require_approval),
+        campaign=args.campaign,
+        ticket=args.ticket,
+    )
+    workflow_id = migrate_vm_workflow_id(args.vm, args.source)
+    handle, started = await start_migration(client, request, task_queue=settings.task_queue)
+
+    if not started:
+        running = await query_progress(client, handle)
+        if running is not None and running.destination.casefold() != args.destination.casefold():
+            raise CliError(
+                EXIT_USAGE,
+                "conflict",
+                f"a migration of {args.vm} from {args.source} to {running.destination} is already running "
+                f"({workflow_id}); cancel it first or wait for it to end",
+                workflow_id=workflow_id,
+            )
+    doc: dict[str, Any] = {
+        "workflow_id": handle.id,
+        "run_id": handle.result_run_id,
+        "started": started,
+        "vm": request.vm,
+        "source": request.source,
+        "destination": request.destination,
+        "delegation": delegation.value,
+    }
+    if started:
+        out.line(f"started {handle.id}: {request.vm} {request.source} -> {request.destination}")
+    else:
+        out.line(
+            f"already running: {handle.id} ({request.vm} from {request.source}); following it, not starting another"
+        )
+    await _warn_without_worker(client, settings.task_queue, out)
+    if args.require_approval and started:
+        out.line(f"waiting for approval: snlm approve {handle.id} [--reject]")
+    if not args.wait:
+        out.line(f"follow it with: snlm status {handle.id}")
+        doc["status"] = "RUNNING"
+        out.document(doc)
+        return EXIT_OK
+    code, outcome = await _follow(client, handle, out, label=f"{request.vm} {request.source}->{request.destination}")
+    doc.update(outcome)
+    out.document(doc)
+    return code
+
+
+async def _follow(
+    client: Client, handle: WorkflowHandle[Any, Any], out: Output, *, label: str
+) -> tuple[int, dict[str, Any]]:
+    """Show progress until the workflow closes; the exit status and the outcome for the JSON document."""
+    from temporalio.client import WorkflowFailureError
+
+    view = ProgressView(out, label)
+    started = time.monotonic()
+    result_task = asyncio.ensure_future(handle.result())
+    try:
+        while not result_task.done():
+            progress = await query_progress(client, handle)
+            if progress is not None:
+                view.show(progress)
+            await asyncio.wait([result_task], timeout=POLL_SECONDS)
+    finally:
+        view.done()
+        if not result_task.done():
+            result_task.cancel()
+    seconds = round(time.monotonic() - started, 1)
+    try:
+        result: MigrateVmResult = result_task.result()
+    except WorkflowFailureError as error:
+        failure = failure_info(error)
+        _print_failure(out, failure)
+        return _exit_for_failure(failure), {"status": "FAILED", "failure": failure, "seconds": seconds}
+    except Exception as error:
+        raise _rpc_error(error, handle.id) or error from None
+    _print_result(out, result)
+    return EXIT_OK, {"status": "COMPLETED", "result": result, "seconds": seconds}
+
+
+def _print_result(out: Output, result: MigrateVmResult) -> None:
+    if result.already_there:
+        out.line(f"{result.vm} was already on {result.destination}: nothing moved")
+    else:
+        out.line(f"{result.vm} moved from {result.source} to {result.destination}")
+    for label, values in (
+        ("delegation added", result.delegation_added),
+        ("settings changed on", result.settings_changed),
+        ("cleaned on source", result.cleaned_source_files),
+        ("warnings", result.warnings),
+    ):
+        if values:
+            out.line(f"  {label}: {', '.join(values)}")
+
+
+def _print_failure(out: Output, failure: dict[str, Any]) -> None:
+    out.line(f"FAILED ({failure['type']}): {failure['message']}")
+    if failure["type"] == PREFLIGHT_BLOCKED:
+        for concern in _blockers_from_details(failure.get("details") or []):
+            out.line(f"  blocker {concern.get('id')}: {concern.get('message')}")
+            if concern.get("remedy"):
+                out.line(f"    remedy: {concern['remedy']}")
+
+
+def render_report(report: PreflightReport) -> list[str]:
+    """The preflight report as a table a person reads."""
+    verdict = "OK: no blockers" if report.ok else f"BLOCKED: {len(report.blockers)} blocker(s)"
+    lines = [f"preflight {report.vm}: {report.source} -> {report.destination}   {verdict}", ""]
+    if report.concerns:
+        rows = [
+            (c.severity, c.id, c.host or "-", "yes" if c.auto_remediable else "no", c.message, c.remedy)
+            for c in report.concerns
+        ]
+        widths = [max(len(header), *(len(r[i]) for r in rows)) for i, header in enumerate(("SEVERITY", "ID", "HOST"))]
+        lines.append(f"  {'SEVERITY':<{widths[0]}}  {'ID':<{widths[1]}}  {'HOST':<{widths[2]}}  AUTO  MESSAGE")
+        for severity, cid, host, auto, message, remedy in rows:
+            lines.append(f"  {severity:<{widths[0]}}  {cid:<{widths[1]}}  {host:<{widths[2]}}  {auto:<4}  {message}")
+            if remedy:
+                lines.append(f"  {'':<{widths[0] + widths[1] + widths[2] + 10}}remedy: {remedy}")
+    else:
+        lines.append("  no concerns")
+    if report.facts:
+        lines.append("")
+        lines.append("  facts:")
+        width = max(len(k) for k in report.facts)
+        lines += [f"    {key:<{width}}  {value}" for key, value in sorted(report.facts.items())]
+    return lines
+
+
+def _report_doc(report: PreflightReport) -> dict[str, Any]:
+    doc: dict[str, Any] = _plain(report)
+    doc["ok"] = report.ok
+    doc["blockers"] = [c.id for c in report.blockers]
+    return doc
+
+
+async def cmd_preflight(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
+    from temporalio.client import WorkflowFailureError
+
+    workflow_id = f"{PREFLIGHT_WORKFLOW_PREFIX}{args.vm.lower()}@{args.source.lower()}-{uuid.uuid4().hex[:8]}"
+    await _warn_without_worker(client, settings.task_queue, out)
+    try:
+        report: PreflightReport = await client.execute_workflow(
+            PREFLIGHT_WORKFLOW,
+            PreflightInput(vm=args.vm, source=args.source, destination=args.destination),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            result_type=PreflightReport,
+            execution_timeout=PREFLIGHT_TIMEOUT,
+        )
+    except WorkflowFailureError as error:
+        failure = failure_info(error)
+        out.line(f"preflight could not run ({failure['type']}): {failure['message']}")
+        out.document({"workflow_id": workflow_id, "status": "FAILED", "failure": failure})
+        return EXIT_FAILED
+    except Exception as error:
+        raise _rpc_error(error, workflow_id) or error from None
+    for line in render_report(report):
+        out.line(line)
+    out.document({"workflow_id": workflow_id, "status": "COMPLETED", "report": _report_doc(report)})
+    return EXIT_OK if report.ok else EXIT_PREFLIGHT_BLOCKED
+
+
+async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+
+    workflow_id = resolve_id(args.id)
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+    except Exception as error:
+        raise _rpc_error(error, workflow_id) or error from None
+    status = description.status.name if description.status is not None else "UNKNOWN"
+    attributes = {key.name: value for key, value in description.typed_search_attributes}
+    doc: dict[str, Any] = {
+        "workflow_id": description.id,
+        "run_id": description.run_id,
+        "type": description.workflow_type,
+        "status": status,
+        "start_time": description.start_time,
+        "close_time": description.close_time,
+        "search_attributes": attributes,
+        "progress": None,
+        "result": None,
+        "failure": None,
+    }
+    out.line(f"{description.id}  {description.workflow_type}  {status}")
+    out.line(f"  started {description.start_time:%Y-%m-%d %H:%M:%S %Z}")
+    if description.close_time is not None:
+        elapsed = (description.close_time - description.start_time).total_seconds()
+        out.line(f"  closed  {description.close_time:%Y-%m-%d %H:%M:%S %Z} ({elapsed:.1f} s)")
+    shown = {k: v for k, v in attributes.items() if k.startswith("Snlm") and v}
+    if shown:
+        out.line("  " + "  ".join(f"{k.removeprefix('Snlm').lower()}={v}" for k, v in sorted(shown.items())))
+    code = EXIT_OK
+    if description.workflow_type == MIGRATE_WORKFLOW:
+        progress = await query_progress(client, handle)
+        doc["progress"] = progress
+        if progress is not None:
+            out.line(f"  progress: {_progress_text(progress)}")
+        elif description.status == WorkflowExecutionStatus.RUNNING:
+            out.line("  progress: no worker answered the query")
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        pass
+    elif description.status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        doc["result"] = result
+        if isinstance(result, dict):
+            out.line("  result: " + json.dumps(result, sort_keys=True))
+        else:
+            out.line(f"  result: {result}")
+    else:
+        try:
+            await handle.result()
+        except WorkflowFailureError as error:
+            failure = failure_info(error)
+        except Exception as error:
+            failure = {"type": status.title(), "message": _first_line(error), "details": []}
+        else:  # pragma: no cover - a closed, not completed run always raises
+            failure = {"type": status.title(), "message": status.lower(), "details": []}
+        doc["failure"] = failure
+        _print_failure(out, failure)
+        code = _exit_for_failure(failure)
+    out.document(doc)
+    return code
+
+
+async def cmd_cancel(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
+    from temporalio.client import WorkflowExecutionStatus
+
+    workflow_id = resolve_id(args.id)
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+        status = description.status.name if description.status is not None else "UNKNOWN"
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            out.line(f"nothing to cancel: {workflow_id} is already {status}")
+            out.document({"workflow_id": workflow_id, "cancel_requested": False, "status": status})
+            return EXIT_OK
+        await handle.cancel()
+    except Exception as error:
+        raise _rpc_error(error, workflow_id) or error from None
+    out.line(f"cancellation requested for {workflow_id}: its compensations run before it ends")
+    out.document({"workflow_id": workflow_id, "cancel_requested": True, "status": "RUNNING"})
+    return EXIT_OK
+
+
+async def cmd_approve(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
+    from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+
+    workflow_id = resolve_id(args.id)
+    approver = args.approver or getpass.getuser()
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            status = description.status.name if description.status is not None else "UNKNOWN"
+            raise CliError(
+                EXIT_USAGE,
+                "not_running",
+                f"{workflow_id} is {status}: there is nothing to approve",
+                workflow_id=workflow_id,
+            )
+        answer: str = await handle.execute_update(
+            "approve",
+            ApproveRequest(approver=approver, approved=not args.reject, comment=args.comment),
+            result_type=str,
+            rpc_timeout=timedelta(seconds=30),
+        )
+    except WorkflowUpdateFailedError as error:
+        failure = failure_info(error)
+        raise CliError(
+            EXIT_USAGE, "refused", f"{workflow_id} refused the decision: {failure['message']}", workflow_id=workflow_id
+        ) from None
+    except CliError:
+        raise
+    except Exception as error:
+        raise _rpc_error(error, workflow_id) or error from None
+    out.line(f"{workflow_id}: {answer} by {approver}")
+    out.document({"workflow_id": workflow_id, "approved": not args.reject, "approver": approver, "answer": answer})
+    return EXIT_OK
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "preflight": cmd_preflight,
+    "status": cmd_status,
+    "cancel": cmd_cancel,
+    "approve": cmd_approve,
+}
+
+
+async def run(args: argparse.Namespace, out: Output) -> int:
+    """Run a parsed command; CliError leaves as its message and exit status."""
+    try:
+        client, settings = await _connect(args)
+        return await COMMANDS[args.command](client, settings, args, out)
+    except CliError as error:
+        out.error(error)
+        return error.code
+
+
+async def execute(
+    argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None
+) -> int:
+    """`snlm ARGV` inside a running event loop (what tests and other async callers use); usage errors exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    return await run(args, Output(args.output, stdout, stderr))
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    try:
+        code = asyncio.run(execute(argv))
+    except KeyboardInterrupt:
+        print("snlm: interrupted (a started migration keeps running in Temporal)", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

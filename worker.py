@@ -307,8 +307,16 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, c
         async with worker:
             await stop.wait()
     finally:
+        release_worker(worker)
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def release_worker(worker: Worker) -> None:
+    """Free the activity threads `build_worker` made, once the worker has shut down."""
+    executor = worker.config().get("activity_executor")
+    if isinstance(executor, ThreadPoolExecutor):
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def main() -> None:

@@ -77,6 +77,9 @@ _ATTRIBUTES = [
     "msDS-AllowedToDelegateTo",
     "servicePrincipalName",
     "userAccountControl",
+    # Windows keeps it current on every joined computer ("10.0 (20348)"); `auto` mode reads it when the
+    # request does not say which release a host runs.
+    "operatingSystemVersion",
 ]
 _FQDN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$")
 _CONFLICT_ATTEMPTS = 3
@@ -238,6 +241,7 @@ class _Account:
     delegate_to: list[str]
     spns: list[str]
     uac: int
+    os_version: str = ""
 
     @property
     def short_name(self) -> str:
@@ -462,6 +466,7 @@ class DirectoryClient:
         sam = _values(attrs, "sAMAccountName")
         dns = _values(attrs, "dNSHostName")
         uac = _values(attrs, "userAccountControl")
+        os_version = _values(attrs, "operatingSystemVersion")
         return _Account(
             dn=str(entry["dn"]),
             sam=sam[0] if sam else "",
@@ -469,6 +474,7 @@ class DirectoryClient:
             delegate_to=_values(attrs, "msDS-AllowedToDelegateTo"),
             spns=_values(attrs, "servicePrincipalName"),
             uac=int(uac[0]) if uac else 0,
+            os_version=os_version[0] if os_version else "",
         )
 
     def read_computer(self, name: str) -> ComputerDelegation:
@@ -630,7 +636,7 @@ class DirectoryClient:
                     error_type=DIRECTORY_CONFIGURATION,
                     remedy=f"set the host's fqdn in the inventory or the dNSHostName of {peer.sam}.",
                 )
-            host_mode = mode if mode != DelegationMode.AUTO else _mode_of(host)
+            host_mode = mode if mode != DelegationMode.AUTO else _mode_of(host, account)
             plans.append(
                 (account, delegation_values(peer.short_name, peer_fqdn), host_mode == DelegationMode.ANY_PROTOCOL)
             )
@@ -722,15 +728,17 @@ class DirectoryClient:
         return not any(v.casefold() in have for v in change.added_values)
 
 
-def _mode_of(host: DelegationHost) -> DelegationMode:
-    if not host.os_version:
+def _mode_of(host: DelegationHost, account: _Account) -> DelegationMode:
+    version = host.os_version or account.os_version
+    if not version:
         raise ConfigurationError(
-            f"The delegation mode is automatic but the OS version of {host.name} is not known.",
+            f"The delegation mode is automatic but the OS version of {host.name} is not known: the request does "
+            f"not say and {account.sam} has no operatingSystemVersion.",
             error_type=DIRECTORY_CONFIGURATION,
             remedy="give the host's OS version, or set the delegation mode (kerberos-only or any-protocol).",
             details={"account": host.name},
         )
-    return mode_for_os(host.os_version)
+    return mode_for_os(version)
 
 
 def _refuse_unsafe(account: _Account) -> None:

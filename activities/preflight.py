@@ -27,6 +27,7 @@ from activities.errors import SnlmError, TransientError, UnknownError
 from activities.hosts import CommandResult, HostClient
 from activities.inventory import Inventory
 from workflows.contracts import (
+    MIGRATION_NETWORK_ERROR,
     SEVERITY_BLOCKER,
     SEVERITY_INFO,
     SEVERITY_WARNING,
@@ -82,10 +83,15 @@ def _dicts(result: CommandResult) -> list[dict[str, Any]]:
     return [item for item in result.output if isinstance(item, dict)]
 
 
-def _raise_if_transient(result: CommandResult) -> None:
-    """A probe run with check=False still lets a transient failure (or an unknown one) propagate for a retry."""
+def _raise_if_transient(result: CommandResult, *, findings: frozenset[str] = frozenset()) -> None:
+    """A probe run with check=False still lets a transient failure (or an unknown one) propagate for a retry.
+
+    `findings` are error types that are facts about the hosts rather than trouble with this session: Compare-VM
+    failing with a migration network error (0x8007274C...) says the hosts cannot reach each other on TCP 6600,
+    which preflight reports as a blocker instead of retrying.
+    """
     for error in result.errors:
-        if isinstance(error, TransientError | UnknownError):
+        if isinstance(error, TransientError | UnknownError) and error.error_type not in findings:
             raise error
 
 
@@ -143,9 +149,12 @@ def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]
     elif request.include_storage:
         switches = ("IncludeStorage",)
     compare = client.run("Compare-VM", parameters, switches=switches, check=False)
-    _raise_if_transient(compare)
+    _raise_if_transient(compare, findings=frozenset({MIGRATION_NETWORK_ERROR}))
     facts["compare"] = _one(compare)
     facts["compare_errors"] = [str(error) for error in compare.errors]
+    facts["compare_unreachable"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
+    ]
     return facts
 
 
@@ -397,7 +406,19 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
 
 
 def _compare_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) -> None:
+    for text in src.get("compare_unreachable", []):
+        if not f.has("port-6600-unreachable") and not f.has("firewall-6600-closed"):
+            f.add(
+                "port-6600-unreachable",
+                SEVERITY_BLOCKER,
+                f"{request.source} cannot reach {request.destination} for a migration: {text}",
+                f"check the network between the hosts and that {request.destination}'s vmms listens on TCP "
+                f"{MIGRATION_PORT}",
+                host=request.destination,
+            )
     for text in src["compare_errors"]:
+        if text in src.get("compare_unreachable", []):
+            continue
         f.add(
             "compare-vm-failed",
             SEVERITY_WARNING,

@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.hosts import HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
 from lab.lab import Lab
-from worker import Settings, build_worker
+from worker import Settings, build_worker, release_worker
 from workflows.contracts import (
     SEARCH_ATTRIBUTES,
     DelegationPolicy,
@@ -111,7 +111,8 @@ async def main() -> None:
             lab = Lab.from_topology(TOPOLOGY, workdir=Path(tmp), time_scale=args.time_scale).start()
             try:
                 settings = Settings(inventory=lab.inventory_path, task_queue="saga-bench", move_poll_seconds=0.1)
-                async with build_worker(env.client, settings):
+                worker = build_worker(env.client, settings)
+                async with worker:
                     route = ("HV-A", "HV-B")
                     for index in range(args.moves):
                         source, destination = route
@@ -132,6 +133,7 @@ async def main() -> None:
                         source, destination = route
                         baseline.append(await asyncio.to_thread(_baseline_move, lab, source, destination))
                         route = (destination, source)
+                release_worker(worker)
             finally:
                 lab.stop()
     finally:

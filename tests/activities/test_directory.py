@@ -214,6 +214,19 @@ def test_auto_mode_without_an_os_version_is_a_configuration_error(
     assert snapshot(samba_domain, a, b)[a]["msDS-AllowedToDelegateTo"] == []
 
 
+def test_auto_mode_reads_the_accounts_operating_system_version(
+    samba_domain: SambaDomain, settings: SettingsFactory, new_host: NewHost
+) -> None:
+    # What Windows records on a joined computer: 2012 R2 (6.3) needs Kerberos only, 2022 (10.0) any protocol.
+    a, b = new_host(), new_host()
+    samba_domain.modify(a, {"operatingSystemVersion": [(ldap3.MODIFY_REPLACE, ["6.3 (9600)"])]})
+    samba_domain.modify(b, {"operatingSystemVersion": [(ldap3.MODIFY_REPLACE, ["10.0 (20348)"])]})
+
+    result = ensure(settings, request(a, b, DelegationMode.AUTO))
+
+    assert tuple(c.uac_bits_set for c in result.changes) == (0, PT)
+
+
 @pytest.mark.parametrize(
     ("version", "mode"),
     [

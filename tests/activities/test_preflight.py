@@ -144,3 +144,17 @@ def test_vm_already_on_destination_is_info(activities: PreflightActivities) -> N
     report = activities.preflight(PreflightInput("web07", "HV-S4", "HV-S2"))
     assert ids(report) == {"vm-already-on-destination": "info"}
     assert report.ok
+
+
+def test_hosts_that_cannot_reach_each_other_are_a_blocker_not_a_retry(
+    lab: Lab, activities: PreflightActivities
+) -> None:
+    # A partition between the hosts is a fact preflight reports (Compare-VM and Test-NetConnection both fail on
+    # TCP 6600), not a transient failure of preflight's own sessions to retry.
+    fault = lab.inject_fault("partition", hosts=["HV-S2", "HV-S4"], seconds=600)
+    try:
+        report = activities.preflight(PreflightInput("web07", "HV-S2", "HV-S4"))
+    finally:
+        lab.clear_fault(fault["id"])
+    assert ids(report).get("port-6600-unreachable") == "blocker"
+    assert not report.ok

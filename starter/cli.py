@@ -405,12 +405,13 @@ def _blockers_from_details(details: Sequence[Any]) -> list[dict[str, Any]]:
     return [c for c in concerns if isinstance(c, dict) and c.get("severity") == SEVERITY_BLOCKER]
 
 
-async def query_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> MigrationProgress | None:
-    """The `progress` query, completed from the move activity's last heartbeat while the host copies.
+async def query_progress(handle: WorkflowHandle[Any, Any]) -> MigrationProgress | None:
+    """The `progress` query, with the move activity's retry attempt while the host copies.
 
-    During the move the workflow may not know the percent yet (it learns it from the activity); the server does:
-    the pending activity's heartbeat details (MoveHeartbeat) and its attempt number. Best effort: None when no
-    worker answers in time or the workflow just closed.
+    The workflow knows the percent (the move activity signals it as the host's job advances) but not which
+    attempt of the activity is running: Temporal retries it without telling the workflow, so during the move
+    the attempt comes from the pending activity in describe(). Best effort: None when no worker answers in time
+    or the workflow just closed.
     """
     try:
         progress: MigrationProgress = await handle.query(
@@ -418,27 +419,17 @@ async def query_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> Mi
         )
     except Exception:
         return None
-    if progress.step != Step.MOVE or progress.percent:
+    if progress.step != Step.MOVE:
         return progress
     try:
         description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
-        for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name != MOVE_ACTIVITY:
-                continue
-            beat: dict[str, Any] = {}
-            if pending.heartbeat_details.payloads:
-                values = await client.data_converter.decode(pending.heartbeat_details.payloads)
-                beat = next((v for v in values if isinstance(v, dict) and "percent" in v), {})
-            return dataclasses.replace(
-                progress,
-                percent=int(beat.get("percent") or 0),
-                bytes_done=int(beat.get("bytes_done") or 0),
-                bytes_total=int(beat.get("bytes_total") or 0),
-                attempt=max(progress.attempt, pending.attempt),
-            )
     except Exception:
         return progress
-    return progress
+    attempt = max(
+        (p.attempt for p in description.raw_description.pending_activities if p.activity_type.name == MOVE_ACTIVITY),
+        default=0,
+    )
+    return dataclasses.replace(progress, attempt=attempt) if attempt > progress.attempt else progress
 
 
 async def _warn_without_worker(client: Client, task_queue: str, out: Output) -> None:
@@ -528,7 +519,7 @@ async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, o
     handle, started = await start_migration(client, request, task_queue=settings.task_queue)
 
     if not started:
-        running = await query_progress(client, handle)
+        running = await query_progress(handle)
         if running is not None and running.destination.casefold() != args.destination.casefold():
             raise CliError(
                 EXIT_USAGE,
@@ -560,15 +551,13 @@ async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, o
         doc["status"] = "RUNNING"
         out.document(doc)
         return EXIT_OK
-    code, outcome = await _follow(client, handle, out, label=f"{request.vm} {request.source}->{request.destination}")
+    code, outcome = await _follow(handle, out, label=f"{request.vm} {request.source}->{request.destination}")
     doc.update(outcome)
     out.document(doc)
     return code
 
 
-async def _follow(
-    client: Client, handle: WorkflowHandle[Any, Any], out: Output, *, label: str
-) -> tuple[int, dict[str, Any]]:
+async def _follow(handle: WorkflowHandle[Any, Any], out: Output, *, label: str) -> tuple[int, dict[str, Any]]:
     """Show progress until the workflow closes; the exit status and the outcome for the JSON document."""
     from temporalio.client import WorkflowFailureError
 
@@ -577,7 +566,7 @@ async def _follow(
     result_task = asyncio.ensure_future(handle.result())
     try:
         while not result_task.done():
-            progress = await query_progress(client, handle)
+            progress = await query_progress(handle)
             if progress is not None:
                 view.show(progress)
             await asyncio.wait([result_task], timeout=POLL_SECONDS)
@@ -714,7 +703,7 @@ async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, ou
         out.line("  " + "  ".join(f"{k.removeprefix('Snlm').lower()}={v}" for k, v in sorted(shown.items())))
     code = EXIT_OK
     if description.workflow_type == MIGRATE_WORKFLOW:
-        progress = await query_progress(client, handle)
+        progress = await query_progress(handle)
         doc["progress"] = progress
         if progress is not None:
             out.line(f"  progress: {_progress_text(progress)}")

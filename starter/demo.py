@@ -1,21 +1,28 @@
-"""`make demo`: a Temporal dev server, a lab, a worker and a small watched campaign, all in one process.
+"""`make demo`: a Temporal dev server, a lab, a directory, a worker and a small watched campaign, in one process.
 
-    python -m starter.demo [--keep-running] [--time-scale N] [--workdir DIR]
+    python -m starter.demo [--keep-running] [--time-scale N] [--workdir DIR] [--no-directory]
 
 The demo is the one place that wires the lab to the engine: the lab writes an inventory, the worker reads it,
-and nothing else passes between them. It starts, in `.snlm/demo/`:
+and nothing else passes between them (with a directory, both also talk to the same domain controller). It starts,
+in `.snlm/demo/`:
 
 - the Temporal dev server with its UI on 127.0.0.1:8233 and a durable SQLite file (`temporal.db`);
-- a lab from the built-in topology (simulated Hyper-V hosts on 127.0.0.1);
-- a worker, in-process, serving the migration task queue with the lab's inventory;
+- a directory when it can: a throwaway Samba AD DC (lab.samba) with a computer account for every lab host;
+- a lab from the built-in topology (simulated Hyper-V hosts on 127.0.0.1), reading that directory;
+- a worker, in-process, serving the migration task queue with the lab's inventory (and the directory);
 
 then moves four VMs at once, each with an expected outcome, prints progress lines as they go and a summary table
 at the end, and stops everything it started (with --keep-running, it waits for Ctrl-C so you can look around
 in the UI and drive the lab with `snlm`). Exit status 0 when every VM ended as expected.
 
-Delegation: with no directory at hand the demo runs with the policy `skip`, against the lab's own directory. The
-built-in topology already holds the entries for HV-S2 <-> HV-S4 and HV-S1 <-> HV-S2; for the clustered move the
-demo adds HV-W2 <-> HV-E1 to the lab's directory itself, as the team that manages delegation would, and says so.
+Delegation takes one of two paths, and the demo says which and why:
+
+- `manage`, with Samba (root, Samba installed, its ports free): the computer accounts start as a domain join
+  leaves them, without delegation; the saga writes the constrained delegation entries for each pair of hosts as
+  Administrator, purges the hosts' Kerberos tickets, and the lab's hosts, which read the directory as an
+  unprivileged operator, then let the move through. The summary shows what the directory holds afterwards.
+- `skip`, anywhere else or with --no-directory: the lab keeps its own directory, whose built-in entries already
+  cover every pair the campaign uses (as when another team manages delegation), and the saga leaves it alone.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,14 +55,23 @@ from workflows.contracts import (
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
+    from activities.directory import DirectorySettings
     from lab.lab import Lab
+    from lab.model.ldap_directory import LdapDirectory
+    from lab.model.topology import TopologySpec
+    from lab.samba import SambaDomain
 
 DEFAULT_WORKDIR = Path(".snlm/demo")
 # Simulated seconds per real second. The lab's own default (60) moves a small VM in a fraction of a second;
-# at 4 the campaign takes about a minute, slow enough to watch the progress and the retry.
-DEFAULT_TIME_SCALE = 4.0
+# at 6 the campaign takes about a minute and a half, slow enough to watch the progress and the retry.
+DEFAULT_TIME_SCALE = 6.0
 CAMPAIGN = "demo"
 POLL_SECONDS = 1.0
+# How long the demo waits for Samba's ports when another session (a test run, another demo) holds them.
+SAMBA_WAIT_SECONDS = 30.0
+# The worker reads the directory password by reference (SecretRef): the demo sets this variable in its own
+# process, from the password generated for the throwaway domain. It is never printed.
+DIRECTORY_PASSWORD_ENV = "SNLM_DEMO_DIRECTORY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 
 @dataclass(frozen=True)
@@ -67,26 +83,29 @@ class DemoMove:
     destination: str
     expect: str  # "moved" or "blocked"
     story: str
+    storage_path: str | None = None
     restore_ha: bool = False
     fail_at_percent: int | None = None  # inject a one-shot failure of the move at this percent
 
 
 # What the built-in topology offers (lab/topologies/default.yaml): web07 and web08 go the clean HV-S2 -> HV-S4 path;
-# sql03 has a pass-through disk (PROBLEM[passthrough-disk]). The clustered VM: no cross-cluster move is clean in the
-# built-in topology (HV-W1 is nearly full, HV-W2 has 4 GB free, HV-E2 has ms_server unbound, CL-WEST VMs at 10.0
-# cannot run on 2019, and the CL-WEST VMs at 9.0 lack processor compatibility for CL-EAST's older Xeons), so web04
-# leaves CL-WEST for the standalone HV-S4 (same processor): its HA is removed, and would be restored on HV-W2 if
-# the move failed.
+# sql03 has a pass-through disk (PROBLEM[passthrough-disk]); app04 (processor compatibility on) is the clean
+# cross-cluster move, CL-WEST's HV-W2 to CL-EAST's HV-E1, onto CL-EAST's cluster storage: its role is removed on
+# CL-WEST before the move and created again on CL-EAST after it.
 MOVES: tuple[DemoMove, ...] = (
     DemoMove("web07", "HV-S2", "HV-S4", "moved", "standalone, clean path"),
-    DemoMove("web04", "HV-W2", "HV-S4", "moved", "clustered: its CL-WEST role is removed first"),
+    DemoMove(
+        "app04",
+        "HV-W2",
+        "HV-E1",
+        "moved",
+        "clustered, CL-WEST -> CL-EAST: HA removed first, restored on CL-EAST",
+        storage_path=r"C:\ClusterStorage\Volume1\app04",
+        restore_ha=True,
+    ),
     DemoMove("sql03", "HV-S1", "HV-S2", "blocked", "pass-through disk: preflight blocks it, nothing changes"),
     DemoMove("web08", "HV-S2", "HV-S4", "moved", "the move dies at 40 % once and is retried", fail_at_percent=40),
 )
-
-# Delegation the demo adds to the lab's own directory for the clustered move (both hosts are 2016 or later:
-# protocol transition, "use any authentication protocol"), merged with what the accounts already hold.
-EXTRA_DELEGATION = (("HV-W2", "HV-S4"), ("HV-S4", "HV-W2"))
 
 
 @dataclass
@@ -100,36 +119,199 @@ class Tracked:
     detail: str = ""
     seconds: float = 0.0
     attempts: int = 0
+    result: MigrateVmResult | None = None
+    ha: str = ""  # for a clustered move: where its cluster role was before and is after
+    ha_ok: bool = True
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def as_expected(self) -> bool:
-        return self.outcome == self.move.expect
+        if self.outcome != self.move.expect:
+            return False
+        if self.move.fail_at_percent is not None and self.attempts < 2:
+            return False  # the injected failure must have been retried
+        return self.ha_ok
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _spns(peer: str, domain: str) -> list[str]:
-    fqdn = f"{peer.lower()}.{domain}"
-    return [f"{service}/{name}" for service in ("cifs", MIGRATION_SERVICE) for name in (peer, fqdn)]
+# -- the directory -----------------------------------------------------------------------------------------------
+@dataclass
+class DirectoryChoice:
+    """The delegation path the demo takes: `manage` against Samba, or `skip` against the lab's own entries."""
+
+    policy: DelegationPolicy
+    reason: str
+    samba: SambaDomain | None = None
+    samba_pid: int | None = None
 
 
-def start_lab(workdir: Path, time_scale: float) -> Lab:
+def start_samba(
+    workdir: Path, spec: TopologySpec, *, no_directory: bool, wait: float = SAMBA_WAIT_SECONDS
+) -> DirectoryChoice:
+    """A Samba AD DC with a computer account per lab host, or the reason why not (then the `skip` path)."""
+    from lab.samba import SambaDomain, SambaUnavailable, unavailable_reason
+
+    if no_directory:
+        return DirectoryChoice(DelegationPolicy.SKIP, "--no-directory was given")
+    reason = unavailable_reason()
+    if reason is not None:
+        return DirectoryChoice(DelegationPolicy.SKIP, reason)
+    domain = SambaDomain(
+        workdir / "samba",
+        realm=spec.lab.domain.upper(),
+        domain=spec.lab.netbios_domain,
+        # The passwords are generated for this run (SambaDomain's default) and live in this process only.
+    )
+    try:
+        try:
+            domain.acquire(timeout=0)
+        except SambaUnavailable:
+            say(f"  directory      waiting up to {wait:g} s for Samba's ports (another session holds them)")
+            domain.acquire(timeout=wait)
+        domain.provision()
+        domain.start()
+        for host in spec.hosts:
+            domain.add_computer(host.name)
+    except SambaUnavailable as error:
+        domain.stop()
+        domain.release()
+        return DirectoryChoice(DelegationPolicy.SKIP, f"Samba could not start: {error}")
+    except BaseException:
+        domain.stop()
+        domain.release()
+        raise
+    return DirectoryChoice(
+        DelegationPolicy.MANAGE,
+        "Samba is installed and this is root: a real AD DC runs for the demo",
+        samba=domain,
+        samba_pid=domain.pid,
+    )
+
+
+def stop_samba(domain: SambaDomain) -> None:
+    domain.stop()
+    domain.release()
+
+
+def lab_directory(domain: SambaDomain) -> LdapDirectory:
+    """What the lab's hosts read: the DC over validated LDAPS, bound as the operator (no delegation privilege)."""
+    from lab.model.ldap_directory import LdapDirectory
+
+    return LdapDirectory(
+        domain.ldaps_uri,
+        bind_user=domain.operator_user,
+        bind_password=domain.operator_password,
+        ca_file=domain.ca_file,
+        tls_server_names=[domain.dc_fqdn],
+        connect_timeout=3.0,
+        operation_timeout=5.0,
+    )
+
+
+def engine_directory(domain: SambaDomain) -> DirectorySettings:
+    """How the worker writes delegation: as Administrator, its password by reference to a variable of this process."""
+    from activities.directory import DirectorySettings, SecretRef
+    from workflows.contracts import DelegationMode
+
+    os.environ[DIRECTORY_PASSWORD_ENV] = domain.admin_password
+    return DirectorySettings(
+        uris=[domain.ldaps_uri],
+        base_dn=domain.base_dn,
+        bind_user=domain.admin_user,
+        bind_password=SecretRef(env=DIRECTORY_PASSWORD_ENV),
+        ca_file=domain.ca_file,
+        tls_server_names=[domain.dc_fqdn],
+        # Every host the campaign touches runs Server 2016 or later: "use any authentication protocol". (The
+        # default `auto` picks per host from its OS version, which the saga does not pass along yet.)
+        mode=DelegationMode.ANY_PROTOCOL,
+    )
+
+
+def _peers(spns: Sequence[str]) -> list[str]:
+    """The hosts a list of delegation SPNs names, once each (short names, as the inventory spells them)."""
+    peers: list[str] = []
+    for spn in spns:
+        service, _, name = spn.partition("/")
+        if service.casefold() not in ("cifs", MIGRATION_SERVICE.casefold()):
+            continue
+        short = name.split(".", 1)[0].upper()
+        if short not in peers:
+            peers.append(short)
+    return peers
+
+
+def _services(spns: Sequence[str]) -> list[str]:
+    services: list[str] = []
+    for spn in spns:
+        service = spn.partition("/")[0]
+        if service not in services:
+            services.append(service)
+    return services
+
+
+def delegation_lines(truth: dict[str, Any], hosts: Sequence[str]) -> list[str]:
+    """`HOST -> PEER, PEER (protocol transition)` for the hosts that may delegate, from the lab's view."""
+    lines = []
+    for host in hosts:
+        entry = (truth["hosts"].get(host) or {}).get("directory") or {}
+        peers = _peers(entry.get("allowed_to_delegate_to") or [])
+        if peers:
+            transition = "any protocol" if entry.get("protocol_transition") else "Kerberos only"
+            lines.append(f"{host} -> {', '.join(peers)} ({transition})")
+    return lines
+
+
+# -- the lab -----------------------------------------------------------------------------------------------------
+def start_lab(workdir: Path, time_scale: float, directory: LdapDirectory | None = None) -> Lab:
+    """The built-in topology's lab; with `directory`, its hosts read delegation from there instead of the topology."""
     from lab.lab import Lab
 
-    lab = Lab.from_topology(None, workdir=workdir / "lab", time_scale=time_scale)
+    lab = Lab.from_topology(None, workdir=workdir / "lab", time_scale=time_scale, directory=directory)
     lab.start()
-    domain = lab.spec.lab.domain
-    for host, peer in EXTRA_DELEGATION:
-        account = lab.world.directory.computer(host)
-        have = sorted(account.allowed_to_delegate_to) if account is not None else []
-        wanted = have + [spn for spn in _spns(peer, domain) if spn.casefold() not in {h.casefold() for h in have}]
-        lab.set_delegation(host, allowed_to_delegate_to=wanted, protocol_transition=True)
     return lab
 
 
+def cluster_roles(truth: dict[str, Any], vm: str) -> list[tuple[str, str, str]]:
+    """(cluster, owner node, state) of every cluster role of `vm`, from the lab's truth."""
+    return [
+        (cluster, role["owner_node"], role["state"])
+        for cluster, data in sorted(truth["clusters"].items())
+        for role in data["roles"]
+        if role["name"].casefold() == vm.casefold()
+    ]
+
+
+def _roles_text(roles: Sequence[tuple[str, str, str]]) -> str:
+    return "; ".join(f"{cluster} on {owner} ({state})" for cluster, owner, state in roles) or "none"
+
+
+def _cluster_of(truth: dict[str, Any], host: str) -> str | None:
+    return next((name for name, data in truth["clusters"].items() if host in data["nodes"]), None)
+
+
+def check_ha(t: Tracked, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """A clustered move: its role must be gone from the source's cluster and be on the destination's."""
+    move = t.move
+    was, now = cluster_roles(before, move.vm), cluster_roles(after, move.vm)
+    source_cluster, destination_cluster = _cluster_of(before, move.source), _cluster_of(after, move.destination)
+    removed = not any(cluster == source_cluster for cluster, _, _ in now)
+    restored = any(cluster == destination_cluster and owner == move.destination for cluster, owner, _ in now)
+    t.ha = f"role before: {_roles_text(was)}; after: {_roles_text(now)}"
+    if t.outcome == "moved":
+        t.ha_ok = removed and restored
+        verdict = (
+            f"removed on {source_cluster}, restored on {destination_cluster}"
+            if t.ha_ok
+            else f"NOT as expected (removed on {source_cluster}: {removed}, restored on {destination_cluster}: "
+            f"{restored})"
+        )
+        t.ha += f" -> {verdict}"
+
+
+# -- the campaign ------------------------------------------------------------------------------------------------
 async def _terminate_leftovers(client: Client) -> int:
     """Workflows an earlier demo left running (killed mid-way) would act on this run's fresh lab: end them."""
     count = 0
@@ -183,19 +365,20 @@ def _label(move: DemoMove) -> str:
     return f"{move.vm:<7} {move.source}->{move.destination}"
 
 
-async def _watch(client: Client, t: Tracked) -> None:
+async def _watch(t: Tracked) -> None:
     from temporalio.client import WorkflowFailureError
 
     result_task = asyncio.ensure_future(t.handle.result())
     try:
         while not result_task.done():
-            progress = await query_progress(client, t.handle)
+            progress = await query_progress(t.handle)
             line = _progress_line(t, progress) if progress is not None else None
             if line:
                 say(f"  {_label(t.move):<22} {line}")
             await asyncio.wait([result_task], timeout=POLL_SECONDS)
         try:
             result = result_task.result()
+            t.result = result
             t.outcome = "moved" if result.moved or result.already_there else "not moved"
             t.detail = f"now on {result.destination}" + (
                 f"; {len(result.warnings)} warning(s)" if result.warnings else ""
@@ -210,7 +393,7 @@ async def _watch(client: Client, t: Tracked) -> None:
         t.seconds = time.monotonic() - t.started
         with contextlib.suppress(Exception):
             t.attempts = await _move_attempts(t.handle)
-        mark = "as expected" if t.as_expected else f"UNEXPECTED (expected {t.move.expect})"
+        mark = "as expected" if t.outcome == t.move.expect else f"UNEXPECTED (expected {t.move.expect})"
         say(f"  {_label(t.move):<22} {t.outcome.upper()} in {t.seconds:.1f} s, {mark}: {t.detail}")
     finally:
         if not result_task.done():
@@ -218,7 +401,7 @@ async def _watch(client: Client, t: Tracked) -> None:
         t.done.set()
 
 
-def _summary(tracked: Sequence[Tracked]) -> list[str]:
+def summary_lines(tracked: Sequence[Tracked]) -> list[str]:
     rows = [
         (
             t.move.vm,
@@ -234,10 +417,31 @@ def _summary(tracked: Sequence[Tracked]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for t in tracked:
+        if t.ha:
+            lines.append(f"  {t.move.vm} HA: {t.ha}")
+        if t.result is not None and t.result.delegation_added:
+            added = t.result.delegation_added
+            lines.append(
+                f"  {t.move.vm} delegation written by the saga: {len(added)} SPNs ({', '.join(_services(added))}) "
+                f"for {t.move.source} <-> {t.move.destination}"
+            )
+        for warning in t.result.warnings if t.result is not None else ():
+            text = warning.splitlines()[0] if warning else ""
+            lines.append(f"  {t.move.vm} warning: {text if len(text) <= 150 else text[:147] + '...'}")
     return lines
 
 
-async def run_campaign(client: Client, lab: Lab, task_queue: str, stop: asyncio.Event) -> list[Tracked]:
+async def run_campaign(
+    client: Client,
+    lab: Lab,
+    task_queue: str,
+    stop: asyncio.Event,
+    *,
+    delegation: DelegationPolicy = DelegationPolicy.SKIP,
+) -> list[Tracked]:
+    """Start every move of MOVES at once, watch them to their end (or until `stop`), and check the clustered one."""
+    before = await asyncio.to_thread(lab.truth)
     tracked: list[Tracked] = []
     for move in MOVES:
         if move.fail_at_percent is not None:
@@ -246,13 +450,14 @@ async def run_campaign(client: Client, lab: Lab, task_queue: str, stop: asyncio.
             vm=move.vm,
             source=move.source,
             destination=move.destination,
-            policy=MigrationPolicy(delegation=DelegationPolicy.SKIP, restore_ha_on_destination=move.restore_ha),
+            storage_path=move.storage_path,
+            policy=MigrationPolicy(delegation=delegation, restore_ha_on_destination=move.restore_ha),
             campaign=CAMPAIGN,
         )
         handle, _ = await start_migration(client, request, task_queue=task_queue)
         say(f"  {_label(move):<22} started {handle.id}: {move.story}")
         tracked.append(Tracked(move, handle, time.monotonic()))
-    watchers = [asyncio.ensure_future(_watch(client, t)) for t in tracked]
+    watchers = [asyncio.ensure_future(_watch(t)) for t in tracked]
     stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     everyone: asyncio.Future[Any] = asyncio.gather(*watchers)
     try:
@@ -261,10 +466,34 @@ async def run_campaign(client: Client, lab: Lab, task_queue: str, stop: asyncio.
         stopper.cancel()
         for watcher in watchers:
             watcher.cancel()
+    after = await asyncio.to_thread(lab.truth)
+    for t in tracked:
+        if t.move.restore_ha:
+            check_ha(t, before, after)
     return tracked
 
 
-async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool) -> int:
+# -- the whole demo ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _stdout_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 1 at `path` for the child processes started meanwhile; Python's own prints wait."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to redirect
+        yield
+        return
+    try:
+        with path.open("ab") as target:
+            os.dup2(target.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool, no_directory: bool = False) -> int:
+    from lab.model.topology import DEFAULT_TOPOLOGY, load_topology
     from worker import Settings, connect_client, run_worker
 
     workdir = workdir.resolve()
@@ -282,28 +511,70 @@ async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool) -> i
             loop.add_signal_handler(sig, stop.set)
 
     server: DevServer | None = None
+    choice: DirectoryChoice | None = None
+    directory: LdapDirectory | None = None
     lab: Lab | None = None
     worker_task: asyncio.Task[None] | None = None
     try:
         say("snlm demo: shared-nothing live migration as durable Temporal workflows, on a simulated Hyper-V lab")
         try:
-            server = await start_dev_server(workdir / "temporal.db")
+            # The Temporal CLI prints a banner and its log on standard output: into a file, so the screen shows
+            # the demo's own lines (the UI address is printed below).
+            with _stdout_to(workdir / "temporal.log"):
+                server = await start_dev_server(workdir / "temporal.db")
         except DevServerError as error:
             say(f"error: {error}")
             return 1
         say(f"  Temporal UI    {server.ui_url}   (server {server.target}, history in {server.database})")
-        lab = await asyncio.to_thread(start_lab, workdir, time_scale)
+
+        spec = load_topology(DEFAULT_TOPOLOGY)
+        choice = await asyncio.to_thread(start_samba, workdir, spec, no_directory=no_directory)
+        if stop.is_set():
+            return EXIT_INTERRUPTED
+        directory_settings: DirectorySettings | None = None
+        if choice.samba is not None:
+            samba = choice.samba
+            directory = lab_directory(samba)
+            directory_settings = engine_directory(samba)
+            say(
+                f"  directory      Samba AD DC {samba.realm} on {samba.ldaps_uri} (pid {samba.pid}, in {samba.root}), "
+                f"{len(spec.hosts)} computer accounts without delegation"
+            )
+            say(f"                 why: {choice.reason}")
+            say(
+                "  delegation     policy 'manage': the saga writes the constrained delegation for each pair of hosts "
+                f"as {samba.admin_user}"
+            )
+            say(
+                "                 (password from the generated domain, by reference to a variable of this process) "
+                "and purges the"
+            )
+            say(f"                 hosts' tickets; the lab's hosts read the directory as {samba.operator_user}")
+        else:
+            say(f"  directory      none: {choice.reason}")
+
+        lab = await asyncio.to_thread(start_lab, workdir, time_scale, directory)
         say(
             f"  lab            {len(lab.endpoints)} simulated Hyper-V hosts on 127.0.0.1, time x{time_scale:g}; "
             f"inventory {lab.inventory_path}"
         )
-        say("  delegation     policy 'skip' against the lab's own directory (no Active Directory here): it holds")
-        say("                 HV-S2<->HV-S4 and HV-S1<->HV-S2; the demo added HV-W2<->HV-S4 for the clustered move")
+        hosts = sorted({h for move in MOVES for h in (move.source, move.destination)})
+        if choice.samba is None:
+            truth = await asyncio.to_thread(lab.truth)
+            say(
+                "  delegation     policy 'skip' against the lab's own directory (no Active Directory here), as when "
+                "another"
+            )
+            say("                 team manages delegation; the entries the campaign needs are already there:")
+            for line in delegation_lines(truth, hosts):
+                say(f"                   {line}")
+
         settings = Settings(
             temporal_address=server.target,
             temporal_namespace="default",
             inventory=lab.inventory_path,
-            delegation_policy=DelegationPolicy.SKIP,
+            directory=directory_settings,
+            delegation_policy=choice.policy,
             move_poll_seconds=0.5,
         )
         client = await connect_client(settings)
@@ -317,41 +588,58 @@ async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool) -> i
         say(f"  worker         in-process, task queue {settings.task_queue}; its log in {log_file}")
         say(f"  try            TEMPORAL_ADDRESS={server.target} snlm status web07@HV-S2")
         say()
-        say(f"campaign '{CAMPAIGN}': {len(MOVES)} VMs at once")
-        tracked = await run_campaign(client, lab, settings.task_queue, stop)
+        say(f"campaign '{CAMPAIGN}': {len(MOVES)} VMs at once, delegation policy '{choice.policy.value}'")
+        tracked = await run_campaign(client, lab, settings.task_queue, stop, delegation=choice.policy)
         say()
         say("summary")
-        for line in _summary(tracked):
+        for line in summary_lines(tracked):
             say(line)
+        if choice.samba is not None:
+            truth = await asyncio.to_thread(lab.truth)
+            say(f"  the directory now holds (read by the lab from Samba as {choice.samba.operator_user}):")
+            for line in delegation_lines(truth, hosts) or ["no delegation"]:
+                say(f"    {line}")
         interrupted = stop.is_set()
         ok = not interrupted and all(t.as_expected for t in tracked)
         say()
-        say("every VM ended as expected" if ok else "some VMs did not end as expected" if not interrupted else "")
+        if not interrupted:
+            say("every VM ended as expected" if ok else "some VMs did not end as expected")
         if keep_running and not interrupted:
-            say(f"still running: the UI at {server.ui_url}, the lab and the worker. Ctrl-C stops them.")
+            say(f"still running: the UI at {server.ui_url}, the lab, the worker and the directory. Ctrl-C stops them.")
             await stop.wait()
         if interrupted:
             return EXIT_INTERRUPTED
         return 0 if ok else 1
     finally:
         stop.set()
+        stopped: list[str] = []
         if worker_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(worker_task, timeout=40)
+            stopped.append("worker")
         if lab is not None:
             await asyncio.to_thread(lab.stop)
+            stopped.append("lab")
+        if directory is not None:
+            directory.close()
+        if choice is not None and choice.samba is not None:
+            await asyncio.to_thread(stop_samba, choice.samba)
+            os.environ.pop(DIRECTORY_PASSWORD_ENV, None)
+            stopped.append(f"Samba AD DC (pid {choice.samba_pid})")
         if server is not None:
             await server.stop()
+            stopped.append("Temporal dev server")
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        say("stopped: worker, lab and Temporal dev server")
+        if stopped:
+            say(f"stopped: {', '.join(stopped)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m starter.demo",
-        description="Start a Temporal dev server, a lab and a worker, and run a small watched campaign.",
+        description="Start a Temporal dev server, a directory, a lab and a worker, and run a small watched campaign.",
     )
     parser.add_argument("--keep-running", action="store_true", help="after the campaign, wait for Ctrl-C")
     parser.add_argument(
@@ -362,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"simulated seconds per real second (default {DEFAULT_TIME_SCALE:g})",
     )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"default {DEFAULT_WORKDIR}")
+    parser.add_argument(
+        "--no-directory",
+        action="store_true",
+        help="do not start Samba: delegation policy 'skip' against the lab's own directory (no root needed)",
+    )
     return parser
 
 
@@ -371,7 +664,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         build_parser().error("--time-scale must be greater than 0")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        code = asyncio.run(run_demo(args.workdir, time_scale=args.time_scale, keep_running=args.keep_running))
+        code = asyncio.run(
+            run_demo(
+                args.workdir,
+                time_scale=args.time_scale,
+                keep_running=args.keep_running,
+                no_directory=args.no_directory,
+            )
+        )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     sys.exit(code)

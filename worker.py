@@ -322,11 +322,18 @@ def release_worker(worker: Worker) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    code = 0
     try:
         asyncio.run(run_worker(settings))
     except ConfigurationError as error:
         print(f"snlm worker: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code = 2
+    # The worker has shut down gracefully; leave without interpreter teardown, which can abort under the Temporal
+    # runtime's own threads (temporalio sdk-python issue 300) and report a clean stop as status 134.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from workflows.contracts import (
     SEVERITY_BLOCKER,
     SEVERITY_INFO,
     SEVERITY_WARNING,
+    VM_IS_CLUSTERED,
     Concern,
     PreflightInput,
     PreflightReport,
@@ -154,6 +155,9 @@ def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]
     facts["compare_errors"] = [str(error) for error in compare.errors]
     facts["compare_unreachable"] = [
         str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
+    ]
+    facts["compare_clustered"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == VM_IS_CLUSTERED
     ]
     return facts
 
@@ -416,8 +420,18 @@ def _compare_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInpu
                 f"{MIGRATION_PORT}",
                 host=request.destination,
             )
+    if src.get("compare_clustered") and f.has("vm-clustered"):
+        # Hyper-V's Compare-VM refuses a clustered VM until its role is removed, which preflight must not do: the
+        # checks above, read from both hosts, stand in for it, and the move itself is the final word.
+        f.add(
+            "compare-vm-after-ha-removal",
+            SEVERITY_INFO,
+            f"Compare-VM cannot check {request.vm} while it is clustered; the host checks above stand in for it.",
+            "nothing to do: the saga removes the cluster role before the move",
+            host=request.source,
+        )
     for text in src["compare_errors"]:
-        if text in src.get("compare_unreachable", []):
+        if text in src.get("compare_unreachable", []) or text in src.get("compare_clustered", []):
             continue
         f.add(
             "compare-vm-failed",

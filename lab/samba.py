@@ -354,8 +354,13 @@ class SambaDomain:
         *,
         user_account_control: int = WORKSTATION_TRUST_ACCOUNT,
         allowed_to_delegate_to: list[str] | None = None,
+        operating_system_version: str | None = None,
     ) -> str:
-        """Create a computer account `name` (as a domain join would) and return its DN."""
+        """Create a computer account `name` (as a domain join would) and return its DN.
+
+        `operating_system_version` is what a joined Windows computer records about itself (e.g. "10.0 (20348)"
+        for Server 2022), which delegation's automatic mode reads.
+        """
         fqdn = f"{name}.{self.dns_domain}".lower()
         dn = f"CN={escape_rdn(name)},{self.computers_dn}"
         attributes: dict[str, Any] = {
@@ -366,6 +371,8 @@ class SambaDomain:
         }
         if allowed_to_delegate_to:
             attributes["msDS-AllowedToDelegateTo"] = allowed_to_delegate_to
+        if operating_system_version:
+            attributes["operatingSystemVersion"] = operating_system_version
         with self.admin_connection() as conn:
             conn.add(dn, ["top", "person", "organizationalPerson", "user", "computer"], attributes)
         return dn

@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import getpass
 import json
+import os
 import re
 import sys
 import time
@@ -825,7 +826,19 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         print("snlm: interrupted (a started migration keeps running in Temporal)", file=sys.stderr)
         code = EXIT_INTERRUPTED
-    raise SystemExit(code)
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave without interpreter teardown once the work is done and the output flushed.
+
+    The Temporal client's Rust runtime keeps threads that can outlive the event loop; tearing the interpreter
+    down under them sometimes aborts the process ("PyGILState_Release ... must be current", temporalio
+    sdk-python issue 300), which would turn a successful command into exit status 134.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

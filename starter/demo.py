@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starter.cli import EXIT_INTERRUPTED, GIB, MOVE_ACTIVITY, failure_info, query_progress, start_migration
+from starter.cli import EXIT_INTERRUPTED, GIB, MOVE_ACTIVITY, exit_now, failure_info, query_progress, start_migration
 from starter.devserver import DevServer, DevServerError, start_dev_server
 from workflows.contracts import (
     MIGRATION_SERVICE,
@@ -174,7 +174,7 @@ def start_samba(
         domain.provision()
         domain.start()
         for host in spec.hosts:
-            domain.add_computer(host.name)
+            domain.add_computer(host.name, operating_system_version=_OS_VERSIONS.get(str(host.os), ""))
     except SambaUnavailable as error:
         domain.stop()
         domain.release()
@@ -211,6 +211,17 @@ def lab_directory(domain: SambaDomain) -> LdapDirectory:
     )
 
 
+# operatingSystemVersion as Windows records it on a joined computer, per topology OS value.
+_OS_VERSIONS = {
+    "2012": "6.2 (9200)",
+    "2012R2": "6.3 (9600)",
+    "2016": "10.0 (14393)",
+    "2019": "10.0 (17763)",
+    "2022": "10.0 (20348)",
+    "2025": "10.0 (26100)",
+}
+
+
 def engine_directory(domain: SambaDomain) -> DirectorySettings:
     """How the worker writes delegation: as Administrator, its password by reference to a variable of this process."""
     from activities.directory import DirectorySettings, SecretRef
@@ -224,9 +235,9 @@ def engine_directory(domain: SambaDomain) -> DirectorySettings:
         bind_password=SecretRef(env=DIRECTORY_PASSWORD_ENV),
         ca_file=domain.ca_file,
         tls_server_names=[domain.dc_fqdn],
-        # Every host the campaign touches runs Server 2016 or later: "use any authentication protocol". (The
-        # default `auto` picks per host from its OS version, which the saga does not pass along yet.)
-        mode=DelegationMode.ANY_PROTOCOL,
+        # `auto`: per host from the operatingSystemVersion its account holds (Kerberos only on 2012 / 2012 R2,
+        # any protocol on 2016 and later).
+        mode=DelegationMode.AUTO,
     )
 
 
@@ -674,7 +685,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    sys.exit(code)
+    # Everything the demo started is stopped by now; skip the interpreter teardown that can abort under the
+    # Temporal client's runtime threads (see starter.cli.exit_now).
+    exit_now(code)
 
 
 if __name__ == "__main__":

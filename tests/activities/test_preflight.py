@@ -96,6 +96,9 @@ def test_side_concerns(activities: PreflightActivities) -> None:
     # A clustered VM: info, the saga removes HA.
     report = activities.preflight(PreflightInput("web01", "HV-E1", "HV-E2"))
     assert ids(report).get("vm-clustered") == "info"
+    # Compare-VM refuses a clustered VM: said once, as info, not as a failed check.
+    assert ids(report).get("compare-vm-after-ha-removal") == "info"
+    assert "compare-vm-failed" not in ids(report)
 
 
 def test_round_trips_are_few(activities: PreflightActivities) -> None:

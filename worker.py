@@ -29,6 +29,7 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from temporalio import activity
 from temporalio.client import Client, Interceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.directory import DirectoryActivities, DirectorySettings
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
         max_concurrent_activities: activities run at once; each holds one WinRM or LDAP session.
         move_poll_seconds: how often the move activity reads the host's migration job.
         graceful_shutdown_seconds: on SIGTERM, how long running activities may take to finish.
+        metrics_bind: `host:port` where Temporal's runtime metrics (workflow and activity counts, latencies,
+            task slots) are served for Prometheus; None serves none.
     """
 
     model_config = SettingsConfigDict(env_prefix="SNLM_", env_nested_delimiter="__", extra="forbid")
@@ -103,6 +106,7 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=32, ge=1, le=1024)
     move_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
 
     @classmethod
     def settings_customise_sources(
@@ -168,12 +172,29 @@ def tracing_interceptors() -> list[Interceptor]:
     return [TracingInterceptor()]
 
 
+_runtimes: dict[str, Runtime] = {}
+
+
+def runtime_for(settings: Settings) -> Runtime | None:
+    """The Temporal runtime: the default one, or one that serves Prometheus metrics at `metrics_bind`.
+
+    One per address for the life of the process: a runtime owns its metrics listener.
+    """
+    if settings.metrics_bind is None:
+        return None
+    if settings.metrics_bind not in _runtimes:
+        telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_bind))
+        _runtimes[settings.metrics_bind] = Runtime(telemetry=telemetry)
+    return _runtimes[settings.metrics_bind]
+
+
 async def connect_client(settings: Settings) -> Client:
     """The Temporal client every part of snlm uses (same converter and interceptors everywhere)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         interceptors=tracing_interceptors(),
+        runtime=runtime_for(settings),
     )
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
 from activities.errors import ConfigurationError
-from worker import DIRECTORY_NOT_CONFIGURED, Settings, _NoDirectory, load_settings
+from worker import DIRECTORY_NOT_CONFIGURED, Settings, _NoDirectory, connect_client, load_settings
 from workflows.contracts import DelegationHost, EnsureDelegationInput
 
 
@@ -61,3 +65,21 @@ def test_a_worker_without_a_directory_refuses_delegation_clearly() -> None:
     assert raised.value.non_retryable
     assert "verify" in str(raised.value)
     assert "skip" in str(raised.value)
+
+
+async def test_runtime_metrics_are_served_for_prometheus(temporal_env: WorkflowEnvironment) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        temporal_address=temporal_env.client.service_client.config.target_host, metrics_bind=f"127.0.0.1:{port}"
+    )
+    client = await connect_client(settings)
+    await client.count_workflows()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return str(answer.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    assert "temporal_request" in text

@@ -44,6 +44,7 @@ demo: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.lab_bench
 	$(BIN)/python -m benchmarks.directory_bench
+	$(BIN)/python -m benchmarks.saga_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .snlm

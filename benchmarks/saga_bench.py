@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -155,3 +157,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # Skip the interpreter teardown that can abort under the Temporal runtime's threads (starter.cli.exit_now).
+    sys.stdout.flush()
+    os._exit(0)

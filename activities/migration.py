@@ -828,8 +828,10 @@ class MigrationActivities:
                 return self._outcome_without_job(move)
             job = jobs[0]
             state, percent = _job_state(job), _int(job.get("PercentComplete"))
-            _heartbeat(MoveHeartbeat(move.job_id, percent))
-            self._publish(MoveHeartbeat(move.job_id, percent))
+            total = request.bytes_estimate
+            beat = MoveHeartbeat(move.job_id, percent, bytes_done=total * percent // 100, bytes_total=total)
+            _heartbeat(beat)
+            self._publish(beat)
             if state in _SUCCEEDED:
                 return self._result(move, job)
             if state >= JOB_COMPLETED:
@@ -855,6 +857,7 @@ class MigrationActivities:
             destination=move.request.destination,
             started=move.started,
             job_id=move.job_id,
+            bytes_total=move.request.bytes_estimate,
             seconds=elapsed if elapsed is not None else round(time.monotonic() - move.t0, 3),
         )
 

@@ -339,6 +339,8 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     # disk space
     vhd_bytes = sum(int(v.get("FileSize") or 0) for v in src["vhds"])
     f.fact("vm.vhd_file_size_gb", _gb(vhd_bytes))
+    # What a move carries (memory once, the disks' bytes), for the move's progress in bytes.
+    f.fact("vm.move_bytes", int(vm.get("MemoryStartup") or 0) + vhd_bytes)
     volume = dst["volume"]
     if storage and volume:
         remaining = int(volume.get("SizeRemaining") or 0)

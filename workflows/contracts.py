@@ -630,6 +630,9 @@ class MoveInput:
     source: str
     destination: str
     storage_path: str | None = None
+    # Memory plus VHD bytes as preflight read them: Msvm_MigrationJob reports only a percent, so the bytes the
+    # progress shows are this estimate times the percent (memory pre-copy passes make the real figure larger).
+    bytes_estimate: int = 0
 
 
 @dataclass(frozen=True)

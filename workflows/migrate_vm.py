@@ -356,7 +356,15 @@ class MigrateVmWorkflow:
         return replace(result, delegation_added=added, settings_changed=tuple(settings_changed), warnings=warnings)
 
     async def _run_move(self, input: MigrateVmInput, facts: VmFacts) -> MoveResult:
-        move = MoveInput(input.vm, facts.vm_id, input.source, input.destination, input.storage_path)
+        estimate = (self._report.facts or {}).get("vm.move_bytes", "") if self._report else ""
+        move = MoveInput(
+            input.vm,
+            facts.vm_id,
+            input.source,
+            input.destination,
+            input.storage_path,
+            bytes_estimate=int(estimate) if estimate.isdigit() else 0,
+        )
         while True:
             self._attempt += 1
             try:

@@ -34,9 +34,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities.hosts import HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
 from lab.lab import Lab
+from starter.devserver import dev_server_args, temporal_binary
 from worker import Settings, build_worker, release_worker
 from workflows.contracts import (
-    SEARCH_ATTRIBUTES,
     DelegationPolicy,
     MigrateVmInput,
     MigrationPolicy,
@@ -91,17 +91,11 @@ async def main() -> None:
     parser.add_argument("--time-scale", type=float, default=60.0)
     args = parser.parse_args()
 
-    from tests.conftest import _binary
-
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
+        dev_server_existing_path=str(temporal_binary()),
         ip="127.0.0.1",
         ui=False,
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=10000",
-            *(arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")),
-        ],
+        dev_server_extra_args=dev_server_args(),
     )
     counter = RoundTrips()
     remove_observer = add_session_observer(counter)

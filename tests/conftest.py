@@ -20,6 +20,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from starter.devserver import dev_server_args
 from tests.samba import SambaDomain, default_root, unavailable_reason
 from workflows.contracts import SEARCH_ATTRIBUTES
 
@@ -64,13 +65,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=_binary("temporal"),
         ip="127.0.0.1",
         ui=False,
-        # The stock dev server adds about 40 ms to every workflow task (reference/temporal-notes.md).
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=10000",
-            # The migration workflows upsert these; an unregistered attribute fails their workflow task.
-            *(arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")),
-        ],
+        # snlm's own dev-server settings: the fast transfer-queue poll and the search attributes the migration
+        # workflows upsert (an unregistered one fails their workflow task).
+        dev_server_extra_args=dev_server_args(),
     )
     try:
         yield env

@@ -82,6 +82,8 @@ PLANNED: Final = "PlannedVirtualMachine"
 JOB_NEW, JOB_STARTING, JOB_RUNNING = 2, 3, 4
 JOB_COMPLETED, JOB_TERMINATED, JOB_KILLED, JOB_EXCEPTION = 7, 8, 9, 10
 JOB_COMPLETED_WITH_WARNINGS = 32768
+# VMHeartbeatStatus values that say nothing of the guest (catalogue 6.4): the service is off, or unknown.
+_HEARTBEAT_SILENT: Final = frozenset({"", "Unknown", "Disabled"})
 _SUCCEEDED: Final = frozenset({JOB_COMPLETED, JOB_COMPLETED_WITH_WARNINGS})
 REQUEST_TERMINATE: Final = 4  # Msvm_MigrationJob.RequestStateChange RequestedState
 # The files Hyper-V keeps in "<ConfigurationLocation>\Virtual Machines" named after the VM's id: configuration
@@ -554,7 +556,12 @@ class MigrationActivities:
         group_name = snapshot.group or snapshot.vm
         same_cluster_host = _same_host(request.host, snapshot.host)
         with self._client(request.host) as client:
-            vms = [vm for vm in _dicts(client.run("Get-VM", {"Name": snapshot.vm})) if _realized(vm)]
+            if request.vm_id:
+                # By Id: a name is a pattern to Hyper-V and may match several VMs (catalogue 6.1).
+                by_id = _vm_by_id(client, _guid(request.vm_id, "VM id"))
+                vms = [by_id] if _realized(by_id) and by_id is not None else []
+            else:
+                vms = [vm for vm in _dicts(client.run("Get-VM", {"Name": snapshot.vm})) if _realized(vm)]
             if not vms:
                 raise ConfigurationError(
                     f"Add-ClusterVirtualMachineRole on {request.host}: {snapshot.vm} is not on {request.host}",
@@ -565,8 +572,10 @@ class MigrationActivities:
             if vms[0].get("IsClustered"):
                 groups = _dicts(client.run("Get-ClusterGroup", {"Name": group_name}, check=False))
             else:
-                parameters: dict[str, Any] = {"VMName": snapshot.vm}
-                if group_name.lower() != snapshot.vm.lower():
+                parameters: dict[str, Any] = (
+                    {"VMId": [uuid.UUID(request.vm_id)]} if request.vm_id else {"VMName": snapshot.vm}
+                )
+                if request.vm_id or group_name.lower() != snapshot.vm.lower():
                     parameters["Name"] = group_name
                 if same_cluster_host and snapshot.cluster:
                     parameters["Cluster"] = snapshot.cluster
@@ -963,20 +972,43 @@ class MigrationActivities:
             _heartbeat(f"verify {request.vm}: source checked")
             assert there is not None
             running = _text(there.get("State")) == "Running"
-            guest = running and self._guest_answers(destination, vm_id, there)
+            guest, heartbeat = False, _text(there.get("Heartbeat"))
+            if running:
+                guest, heartbeat = self._wait_for_guest(destination, vm_id, there, request.guest_timeout_seconds)
         return VerifyResult(
             running_on_destination=running,
             gone_from_source=True,
             cleaned_source_files=cleaned,
             guest_answers=guest,
             destination_path=_text(there.get("ConfigurationLocation") or there.get("Path")),
+            guest_heartbeat=heartbeat,
         )
 
+    def _wait_for_guest(
+        self, client: HostClient, vm_id: str, vm: Mapping[str, Any], timeout: float
+    ) -> tuple[bool, str]:
+        """Whether the guest answers, and its Heartbeat as last read, waiting up to `timeout` seconds for it.
+
+        A guest reads NoContact while it boots and may read LostCommunication for a while after its integration
+        service reconnects (catalogue 6.4): those are waited out. A VM whose heartbeat service is off or unknown
+        (Disabled, Unknown, none) cannot say; its first address answering a ping from the host stands in.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            heartbeat = _text(vm.get("Heartbeat"))
+            if heartbeat.startswith("Ok"):
+                return True, heartbeat
+            if heartbeat in _HEARTBEAT_SILENT:
+                return self._guest_pings(client, vm_id), heartbeat
+            if time.monotonic() >= deadline or _cancelled():
+                return False, heartbeat
+            _heartbeat(f"verify: guest heartbeat {heartbeat or 'none'}")
+            _pause(min(self._poll, max(0.0, deadline - time.monotonic())))
+            vm = _vm_by_id(client, vm_id) or {}
+
     @staticmethod
-    def _guest_answers(client: HostClient, vm_id: str, vm: Mapping[str, Any]) -> bool:
-        """The integration heartbeat says the guest is OK; failing that, its first IP answers a ping from the host."""
-        if _text(vm.get("Heartbeat")).startswith("Ok"):
-            return True
+    def _guest_pings(client: HostClient, vm_id: str) -> bool:
+        """The guest's first address answers a ping from the host."""
         adapters = _dicts(client.pipeline(_vm_commands(vm_id, Command("Get-VMNetworkAdapter"))))
         addresses = [_text(a) for adapter in adapters for a in (adapter.get("IPAddresses") or [])]
         ipv4 = [a for a in addresses if a.count(".") == 3] or addresses

@@ -27,12 +27,14 @@ from activities.errors import SnlmError, TransientError, UnknownError
 from activities.hosts import CommandResult, HostClient
 from activities.inventory import Inventory
 from workflows.contracts import (
+    CLUSTER_SERVICE_UNAVAILABLE,
     MIGRATION_NETWORK_ERROR,
     SEVERITY_BLOCKER,
     SEVERITY_INFO,
     SEVERITY_WARNING,
     VM_IS_CLUSTERED,
     Concern,
+    PreflightFacts,
     PreflightInput,
     PreflightReport,
 )
@@ -143,6 +145,7 @@ def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]
     tnc = client.run("Test-NetConnection", {"ComputerName": request.destination, "Port": MIGRATION_PORT}, check=False)
     _raise_if_transient(tnc)
     facts["tnc"] = _one(tnc)
+    facts["cluster"] = _cluster_name(client) if vm.get("IsClustered") else ""
     parameters: dict[str, Any] = {"Name": name, "DestinationHost": request.destination}
     switches: tuple[str, ...] = ()
     if request.storage_path:
@@ -162,9 +165,22 @@ def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]
     return facts
 
 
+def _cluster_name(client: HostClient) -> str:
+    """The failover cluster this host is a node of, or "" when it is none.
+
+    A standalone host answers Get-Cluster with "the cluster service is not running" (or has no FailoverClusters
+    module at all): that is the answer here, not a fault to retry. A node whose cluster service is down reads as
+    no node too, which errs on the safe side: the saga then asks before it lets the VM lose HA.
+    """
+    found = client.run("Get-Cluster", check=False)
+    _raise_if_transient(found, findings=frozenset({CLUSTER_SERVICE_UNAVAILABLE}))
+    return str(_one(found).get("Name") or "")
+
+
 def _read_destination(client: HostClient, request: PreflightInput, iso_paths: Sequence[str]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     facts["host"] = _one(client.run("Get-VMHost"))
+    facts["cluster"] = _cluster_name(client)
     facts["switches"] = _dicts(client.run("Get-VMSwitch"))
     facts["cpus"] = _dicts(client.run("Get-CimInstance", {"ClassName": "Win32_Processor"}))
     facts["os"] = _one(client.run("Get-CimInstance", {"ClassName": "Win32_OperatingSystem"}))
@@ -411,6 +427,33 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
             )
 
 
+def _ha_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], request: PreflightInput) -> None:
+    """A highly available VM keeps HA only when the destination is a cluster node (the saga makes its role there)."""
+    if not src["vm"].get("IsClustered"):
+        return
+    cluster, destination_cluster = src.get("cluster") or "its cluster", dst.get("cluster") or ""
+    f.fact(f"{request.destination}.cluster", destination_cluster)
+    if destination_cluster:
+        f.add(
+            "ha-restored-on-destination",
+            SEVERITY_INFO,
+            f"{request.vm} is highly available in {cluster}; {request.destination} is a node of "
+            f"{destination_cluster}, where the saga makes it highly available again after the move.",
+            "nothing to do; --ha drop moves it without HA",
+            host=request.destination,
+        )
+        return
+    f.add(
+        "ha-lost",
+        SEVERITY_WARNING,
+        f"{request.vm} is highly available in {cluster} and {request.destination} is not a cluster node: after the "
+        "move it will no longer be highly available.",
+        "choose a destination that is a cluster node, or accept it explicitly: the move needs --ha drop "
+        "(policy ha: drop) before anything changes",
+        host=request.destination,
+    )
+
+
 def _compare_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) -> None:
     for text in src.get("compare_unreachable", []):
         if not f.has("port-6600-unreachable") and not f.has("firewall-6600-closed"):
@@ -522,9 +565,22 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
         _vm_checks(f, src, request)
         _host_checks(f, src, dst, request)
         _compare_checks(f, src, request)
+        _ha_checks(f, src, dst, request)
     order = {SEVERITY_BLOCKER: 0, SEVERITY_WARNING: 1, SEVERITY_INFO: 2}
     concerns = tuple(sorted(f.concerns, key=lambda c: order.get(c.severity, 3)))
-    return PreflightReport(request.vm, request.source, request.destination, concerns, dict(f.facts), trips)
+    summary = PreflightFacts()
+    if src is not None and dst is not None:
+        moved = f.facts.get("vm.move_bytes", "")
+        summary = PreflightFacts(
+            vm_id=str(src["vm"].get("Id") or src["vm"].get("VMId") or ""),
+            clustered=bool(src["vm"].get("IsClustered")),
+            cluster=str(src.get("cluster") or ""),
+            destination_cluster=str(dst.get("cluster") or ""),
+            move_bytes=int(moved) if moved.isdigit() else 0,
+        )
+    return PreflightReport(
+        request.vm, request.source, request.destination, concerns, dict(f.facts), trips, summary=summary
+    )
 
 
 class PreflightActivities:

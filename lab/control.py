@@ -188,6 +188,21 @@ class LeaveSourceFilesFault(_Request):
         return _known_vm(value, info)
 
 
+class GuestHeartbeatFault(_Request):
+    """For `seconds`, the VM's guest heartbeat reads `heartbeat` wherever the VM runs (catalogue 6.4)."""
+
+    vm: str
+    heartbeat: Literal[
+        "NoContact", "LostCommunication", "Error", "OkApplicationsCritical", "Paused", "Disabled", "Unknown"
+    ] = "NoContact"
+    seconds: Seconds = 60.0
+
+    @field_validator("vm")
+    @classmethod
+    def _vm(cls, value: str, info: ValidationInfo) -> str:
+        return _known_vm(value, info)
+
+
 FaultRequest = (
     PartitionFault
     | RefuseWinRMFault
@@ -198,6 +213,7 @@ FaultRequest = (
     | MemoryPressureFault
     | FailMoveAtFault
     | LeaveSourceFilesFault
+    | GuestHeartbeatFault
 )
 
 FAULT_KINDS: dict[str, type[FaultRequest]] = {
@@ -210,6 +226,7 @@ FAULT_KINDS: dict[str, type[FaultRequest]] = {
     "memory_pressure": MemoryPressureFault,
     "fail_move_at": FailMoveAtFault,
     "leave_source_files": LeaveSourceFilesFault,
+    "guest_heartbeat": GuestHeartbeatFault,
 }
 
 

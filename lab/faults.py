@@ -35,6 +35,7 @@ class FaultKind(enum.StrEnum):
     MEMORY_PRESSURE = "memory_pressure"
     FAIL_MOVE_AT = "fail_move_at"
     LEAVE_SOURCE_FILES = "leave_source_files"
+    GUEST_HEARTBEAT = "guest_heartbeat"
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Fault:
     drive: str | None = None
     amount: int = 0  # fill_volume: bytes of the filler file; memory_pressure: bytes taken
     filler_path: str | None = None
+    heartbeat: str = ""  # guest_heartbeat: the VMHeartbeatStatus name the VM's guest reads meanwhile
     ended: bool = False
     triggered: bool = False  # a one-shot fault that fired
 
@@ -77,6 +79,8 @@ class Fault:
                 data["partition_seconds"] = self.partition_seconds
         if self.kind == FaultKind.SLOW_HOST:
             data["delay"] = self.delay
+        if self.kind == FaultKind.GUEST_HEARTBEAT:
+            data["heartbeat"] = self.heartbeat
         if self.kind in (FaultKind.FILL_VOLUME, FaultKind.MEMORY_PRESSURE):
             data["bytes"] = self.amount
         return data
@@ -268,6 +272,21 @@ class FaultInjector:
         with self.world.lock:
             self.sweep()
             return self._add(FaultKind.LEAVE_SOURCE_FILES, seconds, vm_name=vm_name)
+
+    # -- guests --------------------------------------------------------------------------------------------
+    def guest_heartbeat(self, vm_name: str, heartbeat: str, seconds: float) -> Fault:
+        """For `seconds`, the VM's guest heartbeat reads `heartbeat` (NoContact while a guest boots,
+        LostCommunication after its integration service reconnects: catalogue 6.4), wherever the VM runs."""
+        with self.world.lock:
+            self.sweep()
+            return self._add(FaultKind.GUEST_HEARTBEAT, seconds, vm_name=vm_name, heartbeat=heartbeat)
+
+    def heartbeat_of(self, vm_name: str) -> str | None:
+        """The heartbeat a live guest_heartbeat fault imposes on the VM, or None. Read from the fault's window,
+        not from a sweep, so it ends on time even when nothing else happens in the lab."""
+        with self.world.lock:
+            faults = [f for f in self._live(FaultKind.GUEST_HEARTBEAT) if (f.vm_name or "").lower() == vm_name.lower()]
+            return faults[-1].heartbeat if faults else None
 
     def armed_move_faults(self, vm_name: str) -> list[Fault]:
         """The fail_move_at faults waiting for the VM's move, lowest percent first."""

@@ -36,6 +36,7 @@ from lab.control import (
     FailMoveAtFault,
     FaultRequest,
     FillVolumeFault,
+    GuestHeartbeatFault,
     LeaveSourceFilesFault,
     MemoryPressureFault,
     PartitionFault,
@@ -434,6 +435,8 @@ class Lab:
                     )
                 case LeaveSourceFilesFault(vm=vm, seconds=seconds):
                     return faults.leave_source_files(vm, seconds)
+                case GuestHeartbeatFault(vm=vm, heartbeat=heartbeat, seconds=seconds):
+                    return faults.guest_heartbeat(vm, heartbeat, seconds)
         except (KeyError, ValueError) as exc:
             # The models check what they can; the injector has the last word (for example a race with a
             # host's state) and its messages name the argument.

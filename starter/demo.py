@@ -462,7 +462,7 @@ async def run_campaign(
             source=move.source,
             destination=move.destination,
             storage_path=move.storage_path,
-            policy=MigrationPolicy(delegation=delegation, restore_ha_on_destination=move.restore_ha),
+            policy=MigrationPolicy(delegation=delegation),
             campaign=CAMPAIGN,
         )
         handle, _ = await start_migration(client, request, task_queue=task_queue)

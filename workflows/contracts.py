@@ -375,6 +375,25 @@ class Concern:
 
 
 @dataclass(frozen=True)
+class PreflightFacts:
+    """The facts the saga acts on, typed (the report's `facts` mapping is a summary for people).
+
+    Attributes:
+        vm_id: the VM's Id on the source, once its name resolved to exactly one VM ("" otherwise).
+        clustered: the VM is highly available (Get-VM IsClustered).
+        cluster: the source's cluster when the VM is clustered.
+        destination_cluster: the cluster the destination is a node of ("" when it is none).
+        move_bytes: memory plus VHD file bytes: what the move carries at least.
+    """
+
+    vm_id: str = ""
+    clustered: bool = False
+    cluster: str = ""
+    destination_cluster: str = ""
+    move_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class PreflightReport:
     """What preflight found. `facts` is a flat summary of plain values (state, version, vendors, free space...);
     `round_trips` counts the PSRP round trips per host (pool open and close included)."""
@@ -385,6 +404,8 @@ class PreflightReport:
     concerns: tuple[Concern, ...] = ()
     facts: dict[str, str] | None = None
     round_trips: dict[str, int] | None = None
+    # None only in reports recorded before it existed (replayed histories).
+    summary: PreflightFacts | None = None
 
     @property
     def blockers(self) -> tuple[Concern, ...]:
@@ -416,6 +437,11 @@ MOVE_FAILED = "MoveFailed"  # the host's migration job ended without moving the 
 MOVE_CANCELLED = "MoveCancelled"
 VERIFY_FAILED = "VerifyFailed"  # the VM is not where it should be after the move (or is in two places)
 CLUSTER_ROLE_FAILED = "ClusterRoleFailed"
+# The VM is highly available and the destination is not a cluster node: the request must say whether to drop HA
+# (`--ha drop`) before anything changes; nothing was changed.
+HA_CHOICE_REQUIRED = "HaChoiceRequired"
+HA_RESTORE_IMPOSSIBLE = "HaRestoreImpossible"  # `--ha restore` asked for a destination that is no cluster node
+GUEST_NOT_ANSWERING = "GuestNotAnswering"  # moved, but the guest's heartbeat was not OK within the policy's time
 
 
 def migrate_vm_workflow_id(vm: str, source: str) -> str:
@@ -440,6 +466,7 @@ class Step(enum.StrEnum):
     COMPENSATING = "compensating"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DelegationPolicy(enum.StrEnum):
@@ -448,6 +475,33 @@ class DelegationPolicy(enum.StrEnum):
     MANAGE = "manage"
     VERIFY = "verify"
     SKIP = "skip"
+
+
+class HaChoice(enum.StrEnum):
+    """What happens to a clustered VM's high availability when it moves.
+
+    `restore` makes it highly available again in the destination's cluster after the move (the destination must
+    be a cluster node); `drop` leaves it a standalone VM on the destination. Unset (None in the policy), snlm
+    restores HA when the destination is a cluster node and otherwise refuses to start until the request chooses.
+    """
+
+    RESTORE = "restore"
+    DROP = "drop"
+
+
+class GuestCheck(enum.StrEnum):
+    """What verify does when the moved guest's heartbeat is not OK within the policy's time."""
+
+    WARN = "warn"  # the move succeeded; the result carries a warning
+    FAIL = "fail"  # the run fails with GuestNotAnswering (the VM stays on the destination: a move is not undone)
+
+
+class HaOutcome(enum.StrEnum):
+    """Where a clustered VM's role is at the end of a run (`MigrateVmResult.ha`)."""
+
+    NOT_CLUSTERED = "not-clustered"
+    RESTORED_ON_DESTINATION = "restored-on-destination"
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True)
@@ -459,8 +513,8 @@ class MigrationPolicy:
         delegation_mode: kerberos-only / any-protocol / auto; None means the worker's configured mode.
         revert_delegation: on failure, remove the delegation entries this run added.
         restore_settings: on failure, put each host's live-migration settings back as they were.
-        restore_ha_on_destination: after a successful move, make the VM highly available again in the
-            destination's cluster (the destination must be a cluster node with the files on cluster storage).
+        ha: what happens to a clustered VM's high availability (HaChoice); None decides by the destination:
+            restored when it is a cluster node, otherwise the run refuses to start (HaChoiceRequired).
         require_approval: wait for the `approve` update before changing anything.
         approval_timeout_seconds: how long to wait for it; past it the run fails with nothing changed.
         authentication: the live-migration authentication to set on both hosts (Kerberos or CredSSP).
@@ -471,13 +525,16 @@ class MigrationPolicy:
         max_migrations_per_host: never ask a host for more concurrent moves than this (the host's own
             limit always applies as well).
         move_timeout_seconds: the longest a single move may run before it is cancelled.
+        guest_timeout_seconds: how long verify waits for the moved guest's heartbeat to read OK (a guest shows
+            NoContact or LostCommunication for a while after some moves; catalogue 6.4).
+        guest_check: what a guest that is still not OK then means (GuestCheck).
     """
 
     delegation: DelegationPolicy = DelegationPolicy.MANAGE
     delegation_mode: DelegationMode | None = None
     revert_delegation: bool = False
     restore_settings: bool = True
-    restore_ha_on_destination: bool = False
+    ha: HaChoice | None = None
     require_approval: bool = False
     approval_timeout_seconds: float = 24 * 3600
     authentication: str = "Kerberos"
@@ -486,6 +543,8 @@ class MigrationPolicy:
     eject_missing_iso: bool = True
     max_migrations_per_host: int | None = None
     move_timeout_seconds: float = 12 * 3600
+    guest_timeout_seconds: float = 120.0
+    guest_check: GuestCheck = GuestCheck.WARN
 
 
 @dataclass(frozen=True)
@@ -562,6 +621,7 @@ class RestoreClusterRoleInput:
 
     snapshot: ClusterRoleSnapshot
     host: str
+    vm_id: str = ""  # the VM's Id: a name can match several VMs (catalogue 6.1)
 
 
 @dataclass(frozen=True)
@@ -680,6 +740,8 @@ class VerifyInput:
     source: str
     destination: str
     source_files: tuple[str, ...] = ()  # the VM's files on the source before the move
+    # How long to wait for the guest's heartbeat to read OK (0: read it once).
+    guest_timeout_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -691,6 +753,7 @@ class VerifyResult:
     cleaned_source_files: tuple[str, ...] = ()
     guest_answers: bool = True
     destination_path: str = ""
+    guest_heartbeat: str = ""  # the VM's Heartbeat as last read (OkApplicationsHealthy, NoContact, ...)
 
 
 @dataclass(frozen=True)
@@ -722,3 +785,6 @@ class MigrateVmResult:
     settings_changed: tuple[str, ...] = ()
     cleaned_source_files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    ha: HaOutcome = HaOutcome.NOT_CLUSTERED
+    ha_cluster: str = ""  # the cluster that holds the VM's role now ("" when it is not highly available)
+    guest_answers: bool = True

@@ -23,6 +23,9 @@ with workflow.unsafe.imports_passed_through():
         APPROVAL_REJECTED,
         APPROVAL_TIMED_OUT,
         DELEGATION_NOT_CONFIGURED,
+        GUEST_NOT_ANSWERING,
+        HA_CHOICE_REQUIRED,
+        HA_RESTORE_IMPOSSIBLE,
         MIGRATION_LIMIT_REACHED,
         MOVE_FAILED,
         PREFLIGHT_BLOCKED,
@@ -45,6 +48,9 @@ with workflow.unsafe.imports_passed_through():
         EnsureDelegationResult,
         EnsureSettingsInput,
         EnsureSettingsResult,
+        GuestCheck,
+        HaChoice,
+        HaOutcome,
         HostMigrationSettings,
         HostRef,
         MigrateVmInput,
@@ -53,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         MoveHeartbeat,
         MoveInput,
         MoveResult,
+        PreflightFacts,
         PreflightInput,
         PreflightReport,
         PurgeTicketsInput,
@@ -122,6 +129,53 @@ def _message(error: BaseException) -> str:
     return str(cause) if cause is not None else str(error)
 
 
+@dataclass(frozen=True)
+class _HaPlan:
+    """What this run does with the VM's cluster role after the move, and in which cluster."""
+
+    outcome: HaOutcome
+    cluster: str = ""
+
+
+def _summary(report: PreflightReport) -> PreflightFacts:
+    """The typed facts; a report recorded before they existed carries only the display mapping."""
+    if report.summary is not None:
+        return report.summary
+    facts = report.facts or {}
+    estimate = facts.get("vm.move_bytes", "")
+    return PreflightFacts(
+        clustered=(facts.get("vm.clustered") or "").casefold() == "true",
+        move_bytes=int(estimate) if estimate.isdigit() else 0,
+    )
+
+
+def _ha_plan(input: MigrateVmInput, facts: PreflightFacts) -> _HaPlan:
+    """Restore HA on a destination cluster node unless the request drops it; refuse to guess otherwise."""
+    if not facts.clustered:
+        return _HaPlan(HaOutcome.NOT_CLUSTERED)
+    choice = input.policy.ha
+    where = f"in {facts.cluster}" if facts.cluster else "in its cluster"
+    if choice == HaChoice.DROP:
+        return _HaPlan(HaOutcome.DROPPED, facts.cluster)
+    if facts.destination_cluster:
+        return _HaPlan(HaOutcome.RESTORED_ON_DESTINATION, facts.destination_cluster)
+    if choice == HaChoice.RESTORE:
+        raise ApplicationError(
+            f"{input.vm} is highly available {where} and cannot be made highly available again on "
+            f"{input.destination}, which is not a cluster node; nothing was changed. Remedy: choose a destination "
+            "that is a cluster node, or move it without HA (--ha drop)",
+            type=HA_RESTORE_IMPOSSIBLE,
+            non_retryable=True,
+        )
+    raise ApplicationError(
+        f"{input.vm} is highly available {where} and {input.destination} is not a cluster node: after the move it "
+        "would no longer be highly available; nothing was changed. Remedy: say so with --ha drop (policy ha: drop), "
+        "or choose a destination that is a cluster node",
+        type=HA_CHOICE_REQUIRED,
+        non_retryable=True,
+    )
+
+
 @workflow.defn(name="MigrateVm")
 class MigrateVmWorkflow:
     """One VM, from its source host to its destination host, exactly once."""
@@ -137,6 +191,7 @@ class MigrateVmWorkflow:
         self._attempt = 0
         self._compensations: list[_Compensation] = []
         self._outcomes: list[CompensationOutcome] = []
+        self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
 
     # -- queries, updates, signals ------------------------------------------------------------------------------
     @workflow.query
@@ -146,7 +201,8 @@ class MigrateVmWorkflow:
             source=self._input.source,
             destination=self._input.destination,
             step=self._step,
-            percent=self._move.percent,
+            # A finished move is whole, whatever the last progress signal said (one may be lost in a restart).
+            percent=100 if self._step == Step.DONE else self._move.percent,
             bytes_done=self._move.bytes_done,
             bytes_total=self._move.bytes_total,
             attempt=self._attempt,
@@ -195,13 +251,14 @@ class MigrateVmWorkflow:
             return await self._saga(input)
         except BaseException as error:
             cancelled = is_cancelled_exception(error)
+            final = Step.CANCELLED if cancelled else Step.FAILED
             if not self._compensations:
-                self._set_step(Step.FAILED)
+                self._set_step(final)
                 raise
             self._set_step(Step.COMPENSATING)
             # Shielded: a cancelled run still undoes what it changed before it ends.
             await asyncio.shield(asyncio.ensure_future(self._compensate()))
-            self._set_step(Step.FAILED)
+            self._set_step(final)
             if cancelled:
                 raise
             failed = [o for o in self._outcomes if not o.ok]
@@ -243,6 +300,8 @@ class MigrateVmWorkflow:
                 non_retryable=True,
             )
         warnings = tuple(f"{c.id}: {c.message}" for c in report.concerns if c.severity == SEVERITY_WARNING)
+        # Decided before anything changes: a VM must not lose its high availability unless the request says so.
+        self._ha = _ha_plan(input, _summary(report))
 
         # 2. approval, when the policy asks for one.
         if policy.require_approval:
@@ -272,8 +331,7 @@ class MigrateVmWorkflow:
 
         # 3. cluster HA: snapshot the role, register its restore on the source, then remove it.
         self._set_step(Step.CLUSTER)
-        clustered = ((report.facts or {}).get("vm.clustered") or "").casefold()
-        if clustered == "false" and workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT):
+        if not _summary(report).clustered and workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT):
             # Preflight already read IsClustered: no second session just to learn there is no role. (Should the VM
             # be clustered in between, Move-VM refuses it as clustered, non-retryable, and nothing is lost.)
             snapshot = ClusterRoleSnapshot(vm=vm, host=source, clustered=False)
@@ -282,7 +340,9 @@ class MigrateVmWorkflow:
         if snapshot.clustered:
             self._register(
                 "restore cluster role on source",
-                lambda: self._compensation_activity("restore_cluster_role", RestoreClusterRoleInput(snapshot, source)),
+                lambda: self._compensation_activity(
+                    "restore_cluster_role", RestoreClusterRoleInput(snapshot, source, vm_id=facts.vm_id)
+                ),
             )
             await self._activity("remove_cluster_role", snapshot, type(None))
 
@@ -353,17 +413,21 @@ class MigrateVmWorkflow:
 
         # 7. verify, and make the VM highly available again on the destination when asked.
         result = await self._verify(input, facts, already_there=False)
-        return replace(result, delegation_added=added, settings_changed=tuple(settings_changed), warnings=warnings)
+        return replace(
+            result,
+            delegation_added=added,
+            settings_changed=tuple(settings_changed),
+            warnings=warnings + result.warnings,
+        )
 
     async def _run_move(self, input: MigrateVmInput, facts: VmFacts) -> MoveResult:
-        estimate = (self._report.facts or {}).get("vm.move_bytes", "") if self._report else ""
         move = MoveInput(
             input.vm,
             facts.vm_id,
             input.source,
             input.destination,
             input.storage_path,
-            bytes_estimate=int(estimate) if estimate.isdigit() else 0,
+            bytes_estimate=_summary(self._report).move_bytes if self._report else 0,
         )
         while True:
             self._attempt += 1
@@ -389,13 +453,20 @@ class MigrateVmWorkflow:
 
     async def _verify(self, input: MigrateVmInput, facts: VmFacts, *, already_there: bool) -> MigrateVmResult:
         self._set_step(Step.VERIFY)
+        policy = input.policy
         verified = await self._activity(
             "verify_move",
             VerifyInput(
-                input.vm, facts.vm_id, input.source, input.destination, facts.files if not already_there else ()
+                input.vm,
+                facts.vm_id,
+                input.source,
+                input.destination,
+                facts.files if not already_there else (),
+                guest_timeout_seconds=policy.guest_timeout_seconds,
             ),
             VerifyResult,
-            timeout=_READ,
+            timeout=_READ + timedelta(seconds=policy.guest_timeout_seconds),
+            heartbeat=timedelta(minutes=1),
         )
         if not (verified.running_on_destination and verified.gone_from_source):
             raise ApplicationError(
@@ -408,11 +479,33 @@ class MigrateVmWorkflow:
             )
         # The move succeeded: nothing before it is to be undone any more.
         self._compensations.clear()
-        if input.policy.restore_ha_on_destination and not already_there:
+        ha = self._ha
+        if ha.outcome == HaOutcome.RESTORED_ON_DESTINATION:
+            # Idempotent: a VM already clustered there (an earlier attempt restored it) is left as it is.
             snapshot = ClusterRoleSnapshot(vm=input.vm, host=input.destination, clustered=True)
             await self._activity(
-                "restore_cluster_role", RestoreClusterRoleInput(snapshot, input.destination), type(None)
+                "restore_cluster_role",
+                RestoreClusterRoleInput(snapshot, input.destination, vm_id=facts.vm_id),
+                type(None),
             )
+        warnings: tuple[str, ...] = ()
+        if ha.outcome == HaOutcome.DROPPED:
+            was = ha.cluster or "a cluster"
+            warnings += (f"ha-dropped: {input.vm} is no longer highly available (it was in {was})",)
+        if not verified.guest_answers:
+            said = (
+                f"guest-not-answering: {input.vm}'s guest heartbeat on {input.destination} reads "
+                f"{verified.guest_heartbeat or 'nothing'} after {policy.guest_timeout_seconds:g} s"
+            )
+            if policy.guest_check == GuestCheck.FAIL:
+                self._set_step(Step.FAILED)
+                raise ApplicationError(
+                    f"{said}; the VM was moved and stays on {input.destination} (a move is not undone)",
+                    verified,
+                    type=GUEST_NOT_ANSWERING,
+                    non_retryable=True,
+                )
+            warnings += (said,)
         self._set_step(Step.DONE)
         return MigrateVmResult(
             vm=input.vm,
@@ -421,6 +514,10 @@ class MigrateVmWorkflow:
             moved=not already_there,
             already_there=already_there,
             cleaned_source_files=verified.cleaned_source_files,
+            warnings=warnings,
+            ha=ha.outcome,
+            ha_cluster=ha.cluster if ha.outcome == HaOutcome.RESTORED_ON_DESTINATION else "",
+            guest_answers=verified.guest_answers,
         )
 
     async def _verify_delegation(self, source: str, destination: str) -> None:

@@ -80,7 +80,8 @@ def get_vm(ctx: Context) -> Iterable[Any]:
         vms = list(host.vms.values())
 
         def build(vm: VirtualMachine) -> Any:
-            return objects.virtual_machine(vm, host, now, migrating=vm.id in migrating)
+            heartbeat = ctx.faults.heartbeat_of(vm.name) if ctx.faults is not None else None
+            return objects.virtual_machine(vm, host, now, migrating=vm.id in migrating, heartbeat=heartbeat)
 
         if ctx.bound.has("Id"):
             for vm_id in ctx.bound.get("Id"):

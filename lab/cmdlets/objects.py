@@ -105,7 +105,13 @@ def vm_status(vm: VirtualMachine, migrating: bool) -> tuple[str, list[VMOperatio
 
 
 def virtual_machine(
-    vm: VirtualMachine, host: Host, now: datetime, *, migrating: bool = False, computer_name: str | None = None
+    vm: VirtualMachine,
+    host: Host,
+    now: datetime,
+    *,
+    migrating: bool = False,
+    computer_name: str | None = None,
+    heartbeat: str | None = None,
 ) -> PSObject:
     """Get-VM → Microsoft.HyperV.PowerShell.VirtualMachine (catalogue 1.1).
 
@@ -119,9 +125,11 @@ def virtual_machine(
     uptime = (now - vm.started_at) if running and vm.started_at else timedelta(0)
     memory = vm.memory_assigned if not vm.planned else 0
     dynamic = vm.dynamic_memory
-    heartbeat: Any = None
-    if running:
-        heartbeat = VMHeartbeatStatusEnum.OkApplicationsHealthy if vm.guest_answers else VMHeartbeatStatusEnum.NoContact
+    guest: Any = None
+    if running and heartbeat:
+        guest = VMHeartbeatStatusEnum[heartbeat]
+    elif running:
+        guest = VMHeartbeatStatusEnum.OkApplicationsHealthy if vm.guest_answers else VMHeartbeatStatusEnum.NoContact
     parent = vm.checkpoints[-1] if vm.checkpoints else None
     adapters = [network_adapter_text(vm, a) for a in vm.adapters]
     drives = [hard_drive_text(vm, d) for d in vm.disks]
@@ -144,7 +152,7 @@ def virtual_machine(
         ("NumaAligned", None),
         ("NumaNodesCount", 1),
         ("NumaSocketCount", 1),
-        ("Heartbeat", heartbeat),
+        ("Heartbeat", guest),
         ("IntegrationServicesState", "Up to date" if running else ""),
         ("IntegrationServicesVersion", None),
         ("Uptime", uptime),

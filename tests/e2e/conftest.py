@@ -69,7 +69,7 @@ class Names:
         return f"{self.tag}A2"
 
     @property
-    def b1(self) -> str:  # node of cluster B (a second cluster, for restore_ha_on_destination)
+    def b1(self) -> str:  # node of cluster B (a second cluster: HA is restored there)
         return f"{self.tag}B1"
 
     @property

@@ -21,6 +21,7 @@ from workflows.contracts import (
     MIGRATION_SERVICE,
     PREFLIGHT_BLOCKED,
     CompensationOutcome,
+    HaOutcome,
     MigrationPolicy,
     PreflightReport,
     Step,
@@ -137,7 +138,8 @@ async def test_clustered_vm_loses_its_role_moves_and_is_made_highly_available_on
     assert "clu1" in roles(before, n.cluster_a)
     assert vm_entries(before, "clu1")[0]["clustered"]
 
-    handle = await e2e.start("clu1", src, dst, policy=MigrationPolicy(restore_ha_on_destination=True))
+    # No HA choice in the request: the destination is a cluster node, so the role is made there by default.
+    handle = await e2e.start("clu1", src, dst)
     result = await result_of(handle)
 
     after = await truth(e2e)
@@ -161,6 +163,8 @@ async def test_clustered_vm_loses_its_role_moves_and_is_made_highly_available_on
     ]
     assert scheduled.index("remove_cluster_role") < scheduled.index("start_or_attach_move")
     assert scheduled[-1] == "restore_cluster_role", "HA restored on the destination after the move"
+    assert result.ha == HaOutcome.RESTORED_ON_DESTINATION
+    assert result.ha_cluster.casefold() == n.cluster_b.casefold()
     stored = e2e.delegation(src, dst)
     assert delegates_to(stored[src], dst)
     assert delegates_to(stored[dst], src)

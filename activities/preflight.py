@@ -37,6 +37,7 @@ from workflows.contracts import (
     PreflightFacts,
     PreflightInput,
     PreflightReport,
+    Severity,
 )
 
 __all__ = ["COMPARE_VM_IDS", "PreflightActivities", "run_preflight"]
@@ -106,7 +107,9 @@ class _Findings:
     concerns: list[Concern] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
 
-    def add(self, id: str, severity: str, message: str, remedy: str, *, host: str = "", auto: bool = False) -> None:
+    def add(
+        self, id: str, severity: Severity, message: str, remedy: str, *, host: str = "", auto: bool = False
+    ) -> None:
         if any(c.id == id and c.host == host for c in self.concerns):
             return
         self.concerns.append(Concern(id, severity, message, remedy, auto, host))

@@ -340,9 +340,17 @@ class HostSlotsStatus:
 
 # -- Preflight: read-only facts from both hosts -> a report of concerns ------------------------------------
 
-SEVERITY_BLOCKER = "blocker"  # stops the run before any change
-SEVERITY_WARNING = "warning"  # the run goes on; auto-remediable ones are fixed by the saga
-SEVERITY_INFO = "info"  # for the record (e.g. the saga removes HA)
+class Severity(enum.StrEnum):
+    """How much a preflight concern weighs."""
+
+    BLOCKER = "blocker"  # stops the run before any change
+    WARNING = "warning"  # the run goes on; auto-remediable ones are fixed by the saga
+    INFO = "info"  # for the record (e.g. the saga removes HA)
+
+
+SEVERITY_BLOCKER = Severity.BLOCKER
+SEVERITY_WARNING = Severity.WARNING
+SEVERITY_INFO = Severity.INFO
 PREFLIGHT_BLOCKED = "PreflightBlocked"  # configuration: the report (as details) holds at least one blocker
 
 
@@ -367,7 +375,7 @@ class Concern:
     """One finding: `id` is stable (e.g. `switch-missing`), `severity` is blocker, warning or info."""
 
     id: str
-    severity: str
+    severity: Severity
     message: str
     remedy: str = ""
     auto_remediable: bool = False
@@ -419,6 +427,28 @@ class PreflightReport:
 # -- The migration saga: one VM from its source to its destination ----------------------------------------
 
 TASK_QUEUE = "snlm-migrations"
+
+
+class ActivityName(enum.StrEnum):
+    """Every activity's name: the worker registers the activities by these, the workflows call them by these."""
+
+    PREFLIGHT = "preflight"
+    READ_VM = "read_vm"
+    SNAPSHOT_CLUSTER_ROLE = "snapshot_cluster_role"
+    REMOVE_CLUSTER_ROLE = "remove_cluster_role"
+    RESTORE_CLUSTER_ROLE = "restore_cluster_role"
+    READ_MIGRATION_SETTINGS = "read_migration_settings"
+    ENSURE_MIGRATION_SETTINGS = "ensure_migration_settings"
+    RESTORE_MIGRATION_SETTINGS = "restore_migration_settings"
+    PURGE_TICKETS = "purge_tickets"
+    REMEDIATE = "remediate"
+    CLEAN_DESTINATION = "clean_destination"
+    START_OR_ATTACH_MOVE = "start_or_attach_move"
+    VERIFY_MOVE = "verify_move"
+    ENSURE_DELEGATION = "ensure_delegation"
+    REVERT_DELEGATION = "revert_delegation"
+    READ_COMPUTER_DELEGATION = "read_computer_delegation"
+
 MIGRATE_VM_WORKFLOW_PREFIX = "snlm-vm-"
 
 # Search attributes (Keyword) on every migration workflow, so an operator can filter in the Temporal UI.
@@ -504,6 +534,21 @@ class HaOutcome(enum.StrEnum):
     DROPPED = "dropped"
 
 
+class MigrationAuthentication(enum.StrEnum):
+    """VMHost VirtualMachineMigrationAuthenticationType (catalogue section 4)."""
+
+    KERBEROS = "Kerberos"
+    CREDSSP = "CredSSP"
+
+
+class MigrationPerformance(enum.StrEnum):
+    """VMHost VirtualMachineMigrationPerformanceOption (catalogue section 4)."""
+
+    TCPIP = "TCPIP"
+    COMPRESSION = "Compression"
+    SMB = "SMB"
+
+
 @dataclass(frozen=True)
 class MigrationPolicy:
     """What a move may change and undo. Defaults are what a careful administrator does by hand.
@@ -537,8 +582,8 @@ class MigrationPolicy:
     ha: HaChoice | None = None
     require_approval: bool = False
     approval_timeout_seconds: float = 24 * 3600
-    authentication: str = "Kerberos"
-    performance: str = "Compression"
+    authentication: MigrationAuthentication = MigrationAuthentication.KERBEROS
+    performance: MigrationPerformance = MigrationPerformance.COMPRESSION
     migration_networks: tuple[str, ...] = ()
     eject_missing_iso: bool = True
     max_migrations_per_host: int | None = None
@@ -653,8 +698,8 @@ class HostRef:
 @dataclass(frozen=True)
 class EnsureSettingsInput:
     host: str
-    authentication: str = "Kerberos"
-    performance: str = "Compression"
+    authentication: MigrationAuthentication = MigrationAuthentication.KERBEROS
+    performance: MigrationPerformance = MigrationPerformance.COMPRESSION
     migration_networks: tuple[str, ...] = ()
 
 

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         SA_VM,
         SEVERITY_WARNING,
         VERIFY_FAILED,
+        ActivityName,
         ApproveRequest,
         CleanupInput,
         ClusterRoleSnapshot,
@@ -279,7 +280,7 @@ class MigrateVmWorkflow:
         # 1. preflight: read-only; blockers stop the run before any change.
         self._set_step(Step.PREFLIGHT)
         report = await self._activity(
-            "preflight",
+            ActivityName.PREFLIGHT,
             PreflightInput(vm, source, destination, storage_path=input.storage_path),
             PreflightReport,
             timeout=_READ,
@@ -289,7 +290,7 @@ class MigrateVmWorkflow:
         concern_ids = {c.id for c in report.concerns}
         if "vm-already-on-destination" in concern_ids:
             # An earlier request already moved it (or a resumed run after the move): never move it twice.
-            facts = await self._activity("read_vm", VmOnHost(vm, destination), VmFacts, timeout=_SHORT)
+            facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, destination), VmFacts, timeout=_SHORT)
             return await self._verify(input, facts, already_there=True)
         if report.blockers:
             raise ApplicationError(
@@ -327,7 +328,7 @@ class MigrateVmWorkflow:
                     non_retryable=True,
                 )
 
-        facts = await self._activity("read_vm", VmOnHost(vm, source), VmFacts, timeout=_SHORT)
+        facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, source), VmFacts, timeout=_SHORT)
 
         # 3. cluster HA: snapshot the role, register its restore on the source, then remove it.
         self._set_step(Step.CLUSTER)
@@ -336,15 +337,17 @@ class MigrateVmWorkflow:
             # be clustered in between, Move-VM refuses it as clustered, non-retryable, and nothing is lost.)
             snapshot = ClusterRoleSnapshot(vm=vm, host=source, clustered=False)
         else:
-            snapshot = await self._activity("snapshot_cluster_role", VmOnHost(vm, source), ClusterRoleSnapshot)
+            snapshot = await self._activity(
+                ActivityName.SNAPSHOT_CLUSTER_ROLE, VmOnHost(vm, source), ClusterRoleSnapshot
+            )
         if snapshot.clustered:
             self._register(
                 "restore cluster role on source",
                 lambda: self._compensation_activity(
-                    "restore_cluster_role", RestoreClusterRoleInput(snapshot, source, vm_id=facts.vm_id)
+                    ActivityName.RESTORE_CLUSTER_ROLE, RestoreClusterRoleInput(snapshot, source, vm_id=facts.vm_id)
                 ),
             )
-            await self._activity("remove_cluster_role", snapshot, type(None))
+            await self._activity(ActivityName.REMOVE_CLUSTER_ROLE, snapshot, type(None))
 
         # 4. delegation between the two hosts, by policy.
         self._set_step(Step.DELEGATION)
@@ -359,13 +362,13 @@ class MigrateVmWorkflow:
                     "revert delegation",
                     lambda: self._revert_delegation(ensured_box),
                 )
-            ensured = await self._activity("ensure_delegation", pair, EnsureDelegationResult)
+            ensured = await self._activity(ActivityName.ENSURE_DELEGATION, pair, EnsureDelegationResult)
             if policy.revert_delegation:
                 ensured_box.append(ensured)
             added = tuple(v for change in ensured.changes for v in change.added_values)
             if ensured.changed:
                 # A host sees new delegation only with a new ticket (klist purge on the machine's logon session).
-                await self._activity("purge_tickets", PurgeTicketsInput((source, destination)), type(None))
+                await self._activity(ActivityName.PURGE_TICKETS, PurgeTicketsInput((source, destination)), type(None))
         elif policy.delegation == DelegationPolicy.VERIFY:
             await self._verify_delegation(source, destination)
 
@@ -377,10 +380,12 @@ class MigrateVmWorkflow:
             if policy.restore_settings:
                 # Read before changing, and register the restore with what was read: a retried ensure would
                 # otherwise report its own first attempt's change as "previous".
-                previous = await self._activity("read_migration_settings", HostRef(host), HostMigrationSettings)
+                previous = await self._activity(
+                    ActivityName.READ_MIGRATION_SETTINGS, HostRef(host), HostMigrationSettings
+                )
                 self._register(f"restore settings on {host}", self._settings_restorer(previous))
             ensured_settings = await self._activity(
-                "ensure_migration_settings",
+                ActivityName.ENSURE_MIGRATION_SETTINGS,
                 EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks),
                 EnsureSettingsResult,
             )
@@ -392,7 +397,7 @@ class MigrateVmWorkflow:
         self._set_step(Step.MOVE)
         fixable = tuple(c.id for c in report.concerns if c.auto_remediable and c.id == "iso-missing-on-destination")
         if fixable and policy.eject_missing_iso:
-            await self._activity("remediate", RemediateInput(vm, source, fixable), RemediateResult)
+            await self._activity(ActivityName.REMEDIATE, RemediateInput(vm, source, fixable), RemediateResult)
         self._waiting_for = f"migration slots on {source} and {destination}"
         slots: SlotPair = await acquire_pair(
             source,
@@ -405,7 +410,8 @@ class MigrateVmWorkflow:
         try:
             cleanup = CleanupInput(vm, facts.vm_id, destination)
             self._register(
-                f"clean leftovers on {destination}", lambda: self._compensation_activity("clean_destination", cleanup)
+                f"clean leftovers on {destination}",
+                lambda: self._compensation_activity(ActivityName.CLEAN_DESTINATION, cleanup),
             )
             await self._run_move(input, facts)
         finally:
@@ -433,7 +439,7 @@ class MigrateVmWorkflow:
             self._attempt += 1
             try:
                 return await workflow.execute_activity(
-                    "start_or_attach_move",
+                    ActivityName.START_OR_ATTACH_MOVE,
                     move,
                     result_type=MoveResult,
                     start_to_close_timeout=timedelta(seconds=input.policy.move_timeout_seconds),
@@ -455,7 +461,7 @@ class MigrateVmWorkflow:
         self._set_step(Step.VERIFY)
         policy = input.policy
         verified = await self._activity(
-            "verify_move",
+            ActivityName.VERIFY_MOVE,
             VerifyInput(
                 input.vm,
                 facts.vm_id,
@@ -484,7 +490,7 @@ class MigrateVmWorkflow:
             # Idempotent: a VM already clustered there (an earlier attempt restored it) is left as it is.
             snapshot = ClusterRoleSnapshot(vm=input.vm, host=input.destination, clustered=True)
             await self._activity(
-                "restore_cluster_role",
+                ActivityName.RESTORE_CLUSTER_ROLE,
                 RestoreClusterRoleInput(snapshot, input.destination, vm_id=facts.vm_id),
                 type(None),
             )
@@ -524,7 +530,7 @@ class MigrateVmWorkflow:
         missing: list[str] = []
         for host, peer in ((source, destination), (destination, source)):
             account = await self._activity(
-                "read_computer_delegation", DelegationHost(host), ComputerDelegation, timeout=_SHORT
+                ActivityName.READ_COMPUTER_DELEGATION, DelegationHost(host), ComputerDelegation, timeout=_SHORT
             )
             if not account.may_delegate_to("Microsoft Virtual System Migration Service", peer):
                 missing.append(f"{host} -> {peer}")
@@ -550,13 +556,13 @@ class MigrateVmWorkflow:
                 workflow.logger.warning("compensation %s failed: %s", compensation.step, _message(error))
                 self._outcomes.append(CompensationOutcome(compensation.step, ok=False, detail=_message(error)))
 
-    async def _compensation_activity(self, name: str, argument: Any) -> None:
+    async def _compensation_activity(self, name: ActivityName, argument: Any) -> None:
         await workflow.execute_activity(name, argument, start_to_close_timeout=_READ, retry_policy=_COMPENSATION_RETRY)
 
     async def _revert_delegation(self, ensured_box: list[EnsureDelegationResult]) -> None:
         if ensured_box and ensured_box[0].changed:
             await workflow.execute_activity(
-                "revert_delegation",
+                ActivityName.REVERT_DELEGATION,
                 ensured_box[0],
                 result_type=RevertDelegationResult,
                 start_to_close_timeout=_READ,
@@ -565,7 +571,7 @@ class MigrateVmWorkflow:
 
     def _settings_restorer(self, previous: HostMigrationSettings) -> Callable[[], Awaitable[None]]:
         async def restore() -> None:
-            await self._compensation_activity("restore_migration_settings", previous)
+            await self._compensation_activity(ActivityName.RESTORE_MIGRATION_SETTINGS, previous)
 
         return restore
 
@@ -576,7 +582,7 @@ class MigrateVmWorkflow:
 
     async def _activity(
         self,
-        name: str,
+        name: ActivityName,
         argument: Any,
         result_type: type[T],
         *,
@@ -601,7 +607,7 @@ class PreflightWorkflow:
     @workflow.run
     async def run(self, input: PreflightInput) -> PreflightReport:
         report: PreflightReport = await workflow.execute_activity(
-            "preflight",
+            ActivityName.PREFLIGHT,
             input,
             result_type=PreflightReport,
             start_to_close_timeout=_READ,

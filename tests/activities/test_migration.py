@@ -28,6 +28,8 @@ from workflows import contracts as c
 from workflows.contracts import (
     CleanupInput,
     EnsureSettingsInput,
+    MigrationAuthentication,
+    MigrationPerformance,
     MoveHeartbeat,
     MoveInput,
     PurgeTicketsInput,
@@ -43,6 +45,7 @@ pytestmark = pytest.mark.timeout(120)
 PAIR = DEFAULT_TOPOLOGY.parent / "pair.yaml"
 FAST: dict[str, Any] = {"connect_timeout": 5.0, "read_timeout": 30.0, "operation_timeout": 10, "command_timeout": 60.0}
 POLL = 0.05
+KERBEROS, COMPRESSION = MigrationAuthentication.KERBEROS, MigrationPerformance.COMPRESSION
 
 
 def _activities(lab: Lab) -> MigrationActivities:
@@ -135,7 +138,7 @@ def test_settings_ensure_then_restore_puts_everything_back(estate: Lab) -> None:
     assert before["firewall_live_migration_open"] is False
 
     ensured = acts.ensure_migration_settings(
-        EnsureSettingsInput("HV-S1", "Kerberos", "Compression", ("10.10.10.0/24", "10.20.0.0/16"))
+        EnsureSettingsInput("HV-S1", KERBEROS, COMPRESSION, ("10.10.10.0/24", "10.20.0.0/16"))
     )
     assert ensured.changed
     assert ensured.previous.enabled is False
@@ -153,7 +156,7 @@ def test_settings_ensure_then_restore_puts_everything_back(estate: Lab) -> None:
 
     # At-least-once: a second run changes nothing and reports the state it found.
     again = acts.ensure_migration_settings(
-        EnsureSettingsInput("HV-S1", "Kerberos", "Compression", ("10.10.10.0/24", "10.20.0.0/16"))
+        EnsureSettingsInput("HV-S1", KERBEROS, COMPRESSION, ("10.10.10.0/24", "10.20.0.0/16"))
     )
     assert not again.changed
     assert again.previous == ensured.current
@@ -167,7 +170,7 @@ def test_settings_ensure_then_restore_puts_everything_back(estate: Lab) -> None:
 def test_settings_without_networks_use_any_network_and_restore(estate: Lab) -> None:
     acts = _activities(estate)
     before = _settings_truth(estate, "HV-S1")
-    ensured = acts.ensure_migration_settings(EnsureSettingsInput("HV-S1", "Kerberos", "TCPIP"))
+    ensured = acts.ensure_migration_settings(EnsureSettingsInput("HV-S1", KERBEROS, MigrationPerformance.TCPIP))
     assert ensured.current.use_any_network
     assert ensured.current.performance == "TCPIP"
     during = _settings_truth(estate, "HV-S1")["live_migration"]
@@ -181,7 +184,7 @@ def test_settings_already_in_place_change_nothing(pair: Callable[..., Lab]) -> N
     lab = pair()
     acts = _activities(lab)
     before = _settings_truth(lab, "HV-A")
-    ensured = acts.ensure_migration_settings(EnsureSettingsInput("HV-A", "Kerberos", "Compression", ("10.10.10.0/24",)))
+    ensured = acts.ensure_migration_settings(EnsureSettingsInput("HV-A", KERBEROS, COMPRESSION, ("10.10.10.0/24",)))
     assert not ensured.changed
     assert ensured.previous == ensured.current
     assert ensured.current.networks == (("10.10.10.0/24", 1),)

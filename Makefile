@@ -22,6 +22,7 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -29,7 +30,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest
 
-## The whole test suite: lint, format, types, then every test.
+## The whole test suite: lint, format, the import contracts (lint-imports), types, then every test.
 test: lint typecheck pytest
 
 ## Start a lab of simulated Hyper-V hosts from the default topology (Ctrl-C stops it).
@@ -47,4 +48,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.saga_bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .snlm
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .snlm

@@ -2,9 +2,10 @@
 
     python worker.py            # or: python -m worker
 
-Settings come from `SNLM_*` variables, Temporal's own `TEMPORAL_ADDRESS` / `TEMPORAL_NAMESPACE`, and an
-optional YAML file named by `SNLM_CONFIG` (variables win over the file). Secrets are never settings: the
-inventory and the directory settings hold references (an environment variable or a file) to passwords.
+Settings and the Temporal client factory live in `config.settings` (shared with the ways in and the demo).
+Secrets are never settings: the inventory and the directory settings hold references (an environment variable
+or a file) to passwords. Before connecting to Temporal the worker reads every one of them, and refuses to start
+(exit status 2) naming each host or the directory whose reference cannot be read, never the secret.
 """
 
 from __future__ import annotations
@@ -21,27 +22,26 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from temporalio import activity
-from temporalio.client import Client, Interceptor
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.directory import DirectoryActivities, DirectorySettings
+from activities.boundary import ErrorBoundary
+from activities.directory import DirectoryActivities
 from activities.errors import ConfigurationError
-from activities.inventory import Inventory, load_inventory
+from activities.inventory import Inventory, InventoryError, load_inventory
 from activities.migration import MigrationActivities
 from activities.preflight import PreflightActivities
+from config.directory import SecretUnavailable
+from config.settings import Settings, connect_client, load_settings
 from workflows.contracts import (
-    TASK_QUEUE,
+    DIRECTORY_NOT_CONFIGURED,
+    SECRETS_UNREADABLE,
+    ActivityName,
     ComputerDelegation,
     DelegationHost,
-    DelegationPolicy,
     EnsureDelegationInput,
     EnsureDelegationResult,
     MoveHeartbeat,
@@ -51,151 +51,6 @@ from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
 
 log = logging.getLogger("snlm.worker")
-
-DIRECTORY_NOT_CONFIGURED = "DirectoryNotConfigured"
-
-
-class _YamlFile(PydanticBaseSettingsSource):
-    """Settings from the YAML file named by SNLM_CONFIG (lowest priority after defaults)."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("SNLM_CONFIG")
-        if not path:
-            return {}
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"SNLM_CONFIG={path}: cannot read the configuration file: {error}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"SNLM_CONFIG={path}: the configuration file must be a mapping of settings")
-        return data
-
-
-class Settings(BaseSettings):
-    """Everything the worker and the starters need to know, validated at start-up.
-
-    Attributes:
-        temporal_address / temporal_namespace: where Temporal is (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`).
-        task_queue: the queue this worker serves; one per site when workers sit near their hosts.
-        inventory: the host inventory (YAML; passwords by reference only).
-        directory: how to reach Active Directory for delegation; None when delegation is managed elsewhere
-            (then moves must use the delegation policy `verify` or `skip`).
-        delegation_policy: the default policy the CLI and the webhook put in a request.
-        max_concurrent_activities: activities run at once; each holds one WinRM or LDAP session.
-        move_poll_seconds: how often the move activity reads the host's migration job.
-        graceful_shutdown_seconds: on SIGTERM, how long running activities may take to finish.
-        metrics_bind: `host:port` where Temporal's runtime metrics (workflow and activity counts, latencies,
-            task slots) are served for Prometheus; None serves none.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="SNLM_", env_nested_delimiter="__", extra="forbid")
-
-    temporal_address: str = Field(
-        default="127.0.0.1:7233", validation_alias=AliasChoices("SNLM_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS")
-    )
-    temporal_namespace: str = Field(
-        default="default", validation_alias=AliasChoices("SNLM_TEMPORAL_NAMESPACE", "TEMPORAL_NAMESPACE")
-    )
-    task_queue: str = TASK_QUEUE
-    inventory: Path | None = None
-    directory: DirectorySettings | None = None
-    delegation_policy: DelegationPolicy = DelegationPolicy.MANAGE
-    max_concurrent_activities: int = Field(default=32, ge=1, le=1024)
-    move_poll_seconds: float = Field(default=1.0, gt=0, le=60)
-    graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
-    metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlFile(settings_cls))
-
-    def load_inventory(self) -> Inventory:
-        if self.inventory is None:
-            raise ConfigurationError(
-                "no host inventory configured",
-                error_type="InventoryMissing",
-                remedy="set SNLM_INVENTORY to the inventory file (python -m lab writes one for a lab)",
-            )
-        return load_inventory(self.inventory)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment (and SNLM_CONFIG), failing fast with what to set."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as error:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '<settings>'}: {e['msg']}" for e in error.errors()]
-        raise SystemExit(
-            "snlm: invalid settings (SNLM_* variables or the SNLM_CONFIG file):\n" + "\n".join(lines)
-        ) from None
-
-
-def tracing_interceptors() -> list[Interceptor]:
-    """OpenTelemetry tracing through Temporal's interceptor, when the standard OTEL_* variables ask for it.
-
-    `OTEL_TRACES_EXPORTER=otlp` sends spans over OTLP/HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT` (the collector of
-    docker-compose.yml); `console` prints them. Workers inherit the client's interceptors, so one trace runs from
-    the start call through every activity.
-    """
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter_name in ("", "none"):
-        return []
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-    from temporalio.contrib.opentelemetry import TracingInterceptor
-
-    exporter: SpanExporter
-    if exporter_name == "console":
-        exporter = ConsoleSpanExporter()
-    elif exporter_name == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter()
-    else:
-        raise SystemExit(f"snlm: OTEL_TRACES_EXPORTER={exporter_name!r} is not supported (console, otlp, none)")
-    service = os.environ.get("OTEL_SERVICE_NAME", "snlm-worker")
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return [TracingInterceptor()]
-
-
-_runtimes: dict[str, Runtime] = {}
-
-
-def runtime_for(settings: Settings) -> Runtime | None:
-    """The Temporal runtime: the default one, or one that serves Prometheus metrics at `metrics_bind`.
-
-    One per address for the life of the process: a runtime owns its metrics listener.
-    """
-    if settings.metrics_bind is None:
-        return None
-    if settings.metrics_bind not in _runtimes:
-        telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics_bind))
-        _runtimes[settings.metrics_bind] = Runtime(telemetry=telemetry)
-    return _runtimes[settings.metrics_bind]
-
-
-async def connect_client(settings: Settings) -> Client:
-    """The Temporal client every part of snlm uses (same converter and interceptors everywhere)."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        interceptors=tracing_interceptors(),
-        runtime=runtime_for(settings),
-    )
 
 
 class _NoDirectory:
@@ -211,17 +66,17 @@ class _NoDirectory:
             error_type=DIRECTORY_NOT_CONFIGURED,
             remedy="set SNLM_DIRECTORY__URIS, __BASE_DN, __BIND_USER and __BIND_PASSWORD__ENV (or __FILE), "
             "or use the delegation policy 'verify' or 'skip'",
-        ).to_application_error()
+        )
 
-    @activity.defn(name="ensure_delegation")
+    @activity.defn(name=ActivityName.ENSURE_DELEGATION)
     def ensure_delegation(self, request: EnsureDelegationInput) -> EnsureDelegationResult:
         self._refuse()
 
-    @activity.defn(name="revert_delegation")
+    @activity.defn(name=ActivityName.REVERT_DELEGATION)
     def revert_delegation(self, result: EnsureDelegationResult) -> RevertDelegationResult:
         self._refuse()
 
-    @activity.defn(name="read_computer_delegation")
+    @activity.defn(name=ActivityName.READ_COMPUTER_DELEGATION)
     def read_computer_delegation(self, host: DelegationHost) -> ComputerDelegation:
         self._refuse()
 
@@ -260,29 +115,97 @@ def _log_signal_failure(future: concurrent.futures.Future[None]) -> None:
 def activities_for(
     settings: Settings, inventory: Inventory, progress: Callable[[str, MoveHeartbeat], None] | None = None
 ) -> list[Callable[..., Any]]:
-    """Every activity the workflows call, bound to this worker's inventory and directory."""
+    """Every activity the workflows call, bound to this worker's inventory and directory, one per name of the
+    registry (`ActivityName`): a name left out, or registered under another name, stops the worker here."""
     migration = MigrationActivities(inventory, poll_seconds=settings.move_poll_seconds, progress=progress)
     directory: DirectoryActivities | _NoDirectory = (
         DirectoryActivities(settings.directory) if settings.directory is not None else _NoDirectory()
     )
-    return [
-        PreflightActivities(inventory).preflight,
-        migration.read_vm,
-        migration.snapshot_cluster_role,
-        migration.remove_cluster_role,
-        migration.restore_cluster_role,
-        migration.read_migration_settings,
-        migration.ensure_migration_settings,
-        migration.restore_migration_settings,
-        migration.purge_tickets,
-        migration.remediate,
-        migration.clean_destination,
-        migration.start_or_attach_move,
-        migration.verify_move,
-        directory.ensure_delegation,
-        directory.revert_delegation,
-        directory.read_computer_delegation,
-    ]
+    registry: dict[ActivityName, Callable[..., Any]] = {
+        ActivityName.PREFLIGHT: PreflightActivities(inventory).preflight,
+        ActivityName.READ_VM: migration.read_vm,
+        ActivityName.SNAPSHOT_CLUSTER_ROLE: migration.snapshot_cluster_role,
+        ActivityName.REMOVE_CLUSTER_ROLE: migration.remove_cluster_role,
+        ActivityName.RESTORE_CLUSTER_ROLE: migration.restore_cluster_role,
+        ActivityName.READ_MIGRATION_SETTINGS: migration.read_migration_settings,
+        ActivityName.ENSURE_MIGRATION_SETTINGS: migration.ensure_migration_settings,
+        ActivityName.RESTORE_MIGRATION_SETTINGS: migration.restore_migration_settings,
+        ActivityName.PURGE_TICKETS: migration.purge_tickets,
+        ActivityName.REMEDIATE: migration.remediate,
+        ActivityName.CLEAN_DESTINATION: migration.clean_destination,
+        ActivityName.START_OR_ATTACH_MOVE: migration.start_or_attach_move,
+        ActivityName.VERIFY_MOVE: migration.verify_move,
+        ActivityName.ENSURE_DELEGATION: directory.ensure_delegation,
+        ActivityName.REVERT_DELEGATION: directory.revert_delegation,
+        ActivityName.READ_COMPUTER_DELEGATION: directory.read_computer_delegation,
+    }
+    missing = sorted(set(ActivityName) - set(registry))
+    misnamed = sorted(name for name, fn in registry.items() if activity_name(fn) != name)
+    if missing or misnamed:
+        raise RuntimeError(f"activity registry incomplete: missing {missing}, registered under another name {misnamed}")
+    return list(registry.values())
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    """The name an activity function is registered under (its `@activity.defn(name=...)`)."""
+    definition = activity._Definition.from_callable(fn)
+    return definition.name if definition is not None and definition.name else ""
+
+
+class SecretsUnreadable(ConfigurationError):
+    """Password references the worker cannot read at start-up; `problems` has one line for each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(
+            "cannot read " + "; ".join(problems),
+            error_type=SECRETS_UNREADABLE,
+            remedy="make every password reference of the inventory (and the directory's bind_password) readable "
+            "by the worker: set the variable, or create the file with the password on its first line",
+        )
+        self.problems = list(problems)
+
+
+def load_worker_inventory(settings: Settings) -> Inventory:
+    """The inventory the settings name; a ConfigurationError saying what to set when they name none."""
+    if settings.inventory is None:
+        raise ConfigurationError(
+            "no host inventory configured",
+            error_type="InventoryMissing",
+            remedy="set SNLM_INVENTORY to the inventory file (python -m lab writes one for a lab)",
+        )
+    return load_inventory(settings.inventory)
+
+
+def unreadable_secrets(settings: Settings, inventory: Inventory) -> list[str]:
+    """Every password reference (each host's, and the directory's bind password) that cannot be read now, one
+    line each naming the host and the variable or file, and why; never the secret. Empty when all can be read.
+
+    Read at start-up rather than on a host's first use, so a typo fails the worker at once instead of a
+    migration hours later.
+    """
+    problems: list[str] = []
+    for name, entry in inventory.hosts.items():
+        if entry.password_reference is None:
+            continue  # Kerberos with the worker's own ticket or keytab: nothing to read.
+        try:
+            entry.resolve_password()
+        except InventoryError as error:
+            problems.append(f"host {name}: {error.field} {entry.password_reference}: {error.problem}")
+    if settings.directory is not None:
+        try:
+            settings.directory.bind_password.resolve()
+        except SecretUnavailable as error:
+            problems.append(f"directory: bind_password {error.reference}: {error.reason}")
+    return problems
+
+
+def checked_inventory(settings: Settings) -> Inventory:
+    """The worker's inventory, once every password reference it and the directory settings hold is readable."""
+    inventory = load_worker_inventory(settings)
+    problems = unreadable_secrets(settings, inventory)
+    if problems:
+        raise SecretsUnreadable(problems)
+    return inventory
 
 
 WORKFLOWS: Sequence[type] = (MigrateVmWorkflow, PreflightWorkflow, HostSlotsWorkflow)
@@ -293,7 +216,7 @@ def build_worker(client: Client, settings: Settings, *, inventory: Inventory | N
 
     Call it from the event loop the worker will run on (the progress signals are sent on it).
     """
-    inventory = inventory or settings.load_inventory()
+    inventory = inventory or load_worker_inventory(settings)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="snlm-activity")
     return Worker(
         client,
@@ -306,12 +229,24 @@ def build_worker(client: Client, settings: Settings, *, inventory: Inventory | N
         # Cancellation reaches a sync activity only through its heartbeats: cap the throttle so a cancelled move
         # terminates its host job within seconds (reference: 0.8 x heartbeat timeout otherwise).
         max_heartbeat_throttle_interval=timedelta(seconds=2),
+        # The one place where the engine's errors become ApplicationErrors (type, remedy, retryability).
+        interceptors=[ErrorBoundary()],
     )
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, client: Client | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    client: Client | None = None,
+    inventory: Inventory | None = None,
+) -> None:
     """Run until `stop` is set; without one, until SIGINT or SIGTERM. Running activities then get the graceful
-    shutdown time to finish (the default of 0 would cancel them at once, reference: temporal-notes)."""
+    shutdown time to finish (the default of 0 would cancel them at once, reference: temporal-notes).
+
+    Without an `inventory`, it is loaded and every password reference checked (`checked_inventory`) before
+    anything connects to Temporal."""
+    inventory = inventory or checked_inventory(settings)
     client = client or await connect_client(settings)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -322,7 +257,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, c
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
-    worker = build_worker(client, settings)
+    worker = build_worker(client, settings, inventory=inventory)
     log.info("worker serving task queue %s on %s", settings.task_queue, settings.temporal_address)
     try:
         async with worker:
@@ -343,9 +278,19 @@ def release_worker(worker: Worker) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    try:
+        inventory = checked_inventory(settings)
+    except SecretsUnreadable as error:
+        for problem in error.problems:
+            print(f"snlm worker: {problem}", file=sys.stderr)
+        print(f"snlm worker: not started. Remedy: {error.remedy}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ConfigurationError as error:
+        print(f"snlm worker: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     code = 0
     try:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings, inventory=inventory))
     except ConfigurationError as error:
         print(f"snlm worker: {error}", file=sys.stderr)
         code = 2

@@ -13,6 +13,9 @@ adding a value that is already there fails the whole modify (20), and Samba's du
 case-sensitive while AD treats the attribute case-insensitively, so values are compared with `casefold` and
 only the missing ones are sent; writing either delegation setting without SeEnableDelegationPrivilege is
 refused with 50 even with write access to the object.
+
+What the directory's answers and ldap3's exceptions mean for the engine (error class, type, remedy, and whether
+the next DC is tried) is one table, activities/directory_errors.py; this module only says where it was.
 """
 
 from __future__ import annotations
@@ -20,37 +23,42 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import SecretStr
 from temporalio import activity
 
-from activities.errors import ConfigurationError, SnlmError, TransientError, UnknownError, UnknownHostError
+from activities.directory_errors import (
+    ResultCode,
+    Rule,
+    When,
+    classify_exception,
+    classify_result,
+    match_exception,
+    match_result,
+    none_usable,
+)
+from activities.errors import ConfigurationError, SnlmError, TransientError, UnknownHostError
+from config.directory import DirectorySettings, SecretRef, SecretUnavailable
 from workflows.contracts import (
     DELEGATED_SERVICES,
     DIRECTORY_CONFIGURATION,
     DIRECTORY_CONFLICT,
     DIRECTORY_DELEGATION_REFUSED,
-    DIRECTORY_INSUFFICIENT_RIGHTS,
-    DIRECTORY_INVALID_CREDENTIALS,
     DIRECTORY_NO_SUCH_COMPUTER,
     DIRECTORY_REPLICATION_PENDING,
-    DIRECTORY_TLS_FAILURE,
-    DIRECTORY_UNREACHABLE,
     NOT_DELEGATED,
     TRUSTED_FOR_DELEGATION,
     TRUSTED_TO_AUTH_FOR_DELEGATION,
+    ActivityName,
     ComputerDelegation,
     DelegationChange,
     DelegationHost,
@@ -84,101 +92,18 @@ _ATTRIBUTES = [
 _FQDN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*$")
 _CONFLICT_ATTEMPTS = 3
 
-# LDAP result codes (RFC 4511) that this module tells apart.
-_SUCCESS = 0
-_NO_SUCH_ATTRIBUTE = 16
-_ATTRIBUTE_OR_VALUE_EXISTS = 20
-_NO_SUCH_OBJECT = 32
-_INVALID_CREDENTIALS = 49
-_INSUFFICIENT_ACCESS_RIGHTS = 50
-_BUSY = 51
-_UNAVAILABLE = 52
-_UNWILLING_TO_PERFORM = 53
-_STRONGER_AUTH_REQUIRED = 8
-
 
 # -- settings ------------------------------------------------------------------------------------------------
-class SecretRef(BaseModel):
-    """Where a secret is, never the secret: an environment variable or a file (first line used)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    env: str | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret reference names exactly one of 'env' (a variable) or 'file' (a path)")
-        return self
-
-    def describe(self) -> str:
-        return f"environment variable {self.env}" if self.env is not None else f"file {self.file}"
-
-    def resolve(self) -> SecretStr:
-        """The secret; a ConfigurationError naming the reference (never a value) when it is not there."""
-        value: str | None
-        if self.env is not None:
-            value = os.environ.get(self.env)
-        else:
-            assert self.file is not None
-            try:
-                value = self.file.read_text(encoding="utf-8").splitlines()[0] if self.file.stat().st_size else ""
-            except OSError:
-                value = None
-        if not value:
-            raise ConfigurationError(
-                f"The directory bind password is not available from {self.describe()}.",
-                error_type=DIRECTORY_CONFIGURATION,
-                remedy=f"set {self.describe()} to the bind account's password on the worker.",
-            )
-        return SecretStr(value)
-
-
-class DirectorySettings(BaseModel):
-    """How the worker reaches Active Directory. No secret here: the password is a `SecretRef`.
-
-    Attributes:
-        uris: domain controllers in order of preference (failover): `ldaps://dc1.corp.example` or
-            `ldap://dc1.corp.example` (then StartTLS is required; plain LDAP is never used).
-        base_dn: where computer accounts are searched, e.g. `DC=corp,DC=example`.
-        bind_user: the account snlm binds as (UPN or DN); it needs write access to the computers and
-            SeEnableDelegationPrivilege.
-        bind_password: where its password is.
-        ca_file: the CA bundle that signed the DCs' certificates (None: the system's trust store).
-        validate_certificates: on by default; turning it off is for a lab only.
-        tls_server_names: names the DCs' certificates may carry besides the URI's host (e.g. when the URI is
-            an IP address).
-        connect_timeout / operation_timeout: seconds, for the TCP+TLS connect and for every LDAP operation.
-        mode: delegation mode when a request does not say.
-        confirm_uris: the DCs the hosts use; a change is reported only once it is visible on each of them.
-        replication_timeout / replication_poll_interval: how long to wait for that, and how often to look.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    uris: list[str] = Field(min_length=1)
-    base_dn: str = Field(min_length=1)
-    bind_user: str = Field(min_length=1)
-    bind_password: SecretRef
-    ca_file: Path | None = None
-    validate_certificates: bool = True
-    tls_server_names: list[str] = Field(default_factory=list)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    operation_timeout: float = Field(default=15.0, gt=0)
-    mode: DelegationMode = DelegationMode.AUTO
-    confirm_uris: list[str] = Field(default_factory=list)
-    replication_timeout: float = Field(default=120.0, ge=0)
-    replication_poll_interval: float = Field(default=2.0, gt=0)
-
-    @field_validator("uris", "confirm_uris")
-    @classmethod
-    def _ldap_uris(cls, uris: list[str]) -> list[str]:
-        for uri in uris:
-            parts = urlsplit(uri)
-            if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-                raise ValueError(f"{uri!r}: a directory URI is ldaps://host[:port] or ldap://host[:port] (StartTLS)")
-        return uris
+def _bind_password(settings: DirectorySettings) -> SecretStr:
+    """The bind account's password, read from its reference at the moment of binding."""
+    try:
+        return settings.bind_password.resolve()
+    except SecretUnavailable as exc:
+        raise ConfigurationError(
+            f"The directory bind password is not available from {exc.reference} ({exc.reason}).",
+            error_type=DIRECTORY_CONFIGURATION,
+            remedy=f"set {exc.reference} to the bind account's password on the worker.",
+        ) from None
 
 
 # -- pure helpers --------------------------------------------------------------------------------------------
@@ -258,12 +183,16 @@ class _Account:
         )
 
 
-class _Unreachable(Exception):
-    """A DC could not be used (connect, TLS or transport); `tls` says whether TLS was the reason."""
+class _Unusable(Exception):
+    """A DC that cannot be used (a row of the error table marked `failover`): the next one is tried."""
 
-    def __init__(self, uri: str, reason: str, *, tls: bool) -> None:
-        super().__init__(f"{uri}: {reason}")
-        self.tls = tls
+    def __init__(self, error: SnlmError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _refusal(rule: Rule, error: SnlmError) -> Exception:
+    return _Unusable(error) if rule.failover else error
 
 
 # -- the client ----------------------------------------------------------------------------------------------
@@ -315,7 +244,7 @@ class DirectoryClient:
         )
 
     def _bind(self, uri: str, password: SecretStr) -> ldap3.Connection:
-        """Connect, secure and bind to one DC; `_Unreachable` when this DC cannot be used."""
+        """Connect, secure and bind to one DC; `_Unusable` when this DC cannot be used (try the next one)."""
         s = self._settings
         server = ldap3.Server(uri, tls=self._tls(), get_info=ldap3.NONE, connect_timeout=s.connect_timeout)
         conn = ldap3.Connection(
@@ -331,65 +260,26 @@ class DirectoryClient:
         try:
             conn.open()
             if not server.ssl and not conn.start_tls():
-                raise _Unreachable(uri, f"StartTLS refused: {conn.result.get('description')}", tls=True)
+                raise self._connect_failure(dict(conn.result or {}), When.CONNECT, uri)
             bound = conn.bind()
-        except (ssl.SSLError, ldap_exc.LDAPStartTLSError) as exc:
-            raise _Unreachable(uri, f"TLS failed: {_brief(exc)}", tls=True) from None
-        except ldap_exc.LDAPException as exc:
-            raise _Unreachable(uri, _brief(exc), tls=_is_tls_failure(exc)) from None
+        except (ssl.SSLError, ldap_exc.LDAPException) as exc:
+            raise self._connect_error(exc, uri) from None
         if bound:
             return conn
         result = dict(conn.result or {})
         conn.unbind()
-        code = result.get("result")
-        if code == _INVALID_CREDENTIALS:
-            raise ConfigurationError(
-                f"The directory refused the bind account {s.bind_user} on {uri}: invalid credentials.",
-                error_type=DIRECTORY_INVALID_CREDENTIALS,
-                remedy=f"check the account name and the password in {s.bind_password.describe()}, and that the "
-                "account is enabled, not locked out and its password not expired.",
-                details={"account": s.bind_user, "uri": uri},
-            )
-        if code in (_BUSY, _UNAVAILABLE):
-            raise _Unreachable(uri, f"bind answered {result.get('description')}", tls=False)
-        if code == _STRONGER_AUTH_REQUIRED:
-            raise ConfigurationError(
-                f"The directory {uri} requires a stronger authentication for {s.bind_user}.",
-                error_type=DIRECTORY_CONFIGURATION,
-                remedy="use ldaps:// or ldap:// (always with StartTLS); check the DC's LDAP signing policy.",
-            )
-        raise UnknownError(
-            f"The directory {uri} refused the bind of {s.bind_user}: {result.get('description')} "
-            f"({code}) {result.get('message', '')}".strip(),
-            error_type="DirectoryBindFailed",
-            details={"account": s.bind_user, "uri": uri, "result": code},
-        )
+        raise self._connect_failure(result, When.BIND, uri)
 
     def _connect_to(self, uris: Sequence[str]) -> tuple[ldap3.Connection, str]:
-        password = self._settings.bind_password.resolve()
-        failures: list[_Unreachable] = []
+        password = _bind_password(self._settings)
+        failures: list[SnlmError] = []
         for uri in uris:
             try:
                 return self._bind(uri, password), uri
-            except _Unreachable as exc:
-                log.warning("directory %s unusable, trying the next one: %s", uri, exc)
-                failures.append(exc)
-        reasons = "; ".join(str(f) for f in failures)
-        if any(f.tls for f in failures):
-            ca = self._settings.ca_file or "the system trust store"
-            raise ConfigurationError(
-                f"TLS with the directory failed: {reasons}.",
-                error_type=DIRECTORY_TLS_FAILURE,
-                remedy=f"make sure the DCs' certificates are signed by a CA in {ca}, carry the name used in the URI "
-                "(or one listed in tls_server_names), and are valid now.",
-                details={"uris": list(uris)},
-            )
-        raise TransientError(
-            f"No directory server answered: {reasons}.",
-            error_type=DIRECTORY_UNREACHABLE,
-            remedy="check that a domain controller is running and reachable from the worker on the LDAP port.",
-            details={"uris": list(uris)},
-        )
+            except _Unusable as unusable:
+                log.warning("directory %s unusable, trying the next one: %s", uri, unusable.error.reason)
+                failures.append(unusable.error)
+        raise none_usable(failures, uris)
 
     def _connection(self) -> ldap3.Connection:
         if self._conn is None or self._conn.closed:
@@ -397,21 +287,17 @@ class DirectoryClient:
         return self._conn
 
     def _call(
-        self, what: str, operation: Callable[[ldap3.Connection], bool]
+        self, what: str, when: When, operation: Callable[[ldap3.Connection], bool]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Run one LDAP operation; transport failures become a retryable error and drop the connection."""
+        """Run one LDAP operation (`what`, e.g. "read CN=HV01,..."); a transport failure drops the connection
+        and raises the error table's answer (the DC stopped answering: retried)."""
         conn = self._connection()
         try:
             operation(conn)
         except ldap_exc.LDAPException as exc:
             uri = self._uri
             self.close()
-            raise TransientError(
-                f"The directory {uri} stopped answering while {what}: {_brief(exc)}.",
-                error_type=DIRECTORY_UNREACHABLE,
-                remedy="check that the domain controller is running; the step is retried.",
-                details={"uri": uri},
-            ) from None
+            raise classify_exception(exc, when, self._context(uri, what=what), {"uri": uri}) from None
         return dict(conn.result or {}), list(conn.response or [])
 
     # -- reading -----------------------------------------------------------------------------------------
@@ -427,10 +313,15 @@ class DirectoryClient:
         def search(conn: ldap3.Connection) -> bool:
             return bool(conn.search(base, search_filter, ldap3.SUBTREE, attributes=_ATTRIBUTES, size_limit=2))
 
-        result, response = self._call(f"looking up the computer account of {name}", search)
-        code = result.get("result")
-        if code not in (_SUCCESS, _NO_SUCH_OBJECT, 4):  # 4: sizeLimitExceeded, handled below
-            raise self._map_result(result, f"look up the computer account of {name}", name)
+        what = f"look up the computer account of {name}"
+        result, response = self._call(what, When.READ, search)
+        # No object and more than one are answered below, in the words of a host lookup.
+        if result.get("result") not in (
+            ResultCode.SUCCESS,
+            ResultCode.NO_SUCH_OBJECT,
+            ResultCode.SIZE_LIMIT_EXCEEDED,
+        ):
+            raise self._map_result(result, what, name, When.READ)
         entries = [r for r in response if r.get("type") == "searchResEntry"]
         if not entries:
             raise UnknownHostError(
@@ -452,11 +343,11 @@ class DirectoryClient:
         def search(conn: ldap3.Connection) -> bool:
             return bool(conn.search(dn, "(objectClass=computer)", ldap3.BASE, attributes=_ATTRIBUTES))
 
-        result, response = self._call(f"reading {dn}", search)
-        if result.get("result") == _NO_SUCH_OBJECT:
+        result, response = self._call(f"read {dn}", When.READ, search)
+        if result.get("result") == ResultCode.NO_SUCH_OBJECT:
             return None
-        if result.get("result") != _SUCCESS:
-            raise self._map_result(result, f"read {dn}", dn)
+        if result.get("result") != ResultCode.SUCCESS:
+            raise self._map_result(result, f"read {dn}", dn, When.READ)
         entries = [r for r in response if r.get("type") == "searchResEntry"]
         return self._account(entries[0]) if entries else None
 
@@ -481,69 +372,45 @@ class DirectoryClient:
         """The delegation settings of host `name`'s computer account (short name, or FQDN)."""
         return self._find(name).view()
 
-    # -- errors ------------------------------------------------------------------------------------------
-    def _map_result(self, result: dict[str, Any], what: str, account: str, *, delegation: bool = False) -> SnlmError:
-        code = result.get("result")
-        server_message = str(result.get("message") or "")
-        details = {"account": account, "uri": self._uri, "result": code}
-        who = self._settings.bind_user
-        if code == _INSUFFICIENT_ACCESS_RIGHTS:
-            if delegation and (
-                "SeEnableDelegationPrivilege" in server_message or "SePrivEnableDelegation" in server_message
-            ):
-                return ConfigurationError(
-                    f"{who} may not {what}: the directory requires SeEnableDelegationPrivilege to change "
-                    "msDS-AllowedToDelegateTo or the protocol-transition bit, and the account lacks it. Nothing was "
-                    "changed on that account.",
-                    error_type=DIRECTORY_INSUFFICIENT_RIGHTS,
-                    remedy=f'grant {who} SeEnableDelegationPrivilege ("Enable computer and user accounts to be '
-                    'trusted for delegation", in the Default Domain Controllers Policy) or bind as an account that '
-                    "has it, plus write access to the computer objects.",
-                    details=details,
-                )
-            needs = (
-                "write access to msDS-AllowedToDelegateTo and userAccountControl of the computer objects and "
-                "SeEnableDelegationPrivilege"
-                if delegation
-                else "read access to the computer objects"
-            )
-            return ConfigurationError(
-                f"{who} may not {what}: insufficient access rights ({server_message}). Nothing was changed on that "
-                "account.",
-                error_type=DIRECTORY_INSUFFICIENT_RIGHTS,
-                remedy=f"give {who} {needs}.",
-                details=details,
-            )
-        if code in (_BUSY, _UNAVAILABLE, _UNWILLING_TO_PERFORM, 51, 80):
-            return TransientError(
-                f"The directory {self._uri} could not {what} now: {result.get('description')} ({server_message}).",
-                error_type=DIRECTORY_UNREACHABLE,
-                remedy="the step is retried; if it persists, check the domain controller's health.",
-                details=details,
-            )
-        if code == _NO_SUCH_OBJECT:
-            return UnknownHostError(
-                f"The computer account {account} no longer exists (while trying to {what}).",
-                error_type=DIRECTORY_NO_SUCH_COMPUTER,
-                remedy="check that the host is still joined to the domain.",
-                details=details,
-            )
-        return UnknownError(
-            f"The directory {self._uri} refused to {what}: {result.get('description')} ({code}) {server_message}",
-            error_type="DirectoryOperationFailed",
-            details=details,
-        )
+    # -- errors: the table in activities/directory_errors.py ---------------------------------------------
+    def _context(self, uri: str | None = None, **values: str) -> dict[str, Any]:
+        """What the error table's messages and remedies may name: never the password, only where it is."""
+        s = self._settings
+        return {
+            "uri": self._uri if uri is None else uri,
+            "who": s.bind_user,
+            "password_ref": s.bind_password.describe(),
+            "ca": s.ca_file or "the system trust store",
+            **values,
+        }
+
+    def _map_result(self, result: dict[str, Any], what: str, account: str, when: When) -> SnlmError:
+        """The error for an operation's answer that is a failure (`what` says what was tried, on `account`)."""
+        details = {"account": account, "uri": self._uri}
+        return classify_result(result, when, self._context(what=what, account=account), details)
+
+    def _connect_failure(self, result: dict[str, Any], when: When, uri: str) -> Exception:
+        """A refused StartTLS or bind: `_Unusable` for a DC to skip (the next one is tried), else the error."""
+        rule = match_result(result, when)
+        details = {"account": self._settings.bind_user, "uri": uri}
+        return _refusal(rule, rule.for_result(result, self._context(uri), details))
+
+    def _connect_error(self, exc: BaseException, uri: str) -> Exception:
+        """An exception while connecting to a DC: `_Unusable` for a DC to skip, else the error."""
+        rule = match_exception(exc, When.CONNECT)
+        return _refusal(rule, rule.for_exception(exc, self._context(uri), {"uri": uri}))
 
     # -- writing -----------------------------------------------------------------------------------------
     def _modify(self, account: _Account, changes: dict[str, Any], what: str) -> int:
         def modify(conn: ldap3.Connection) -> bool:
             return bool(conn.modify(account.dn, changes))
 
-        result, _ = self._call(f"{what} on {account.sam}", modify)
+        result, _ = self._call(f"{what} on {account.sam}", When.WRITE, modify)
         code = result.get("result")
-        if code in (_SUCCESS, _ATTRIBUTE_OR_VALUE_EXISTS, _NO_SUCH_ATTRIBUTE):
+        # A value already there (adding) or gone (removing): someone changed the account since we read it.
+        if code in (ResultCode.SUCCESS, ResultCode.ATTRIBUTE_OR_VALUE_EXISTS, ResultCode.NO_SUCH_ATTRIBUTE):
             return int(code or 0)
-        raise self._map_result(result, f"{what} on {account.sam}", account.sam, delegation=True)
+        raise self._map_result(result, f"{what} on {account.sam}", account.sam, When.WRITE)
 
     def _ensure_account(self, account: _Account, wanted: Sequence[str], protocol_transition: bool) -> DelegationChange:
         """One modify that adds the missing values and, if asked, the protocol-transition bit."""
@@ -562,13 +429,15 @@ class DirectoryClient:
                 changes["msDS-AllowedToDelegateTo"] = [(ldap3.MODIFY_ADD, missing)]
             if bits:
                 changes["userAccountControl"] = [(ldap3.MODIFY_REPLACE, [str(account.uac | bits)])]
-            if self._modify(account, changes, "add delegation entries") == _SUCCESS:
+            if self._modify(account, changes, "add delegation entries") == ResultCode.SUCCESS:
                 log.info("delegation: added %s and uac bits %#x to %s", list(missing), bits, account.dn)
                 return change
             # Someone added one of the values since we read the account: read again and add what is still missing.
             fresh = self._read_dn(account.dn)
             if fresh is None:
-                raise self._map_result({"result": _NO_SUCH_OBJECT}, "add delegation entries", account.sam)
+                raise self._map_result(
+                    {"result": ResultCode.NO_SUCH_OBJECT}, "add delegation entries", account.sam, When.WRITE
+                )
             account = fresh
         raise TransientError(
             f"{account.sam} kept changing while delegation entries were added to it.",
@@ -597,7 +466,7 @@ class DirectoryClient:
                 changes["msDS-AllowedToDelegateTo"] = [(ldap3.MODIFY_DELETE, present)]
             if bits:
                 changes["userAccountControl"] = [(ldap3.MODIFY_REPLACE, [str(account.uac & ~bits)])]
-            if self._modify(account, changes, "remove delegation entries") == _SUCCESS:
+            if self._modify(account, changes, "remove delegation entries") == ResultCode.SUCCESS:
                 log.info("delegation: removed %s and uac bits %#x from %s", present, bits, account.dn)
                 return removed
         raise TransientError(
@@ -768,19 +637,6 @@ def _with_message(error: SnlmError, message: str) -> SnlmError:
     return type(error)(message, error_type=error.error_type, remedy=error.remedy, details=error.details)
 
 
-def _is_tls_failure(exc: BaseException) -> bool:
-    # ldap3 re-creates socket errors as LDAPSocketOpenError, sometimes mixed with the ssl error's class and
-    # sometimes only with its text ("socket ssl wrapping error: certificate ... doesn't match ...").
-    text = str(exc).casefold()
-    return isinstance(exc, ssl.SSLError) or "ssl wrapping error" in text or "certificate" in text
-
-
-def _brief(exc: BaseException) -> str:
-    """An ldap3 exception as one line (ldap3's messages name hosts and reasons, never credentials)."""
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
-
-
 def _heartbeat(note: str) -> None:
     if activity.in_activity():
         activity.heartbeat(note)
@@ -790,33 +646,24 @@ def _heartbeat(note: str) -> None:
 class DirectoryActivities:
     """The directory activities; synchronous (ldap3 blocks), so the worker runs them on a thread pool.
 
-    Every SnlmError leaves as an ApplicationError whose type is the error's stable name, without the ldap3
-    exception chained (its text is already in the message; nothing else should travel in the history).
+    Their SnlmErrors leave through the worker's error boundary (activities/boundary.py) as ApplicationErrors of
+    their stable type, without the ldap3 exception chained.
     """
 
     def __init__(self, settings: DirectorySettings) -> None:
         self._settings = settings
 
-    @activity.defn(name="ensure_delegation")
+    @activity.defn(name=ActivityName.ENSURE_DELEGATION)
     def ensure_delegation(self, request: EnsureDelegationInput) -> EnsureDelegationResult:
-        try:
-            with DirectoryClient(self._settings) as client:
-                return client.ensure_delegation(request)
-        except SnlmError as error:
-            raise error.to_application_error() from None
+        with DirectoryClient(self._settings) as client:
+            return client.ensure_delegation(request)
 
-    @activity.defn(name="revert_delegation")
+    @activity.defn(name=ActivityName.REVERT_DELEGATION)
     def revert_delegation(self, result: EnsureDelegationResult) -> RevertDelegationResult:
-        try:
-            with DirectoryClient(self._settings) as client:
-                return client.revert_delegation(result)
-        except SnlmError as error:
-            raise error.to_application_error() from None
+        with DirectoryClient(self._settings) as client:
+            return client.revert_delegation(result)
 
-    @activity.defn(name="read_computer_delegation")
+    @activity.defn(name=ActivityName.READ_COMPUTER_DELEGATION)
     def read_computer_delegation(self, host: DelegationHost) -> ComputerDelegation:
-        try:
-            with DirectoryClient(self._settings) as client:
-                return client.read_computer(host.name)
-        except SnlmError as error:
-            raise error.to_application_error() from None
+        with DirectoryClient(self._settings) as client:
+            return client.read_computer(host.name)

@@ -40,10 +40,13 @@ from activities.errors import (
     TransientError,
     UnknownError,
 )
-from activities.hosts import NULL, Command, CommandResult, ErrorInfo, HostClient, classify
+from activities.host_errors import ErrorInfo, classify
+from activities.hosts import NULL, Command, CommandResult, HostClient
 from activities.inventory import Inventory
+from activities.vms import resolve_vm, same_name
 from workflows import contracts as c
 from workflows.contracts import (
+    ActivityName,
     CleanupInput,
     CleanupResult,
     ClusterRoleSnapshot,
@@ -454,33 +457,16 @@ class MigrationActivities:
     def _client(self, host: str) -> HostClient:
         return HostClient(self._inventory.host(host), **self._client_options)
 
-    @staticmethod
-    def _boundary(fn: Callable[[], T]) -> T:
-        """Inside an activity an SnlmError leaves as the ApplicationError of its stable type."""
-        try:
-            return fn()
-        except SnlmError as error:
-            if _in_activity():
-                raise error.to_application_error() from None
-            raise
-
     # -- read_vm ----------------------------------------------------------------------------------------------
-    @activity.defn(name="read_vm")
+    @activity.defn(name=ActivityName.READ_VM)
     def read_vm(self, request: VmOnHost) -> VmFacts:
         """The VM's id, files (configuration and VHDs that exist) and clustered flag. No VM: VmNotFound."""
-        return self._boundary(lambda: self._read_vm(request))
+        return self._read_vm(request)
 
     def _read_vm(self, request: VmOnHost) -> VmFacts:
         with self._client(request.host) as client:
-            found = [vm for vm in _dicts(client.run("Get-VM", {"Name": request.vm})) if _realized(vm)]
-            if not found:
-                raise ConfigurationError(
-                    f"Get-VM on {request.host}: no realized VM named {request.vm}",
-                    error_type=c.VM_NOT_FOUND,
-                    remedy="check the VM's name and which host it is on",
-                    details={"vm": request.vm, "host": request.host},
-                )
-            vm = found[0]
+            # The name taken literally (never as a pattern); exactly one VM, then its Id from here on.
+            vm = resolve_vm(client, request.vm)
             vm_id = str(vm.get("Id") or vm.get("VMId"))
             drives = client.pipeline(_vm_commands(vm_id, Command("Get-VMHardDiskDrive")))
             vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
@@ -496,17 +482,18 @@ class MigrationActivities:
         )
 
     # -- cluster HA -------------------------------------------------------------------------------------------
-    @activity.defn(name="snapshot_cluster_role")
+    @activity.defn(name=ActivityName.SNAPSHOT_CLUSTER_ROLE)
     def snapshot_cluster_role(self, request: VmOnHost) -> ClusterRoleSnapshot:
         """What restoring the VM's cluster role needs; `clustered` False when Get-VM says IsClustered false."""
-        return self._boundary(lambda: self._snapshot(request))
+        return self._snapshot(request)
 
     def _snapshot(self, request: VmOnHost) -> ClusterRoleSnapshot:
         with self._client(request.host) as client:
-            vms = [vm for vm in _dicts(client.run("Get-VM", {"Name": request.vm})) if _realized(vm)]
-            if not vms or not vms[0].get("IsClustered"):
+            if not resolve_vm(client, request.vm).get("IsClustered"):
                 return ClusterRoleSnapshot(vm=request.vm, host=request.host, clustered=False)
-            groups = _dicts(client.run("Get-ClusterGroup", {"Name": request.vm}))
+            # The role is named after its VM; the cluster's groups are listed and compared here, as VM names are
+            # (Get-ClusterGroup -Name takes wildcards too).
+            groups = [g for g in _dicts(client.run("Get-ClusterGroup")) if same_name(_text(g.get("Name")), request.vm)]
             group = groups[0] if groups else {}
             name = _text(group.get("Name")) or request.vm
             owners = _dicts(client.run("Get-ClusterOwnerNode", {"Group": name}))
@@ -524,10 +511,10 @@ class MigrationActivities:
             anti_affinity_class_names=tuple(_text(a) for a in anti) if isinstance(anti, list) else (),
         )
 
-    @activity.defn(name="remove_cluster_role")
+    @activity.defn(name=ActivityName.REMOVE_CLUSTER_ROLE)
     def remove_cluster_role(self, snapshot: ClusterRoleSnapshot) -> None:
         """Remove-ClusterGroup -RemoveResources -Force (never offline first); a role already gone is success."""
-        self._boundary(lambda: self._remove_role(snapshot))
+        self._remove_role(snapshot)
 
     def _remove_role(self, snapshot: ClusterRoleSnapshot) -> None:
         if not snapshot.clustered:
@@ -543,11 +530,11 @@ class MigrationActivities:
             )
             _raise_unexpected(removed, ignore=_not_found)  # removed meanwhile: the same outcome
 
-    @activity.defn(name="restore_cluster_role")
+    @activity.defn(name=ActivityName.RESTORE_CLUSTER_ROLE)
     def restore_cluster_role(self, request: RestoreClusterRoleInput) -> None:
         """Make the VM highly available again on `request.host`'s cluster, with the snapshot's preferred owners
         when that is the snapshot's cluster. Already clustered is success."""
-        self._boundary(lambda: self._restore_role(request))
+        self._restore_role(request)
 
     def _restore_role(self, request: RestoreClusterRoleInput) -> None:
         snapshot = request.snapshot
@@ -601,7 +588,7 @@ class MigrationActivities:
             log.warning("could not report move progress", exc_info=True)
 
     # -- host settings ----------------------------------------------------------------------------------------
-    @activity.defn(name="read_migration_settings")
+    @activity.defn(name=ActivityName.READ_MIGRATION_SETTINGS)
     def read_migration_settings(self, request: HostRef) -> HostMigrationSettings:
         """The host's live-migration settings as they are: what a later restore puts back. The saga reads them
         before it changes anything, so a retried ensure cannot mistake its own change for the original."""
@@ -610,13 +597,13 @@ class MigrationActivities:
             with self._client(request.host) as client:
                 return _read_settings(client)
 
-        return self._boundary(read)
+        return read()
 
-    @activity.defn(name="ensure_migration_settings")
+    @activity.defn(name=ActivityName.ENSURE_MIGRATION_SETTINGS)
     def ensure_migration_settings(self, request: EnsureSettingsInput) -> EnsureSettingsResult:
         """Live migration enabled with the wanted authentication, performance option and networks, and the
         firewall rule for TCP 6600 enabled; returns the previous settings (what restore puts back)."""
-        return self._boundary(lambda: self._ensure_settings(request))
+        return self._ensure_settings(request)
 
     def _ensure_settings(self, request: EnsureSettingsInput) -> EnsureSettingsResult:
         with self._client(request.host) as client:
@@ -656,10 +643,10 @@ class MigrationActivities:
         )
         return EnsureSettingsResult(previous=previous, current=current, changed=changed)
 
-    @activity.defn(name="restore_migration_settings")
+    @activity.defn(name=ActivityName.RESTORE_MIGRATION_SETTINGS)
     def restore_migration_settings(self, previous: HostMigrationSettings) -> None:
         """Put the host's live-migration settings back exactly as `previous` says (idempotent)."""
-        self._boundary(lambda: self._restore_settings(previous))
+        self._restore_settings(previous)
 
     def _restore_settings(self, previous: HostMigrationSettings) -> None:
         with self._client(previous.host) as client:
@@ -679,10 +666,10 @@ class MigrationActivities:
                 client.run(rule, {"Name": FIREWALL_RULE})
 
     # -- tickets and remediation ------------------------------------------------------------------------------
-    @activity.defn(name="purge_tickets")
+    @activity.defn(name=ActivityName.PURGE_TICKETS)
     def purge_tickets(self, request: PurgeTicketsInput) -> None:
         """`klist purge -li 0x3e7` on each host: the machine account fetches tickets with the new delegation."""
-        self._boundary(lambda: self._purge(request))
+        self._purge(request)
 
     def _purge(self, request: PurgeTicketsInput) -> None:
         for host in dict.fromkeys(request.hosts):
@@ -690,37 +677,43 @@ class MigrationActivities:
                 client.run("klist", arguments=("purge", "-li", "0x3e7"))
             _heartbeat(f"tickets purged on {host}")
 
-    @activity.defn(name="remediate")
+    @activity.defn(name=ActivityName.REMEDIATE)
     def remediate(self, request: RemediateInput) -> RemediateResult:
         """Fix the auto-remediable concerns it knows (today: eject an ISO the destination lacks); unknown
         concern ids are ignored and not reported fixed."""
-        return self._boundary(lambda: self._remediate(request))
+        return self._remediate(request)
 
     def _remediate(self, request: RemediateInput) -> RemediateResult:
         fixed: list[str] = []
         if ISO_MISSING in request.concern_ids:
             with self._client(request.host) as client:
-                for drive in _dicts(client.run("Get-VMDvdDrive", {"VMName": request.vm})):
+                vm_id = str(resolve_vm(client, request.vm).get("Id"))
+                for drive in _dicts(client.pipeline(_vm_commands(vm_id, Command("Get-VMDvdDrive")))):
                     if not drive.get("Path"):
                         continue
-                    client.run(
-                        "Set-VMDvdDrive",
-                        {
-                            "VMName": request.vm,
-                            "ControllerNumber": _int(drive.get("ControllerNumber")),
-                            "ControllerLocation": _int(drive.get("ControllerLocation")),
-                            "Path": NULL,
-                        },
+                    # Get-VM -Id | Get-VMDvdDrive (this drive) | Set-VMDvdDrive -Path $null: ejects its media.
+                    client.pipeline(
+                        _vm_commands(
+                            vm_id,
+                            Command(
+                                "Get-VMDvdDrive",
+                                {
+                                    "ControllerNumber": _int(drive.get("ControllerNumber")),
+                                    "ControllerLocation": _int(drive.get("ControllerLocation")),
+                                },
+                            ),
+                            Command("Set-VMDvdDrive", {"Path": NULL}),
+                        )
                     )
             fixed.append(ISO_MISSING)
         return RemediateResult(fixed=tuple(fixed))
 
     # -- cleanup ----------------------------------------------------------------------------------------------
-    @activity.defn(name="clean_destination")
+    @activity.defn(name=ActivityName.CLEAN_DESTINATION)
     def clean_destination(self, request: CleanupInput) -> CleanupResult:
         """Remove the planned VM and partial disks a failed move left on `request.host`; a realized VM with that
         id (the move succeeded) means nothing is removed."""
-        return self._boundary(lambda: self._clean(request))
+        return self._clean(request)
 
     def _clean(self, request: CleanupInput) -> CleanupResult:
         vm_id = _guid(request.vm_id, "VM id")
@@ -728,14 +721,14 @@ class MigrationActivities:
             return clean_destination(client, vm_id)
 
     # -- the move ---------------------------------------------------------------------------------------------
-    @activity.defn(name="start_or_attach_move")
+    @activity.defn(name=ActivityName.START_OR_ATTACH_MOVE)
     def start_or_attach_move(self, request: MoveInput) -> MoveResult:
         """Move the VM with its storage, or re-attach to the migration already running, and watch it to the end.
 
         Never starts a second migration of the VM (invariant 4). A cancelled attempt terminates the host's job,
         waits for it to end and re-raises the cancellation.
         """
-        return self._boundary(lambda: self._move(request))
+        return self._move(request)
 
     def _move(self, request: MoveInput) -> MoveResult:
         vm_id = _guid(request.vm_id, "VM id")
@@ -803,10 +796,16 @@ class MigrationActivities:
             log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)
         before = {_text(job.get("InstanceID")) for job in _jobs(source, vm_id=move.vm_id)}
         move.t0 = time.monotonic()
-        source.run(
-            "Move-VM",
-            {"Name": request.vm, "DestinationHost": request.destination, "DestinationStoragePath": storage},
-            switches=("IncludeStorage", "AsJob"),
+        # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches.
+        source.pipeline(
+            _vm_commands(
+                move.vm_id,
+                Command(
+                    "Move-VM",
+                    {"DestinationHost": request.destination, "DestinationStoragePath": storage},
+                    switches=("IncludeStorage", "AsJob"),
+                ),
+            )
         )
         move.started = True
         fresh = [job for job in _jobs(source, vm_id=move.vm_id) if _text(job.get("InstanceID")) not in before]
@@ -939,11 +938,11 @@ class MigrationActivities:
             )
 
     # -- verify -----------------------------------------------------------------------------------------------
-    @activity.defn(name="verify_move")
+    @activity.defn(name=ActivityName.VERIFY_MOVE)
     def verify_move(self, request: VerifyInput) -> VerifyResult:
         """The VM runs on the destination, is gone from the source with its files (leftovers are removed and
         reported), and its guest answers. In neither place or in both: VerifyFailed."""
-        return self._boundary(lambda: self._verify(request))
+        return self._verify(request)
 
     def _verify(self, request: VerifyInput) -> VerifyResult:
         vm_id = _guid(request.vm_id, "VM id")

@@ -9,6 +9,16 @@ Severities follow reference/hyperv-facts.md ("Requirements to check before a mov
 what makes Move-VM fail and cannot be fixed by the saga is a blocker; what the saga fixes (live migration
 disabled, an ISO to eject, HA to remove) is a warning or info marked auto-remediable; the rest is info.
 
+The VM is found by its name taken literally (activities/vms.py: the host lists its VMs, snlm compares names),
+then every command addresses it by its Id. No VM of that name is a `vm-not-found` blocker, several are
+`vm-name-ambiguous`; a different VM of that name on the destination is `vm-name-clash`, never a leftover.
+
+Compare-VM's findings are judged by what snlm read itself first, and by their MessageId and Source type only
+where its own reads say nothing: a finding about an object a fact check already judged adds nothing but the
+host's words to that concern (so an ISO missing on the destination stays the warning the saga fixes, whatever
+id the host gives it); a known id (catalogue 6.2) with the Source type it belongs to becomes its concern; any
+other finding is a `compare-vm-incompatibility` blocker that quotes the host's message, id and Source type.
+
 Errors: a host that cannot be reached, a session that breaks, a busy host are the host client's transient
 errors and propagate (Temporal retries the activity); a VM that is not there is a `vm-not-found` blocker, not
 an exception. Inside an activity every SnlmError leaves as an ApplicationError of its stable type.
@@ -16,16 +26,18 @@ an exception. Inside an activity every SnlmError leaves as an ApplicationError o
 
 from __future__ import annotations
 
+import dataclasses
 import ntpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from temporalio import activity
 
-from activities.errors import SnlmError, TransientError, UnknownError
-from activities.hosts import CommandResult, HostClient
+from activities.errors import TransientError, UnknownError
+from activities.hosts import Command, CommandResult, HostClient
 from activities.inventory import Inventory
+from activities.vms import by_id, by_name, is_planned, list_vms, vm_commands, vm_id
 from workflows.contracts import (
     CLUSTER_SERVICE_UNAVAILABLE,
     MIGRATION_NETWORK_ERROR,
@@ -33,6 +45,7 @@ from workflows.contracts import (
     SEVERITY_INFO,
     SEVERITY_WARNING,
     VM_IS_CLUSTERED,
+    ActivityName,
     Concern,
     PreflightFacts,
     PreflightInput,
@@ -40,31 +53,75 @@ from workflows.contracts import (
     Severity,
 )
 
-__all__ = ["COMPARE_VM_IDS", "PreflightActivities", "run_preflight"]
+__all__ = ["COMPARE_VM_IDS", "UNKNOWN_INCOMPATIBILITY", "PreflightActivities", "run_preflight"]
 
 GIB = 1024**3
 FIREWALL_RULE = "VIRT-MIGL-In-TCP-NoScope"
 MIGRATION_PORT = 6600
 # MSFT_NetFirewallRule.Enabled: 1 True, 2 False.
 _RULE_ENABLED = 1
-# Compare-VM MessageId -> concern id. 33012 is documented; the 390xx ids are the lab's own (lab/model/checks.py,
-# LAB_MESSAGE_IDS): a real host sends other numbers, which fall through to `incompatibility-<id>`.
-COMPARE_VM_IDS: dict[int, str] = {
-    33012: "switch-missing",
-    39001: "processor-incompatible",
-    39002: "memory",
-    39003: "disk-space",
-    39004: "passthrough-disk",
-    39005: "config-version-unsupported",
-    39006: "iso-missing-on-destination",
-    39007: "backup-in-progress",
-    39008: "vhd-not-reachable",
-    39009: "destination-path",
-    39010: "destination-leftovers",
-    39011: "destination-leftovers",
+ISO_MISSING: Final = "iso-missing-on-destination"
+LEFTOVERS: Final = "destination-leftovers"
+UNKNOWN_INCOMPATIBILITY: Final = "compare-vm-incompatibility"
+
+# Compare-VM's Source types (catalogue 6.2).
+_ADAPTER, _PROCESSOR, _MEMORY = "VMNetworkAdapter", "VMProcessor", "VMMemory"
+_DISK, _DVD, _VM, _CHECKPOINT, _FC = "HardDiskDrive", "DvdDrive", "VirtualMachine", "VMSnapshot", "VMFibreChannelHba"
+_NONE = ""  # Source null
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A Compare-VM MessageId the Hyper-V client library defines: the concern it is, for the Source types it
+    comes with (another Source type means another finding, judged as unknown)."""
+
+    concern: str
+    sources: frozenset[str]
+
+
+def _known(concern: str, *sources: str) -> _Known:
+    return _Known(concern, frozenset(sources))
+
+
+_MEMORY_IDS = range(40012, 40041, 2)  # MemoryWeightAboveMax .. DynamicMemoryNumaSpanningConflict
+_STORAGE_PATH_IDS = (32900, 32906, 32908, 32928)
+# MessageId -> concern (NEON ValidationErrorId, catalogue 6.2; 33012 also PSD Compare-VM example 2).
+COMPARE_VM_IDS: dict[int, _Known] = {
+    33010: _known("switch-missing", _ADAPTER),
+    33012: _known("switch-missing", _ADAPTER),
+    33014: _known("switch-missing", _ADAPTER),
+    24002: _known("cpu-vendor-mismatch", _PROCESSOR),
+    24004: _known("processor-incompatible", _PROCESSOR),
+    24006: _known("config-version-unsupported", _VM),
+    24008: _known("device-incompatible", _ADAPTER, _DISK, _DVD, _FC, "VMComPort", _VM),
+    25014: _known("processor-incompatible", _VM, _PROCESSOR),
+    40008: _known("passthrough-disk", _DISK),
+    27106: _known("passthrough-disk", _DISK),
+    40010: _known("vhd-not-reachable", _DISK),
+    21016: _known("saved-state-incompatible", _VM, _CHECKPOINT),
+    40002: _known("vm-files-missing", _VM, _CHECKPOINT),
+    40004: _known("vm-files-missing", _VM, _CHECKPOINT),
+    40006: _known("vm-files-missing", _VM, _CHECKPOINT),
+    32172: _known("fibre-channel-san-missing", _FC),
+    32173: _known("fibre-channel-san-missing", _FC),
+    13000: _known("destination-path", _VM, _NONE),
+    16350: _known("destination-path", _VM, _CHECKPOINT, _NONE),
+    16352: _known("destination-path", _VM, _NONE),
+    32605: _known("remotefx-incompatible", _VM, _NONE),
+    **{i: _known("memory", _MEMORY) for i in _MEMORY_IDS},
+    23134: _known("memory", _MEMORY),
+    **{i: _known("processor-settings", _PROCESSOR) for i in (14390, 14400, 14410, 14420, 14424)},
+    **{i: _known("destination-path", _VM, _DISK, _NONE) for i in _STORAGE_PATH_IDS},
 }
-# Concerns a fact check already states more precisely than Compare-VM's generic finding.
-_SUPERSEDES = {"cpu-vendor-mismatch": "processor-incompatible"}
+# The blockers a fact check states for each Source type: a finding the engine cannot place more precisely
+# (unknown id) is folded into one of these when the run is blocked for it anyway.
+_BLOCKERS_BY_SOURCE: dict[str, tuple[str, ...]] = {
+    _ADAPTER: ("switch-missing",),
+    _PROCESSOR: ("cpu-vendor-mismatch", "processor-incompatible"),
+    _MEMORY: ("memory",),
+    _DISK: ("passthrough-disk", "disk-space"),
+    _VM: ("backup-in-progress", "config-version-unsupported", "vm-on-both-hosts"),
+}
 # An allowance over the VHD file sizes: configuration, runtime state and headroom.
 _SPACE_MARGIN = 1 * GIB
 
@@ -117,54 +174,107 @@ class _Findings:
     def has(self, id: str) -> bool:
         return any(c.id == id for c in self.concerns)
 
+    def get(self, id: str) -> Concern | None:
+        return next((c for c in self.concerns if c.id == id), None)
+
+    def note(self, id: str, text: str) -> None:
+        """Add `text` to the concern `id` (once): the host's words on a finding it already states."""
+        for index, concern in enumerate(self.concerns):
+            if concern.id == id and text not in concern.message:
+                self.concerns[index] = dataclasses.replace(concern, message=f"{concern.message} {text}")
+                return
+
+    def block(self, id: str) -> None:
+        """Make the concern `id` a blocker (the host confirms what snlm's reads could only suspect)."""
+        self.concerns = [
+            dataclasses.replace(c, severity=SEVERITY_BLOCKER, auto_remediable=False) if c.id == id else c
+            for c in self.concerns
+        ]
+
     def fact(self, key: str, value: Any) -> None:
         self.facts[key] = "" if value is None else str(value)
 
 
 # -- reading the hosts ----------------------------------------------------------------------------------------
-def _find_vm(client: HostClient, vm: str) -> dict[str, Any] | None:
-    """The realized VM by name, or None (a planned VM left by a failed move is reported separately)."""
-    result = client.run("Get-VM", {"Name": vm}, check=False)
-    _raise_if_transient(result)
-    for error in result.errors:
-        if error.error_type != "VmNotFound":
-            raise error
-    found = _dicts(result)
-    return found[0] if found else None
+@dataclass(frozen=True)
+class _Incompatibility:
+    """One VMCompatibilityError of Compare-VM's report: its text and id, the .NET type of its Source (its last
+    name segment; "" for null) and the Source's properties when they came over the wire."""
+
+    message: str
+    message_id: int
+    source_type: str
+    source: Mapping[str, Any]
+
+
+def _type_name(obj: Any) -> str:
+    types = getattr(obj, "types", None) or []
+    name = str(types[0]) if types else ""
+    return name.removeprefix("Deserialized.").rsplit(".", 1)[-1]
+
+
+def _raw_items(report: Any, name: str) -> list[Any]:
+    for bag in (getattr(report, "adapted_properties", None) or {}, getattr(report, "extended_properties", None) or {}):
+        if name in bag:
+            value = bag[name]
+            return list(value) if isinstance(value, list | tuple) else []
+    return []
+
+
+def _incompatibilities(result: CommandResult) -> list[_Incompatibility]:
+    """The report's findings, with each Source's type read from the objects as deserialized (the flattened
+    output keeps properties only)."""
+    report = _one(result)
+    flat = report.get("Incompatibilities") or []
+    raw = _raw_items(result.raw_output[0], "Incompatibilities") if result.raw_output else []
+    found = []
+    for index, item in enumerate(flat if isinstance(flat, list) else []):
+        if not isinstance(item, dict):
+            continue
+        raw_item = raw[index] if index < len(raw) else None
+        raw_source = None
+        for bag in (
+            getattr(raw_item, "adapted_properties", None) or {},
+            getattr(raw_item, "extended_properties", None) or {},
+        ):
+            raw_source = bag.get("Source", raw_source)
+        source = item.get("Source")
+        try:
+            message_id = int(item.get("MessageId") or 0)
+        except (TypeError, ValueError):
+            message_id = 0
+        found.append(
+            _Incompatibility(
+                message=str(item.get("Message") or ""),
+                message_id=message_id,
+                source_type=_type_name(raw_source) if raw_source is not None else "",
+                source=source if isinstance(source, dict) else {},
+            )
+        )
+    return found
 
 
 def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]) -> dict[str, Any]:
-    name = request.vm
+    guid = vm_id(vm)
+
+    def of_vm(cmdlet: str) -> list[dict[str, Any]]:
+        return _dicts(client.pipeline(vm_commands(guid, Command(cmdlet))))
+
     facts: dict[str, Any] = {"vm": vm}
-    facts["drives"] = _dicts(client.run("Get-VMHardDiskDrive", {"VMName": name}))
+    facts["drives"] = of_vm("Get-VMHardDiskDrive")
     paths = [d["Path"] for d in facts["drives"] if d.get("DiskNumber") is None and d.get("Path")]
     facts["vhds"] = _dicts(client.run("Get-VHD", {"Path": paths})) if paths else []
-    facts["adapters"] = _dicts(client.run("Get-VMNetworkAdapter", {"VMName": name}))
-    facts["dvds"] = _dicts(client.run("Get-VMDvdDrive", {"VMName": name}))
-    facts["processor"] = _one(client.run("Get-VMProcessor", {"VMName": name}))
+    facts["adapters"] = of_vm("Get-VMNetworkAdapter")
+    facts["dvds"] = of_vm("Get-VMDvdDrive")
+    processors = of_vm("Get-VMProcessor")
+    facts["processor"] = processors[0] if processors else {}
     facts["host"] = _one(client.run("Get-VMHost"))
     facts["cpus"] = _dicts(client.run("Get-CimInstance", {"ClassName": "Win32_Processor"}))
-    _heartbeat(f"preflight {name}: source read")
+    _heartbeat(f"preflight {request.vm}: source read")
     tnc = client.run("Test-NetConnection", {"ComputerName": request.destination, "Port": MIGRATION_PORT}, check=False)
     _raise_if_transient(tnc)
     facts["tnc"] = _one(tnc)
     facts["cluster"] = _cluster_name(client) if vm.get("IsClustered") else ""
-    parameters: dict[str, Any] = {"Name": name, "DestinationHost": request.destination}
-    switches: tuple[str, ...] = ()
-    if request.storage_path:
-        parameters["DestinationStoragePath"] = request.storage_path
-    elif request.include_storage:
-        switches = ("IncludeStorage",)
-    compare = client.run("Compare-VM", parameters, switches=switches, check=False)
-    _raise_if_transient(compare, findings=frozenset({MIGRATION_NETWORK_ERROR}))
-    facts["compare"] = _one(compare)
-    facts["compare_errors"] = [str(error) for error in compare.errors]
-    facts["compare_unreachable"] = [
-        str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
-    ]
-    facts["compare_clustered"] = [
-        str(error) for error in compare.errors if getattr(error, "error_type", "") == VM_IS_CLUSTERED
-    ]
     return facts
 
 
@@ -180,7 +290,37 @@ def _cluster_name(client: HostClient) -> str:
     return str(_one(found).get("Name") or "")
 
 
-def _read_destination(client: HostClient, request: PreflightInput, iso_paths: Sequence[str]) -> dict[str, Any]:
+def _compare(client: HostClient, request: PreflightInput, vm: Mapping[str, Any], storage: str) -> dict[str, Any]:
+    """`Get-VM -Id <id> | Compare-VM` with the storage path the move will use."""
+    parameters: dict[str, Any] = {"DestinationHost": request.destination}
+    switches: tuple[str, ...] = ()
+    if storage:
+        parameters["DestinationStoragePath"] = storage
+        switches = ("IncludeStorage",)
+    elif request.include_storage:
+        switches = ("IncludeStorage",)
+    compare = client.pipeline(vm_commands(vm_id(vm), Command("Compare-VM", parameters, switches)), check=False)
+    _raise_if_transient(compare, findings=frozenset({MIGRATION_NETWORK_ERROR}))
+    facts: dict[str, Any] = {"incompatibilities": _incompatibilities(compare)}
+    facts["compare_errors"] = [str(error) for error in compare.errors]
+    facts["compare_unreachable"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
+    ]
+    facts["compare_clustered"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == VM_IS_CLUSTERED
+    ]
+    return facts
+
+
+def _storage_path(request: PreflightInput, host: Mapping[str, Any]) -> str:
+    """Where the move puts the VM's files on the destination: what the move activity passes to Move-VM."""
+    if request.storage_path:
+        return request.storage_path
+    base = str(host.get("VirtualMachinePath") or "")
+    return ntpath.join(base, request.vm) if request.include_storage and base else ""
+
+
+def _read_destination(client: HostClient, request: PreflightInput, src: Mapping[str, Any]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     facts["host"] = _one(client.run("Get-VMHost"))
     facts["cluster"] = _cluster_name(client)
@@ -190,19 +330,41 @@ def _read_destination(client: HostClient, request: PreflightInput, iso_paths: Se
     facts["firewall"] = _dicts(client.run("Get-NetFirewallRule", {"Name": FIREWALL_RULE}, check=False))
     facts["smb"] = _one(client.run("Get-SmbServerConfiguration"))
     facts["bindings"] = _dicts(client.run("Get-NetAdapterBinding", {"ComponentID": ["ms_msclient", "ms_server"]}))
-    storage = request.storage_path or str(facts["host"].get("VirtualMachinePath") or "")
-    drive = ntpath.splitdrive(storage)[0].rstrip(":")
+    storage = _storage_path(request, facts["host"])
+    facts["storage"] = storage
+    drive = ntpath.splitdrive(storage or str(facts["host"].get("VirtualMachinePath") or ""))[0].rstrip(":")
     facts["drive"] = drive
     volume = client.run("Get-Volume", {"DriveLetter": drive}, check=False) if drive else None
     if volume is not None:
         _raise_if_transient(volume)
     facts["volume"] = _one(volume) if volume is not None else {}
-    facts["isos"] = {}
-    if iso_paths:
-        found = client.run("Test-Path", {"Path": list(iso_paths)}, check=False)
+    # One Test-Path for the ISOs the VM has mounted and for the files the move will write (an earlier move's).
+    isos = [str(d["Path"]) for d in src["dvds"] if d.get("Path")]
+    vhds = [str(d["Path"]) for d in src["drives"] if d.get("DiskNumber") is None and d.get("Path")]
+    targets = _dedupe([ntpath.join(storage, ntpath.basename(p)) for p in vhds]) if storage else []
+    present: list[bool] = []
+    if isos or targets:
+        found = client.run("Test-Path", {"LiteralPath": [*isos, *targets]}, check=False)
         _raise_if_transient(found)
-        facts["isos"] = {path: bool(value) for path, value in zip(iso_paths, found.output, strict=False)}
+        present = [value is True for value in found.output]
+    facts["isos"] = {path: present[i] if i < len(present) else False for i, path in enumerate(isos)}
+    facts["existing_targets"] = [t for i, t in enumerate(targets, start=len(isos)) if i < len(present) and present[i]]
+    facts["target_owners"] = {}
+    if facts["existing_targets"]:
+        # Whose disk is each of those files? Only a file no other VM uses is a leftover the move may remove.
+        disks = _dicts(client.pipeline([Command("Get-VM"), Command("Get-VMHardDiskDrive")]))
+        for disk in disks:
+            path = str(disk.get("Path") or "")
+            if any(path.lower() == t.lower() for t in facts["existing_targets"]):
+                facts["target_owners"][path.lower()] = (str(disk.get("VMId") or ""), str(disk.get("VMName") or ""))
     return facts
+
+
+def _dedupe(paths: Sequence[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for path in paths:
+        seen.setdefault(path.lower(), path)
+    return list(seen.values())
 
 
 # -- judging ------------------------------------------------------------------------------------------------
@@ -457,7 +619,82 @@ def _ha_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], req
     )
 
 
-def _compare_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) -> None:
+def _destination_vm_checks(
+    f: _Findings,
+    src: Mapping[str, Any],
+    dst: Mapping[str, Any],
+    dst_vms: Sequence[Mapping[str, Any]],
+    request: PreflightInput,
+) -> None:
+    """What the destination already holds of this VM (by Id) or of its name (another VM), and the files the move
+    would write. Only a planned VM with this VM's Id, or files no other VM uses, are leftovers of a failed move."""
+    s, d, name = request.source, request.destination, request.vm
+    guid = vm_id(src["vm"])
+    same = by_id(dst_vms, guid)
+    if same is not None and is_planned(same):
+        f.add(
+            LEFTOVERS,
+            SEVERITY_WARNING,
+            f"{d} holds a planned VM with the Id of '{name}' ({guid}), left by an earlier failed move.",
+            "the saga removes the planned VM and its partial files on the destination before moving",
+            host=d,
+            auto=True,
+        )
+    elif same is not None:
+        f.add(
+            "vm-on-both-hosts",
+            SEVERITY_BLOCKER,
+            f"the VM with the Id of '{name}' ({guid}) is registered and realized on both {s} and {d} "
+            f"(there named '{same.get('Name')}').",
+            "decide by hand which copy is authoritative and remove the other; snlm will not guess",
+            host=d,
+        )
+    others = [vm for vm in by_name(dst_vms, name) if vm_id(vm) != guid and not is_planned(vm)]
+    if others:
+        ids = ", ".join(sorted(vm_id(vm) for vm in others))
+        f.add(
+            "vm-name-clash",
+            SEVERITY_BLOCKER,
+            f"{d} already has a different VM named '{name}' (Id {ids}, {others[0].get('State')}): after the move two "
+            f"VMs would share the name on {d}. It is not a leftover and snlm never removes it.",
+            "rename one of them (Rename-VM), or choose another destination",
+            host=d,
+        )
+    owners: Mapping[str, tuple[str, str]] = dst["target_owners"]
+    ours = [t for t in dst["existing_targets"] if _same_guid(owners.get(t.lower(), (guid, ""))[0], guid)]
+    used = [t for t in dst["existing_targets"] if t not in ours]
+    if ours:
+        text = (
+            f"{d} already has {', '.join(ours)} where the move will write the disks of '{name}', probably left by "
+            "an earlier failed move."
+        )
+        if f.has(LEFTOVERS):
+            f.note(LEFTOVERS, text)
+        else:
+            f.add(
+                LEFTOVERS,
+                SEVERITY_WARNING,
+                text,
+                "the saga removes the planned VM and its partial files on the destination before moving",
+                host=d,
+                auto=True,
+            )
+    if used:
+        users = ", ".join(f"{t} ('{owners[t.lower()][1]}', {owners[t.lower()][0]})" for t in used)
+        f.add(
+            "destination-file-in-use",
+            SEVERITY_BLOCKER,
+            f"the move of '{name}' would write its disks over files another VM on {d} uses: {users}.",
+            f"give the move another storage path on {d}, or choose another destination",
+            host=d,
+        )
+
+
+def _same_guid(a: str, b: str) -> bool:
+    return a.strip("{}").lower() == b.strip("{}").lower()
+
+
+def _compare_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], request: PreflightInput) -> None:
     for text in src.get("compare_unreachable", []):
         if not f.has("port-6600-unreachable") and not f.has("firewall-6600-closed"):
             f.add(
@@ -488,27 +725,111 @@ def _compare_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInpu
             "see the other concerns; the move will report the same error",
             host=request.source,
         )
-    incompatibilities = src["compare"].get("Incompatibilities") or []
-    for item in incompatibilities if isinstance(incompatibilities, list) else []:
-        if not isinstance(item, dict):
-            continue
-        message_id = int(item.get("MessageId") or 0)
-        message = str(item.get("Message") or "")
-        concern_id = COMPARE_VM_IDS.get(message_id)
-        if concern_id is None and "Could not find Ethernet switch" in message:
-            concern_id = "switch-missing"
-        concern_id = concern_id or f"incompatibility-{message_id}"
-        if f.has(concern_id) or any(f.has(k) for k, v in _SUPERSEDES.items() if v == concern_id):
-            continue
-        auto = concern_id in ("iso-missing-on-destination", "destination-leftovers")
-        f.add(
-            concern_id,
-            SEVERITY_WARNING if auto else SEVERITY_BLOCKER,
-            f"Compare-VM ({request.source} -> {request.destination}): {message} (MessageId {message_id})",
-            "fix the incompatibility on the VM or the destination, then run the migration again",
-            host=request.destination,
-            auto=auto,
-        )
+    for item in src["incompatibilities"]:
+        _judge(f, src, dst, request, item)
+
+
+def _judge(
+    f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], request: PreflightInput, item: _Incompatibility
+) -> None:
+    """One Compare-VM finding: folded into what snlm's own reads found about the same object, else its known
+    concern, else folded into a blocker about the same kind of object, else a blocker quoting the host."""
+    s, d = request.source, request.destination
+    quote = (
+        f'Compare-VM on {s} says: "{item.message}" (MessageId {item.message_id}, Source {item.source_type or "none"}).'
+    )
+    own = _explained(f, src, dst, item)
+    if own is not None:
+        f.note(own, quote)
+        if own in _CONFIRMED:
+            f.block(own)
+        return
+    known = COMPARE_VM_IDS.get(item.message_id)
+    if known is not None and item.source_type in known.sources:
+        if f.has(known.concern):
+            f.note(known.concern, quote)
+        else:
+            f.add(
+                known.concern,
+                SEVERITY_BLOCKER,
+                f"Compare-VM ({s} -> {d}) finds '{request.vm}' incompatible: {item.message} "
+                f"(MessageId {item.message_id}, Source {item.source_type or 'none'}).",
+                _REMEDIES.get(known.concern, _GENERIC_REMEDY).format(d=d),
+                host=d,
+            )
+        return
+    for candidate in _BLOCKERS_BY_SOURCE.get(item.source_type, ()):
+        concern = f.get(candidate)
+        if concern is not None and concern.severity == SEVERITY_BLOCKER:
+            f.note(candidate, quote)
+            return
+    if f.has(UNKNOWN_INCOMPATIBILITY):
+        f.note(UNKNOWN_INCOMPATIBILITY, quote)
+        return
+    f.add(
+        UNKNOWN_INCOMPATIBILITY,
+        SEVERITY_BLOCKER,
+        f"Compare-VM ({s} -> {d}) finds '{request.vm}' incompatible for a reason snlm does not know, so the move "
+        f"would fail. {quote}",
+        _GENERIC_REMEDY.format(d=d),
+        host=d,
+    )
+
+
+def _explained(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], item: _Incompatibility) -> str | None:
+    """The concern snlm's own reads already hold about the object this finding's Source is, if any. The host's
+    id plays no part: what the saga may fix is decided from snlm's reads alone."""
+    source, kind = item.source, item.source_type
+    if kind == _DVD and f.has(ISO_MISSING):
+        missing = [path.lower() for path, present in dst["isos"].items() if not present]
+        path = str(source.get("Path") or "").lower()
+        if (path and path in missing) or (not path and missing):
+            return ISO_MISSING
+    if kind == _ADAPTER and f.has("switch-missing"):
+        have = {str(sw.get("Name", "")).lower() for sw in dst["switches"]}
+        switch, name = str(source.get("SwitchName") or ""), str(source.get("Name") or "")
+        lacking = [a for a in src["adapters"] if a.get("SwitchName") and str(a["SwitchName"]).lower() not in have]
+        if (switch and switch.lower() not in have) or (
+            not switch and (not name or any(str(a.get("Name")) == name for a in lacking))
+        ):
+            return "switch-missing"
+    if kind == _PROCESSOR:
+        for concern in ("cpu-vendor-mismatch", "processor-compatibility"):
+            if f.has(concern):
+                return concern
+    if kind == _MEMORY and f.has("memory"):
+        return "memory"
+    if kind == _VM and f.has(LEFTOVERS) and is_planned(source) and vm_id(source) == vm_id(src["vm"]):
+        return LEFTOVERS
+    if kind == _DISK:
+        if source.get("DiskNumber") is not None and f.has("passthrough-disk"):
+            return "passthrough-disk"
+        path = str(source.get("Path") or "")
+        storage = str(dst.get("storage") or "")
+        if path and storage and f.has(LEFTOVERS):
+            target = ntpath.join(storage, ntpath.basename(path)).lower()
+            if any(target == t.lower() for t in dst["existing_targets"]):
+                return LEFTOVERS
+    return None
+
+
+# Warnings of snlm's own that say the move may fail: the host's finding about the same object says it will.
+_CONFIRMED = frozenset({"processor-compatibility"})
+_GENERIC_REMEDY = "read the host's message, fix what it names on the VM or on {d}, then run the preflight again"
+_REMEDIES: dict[str, str] = {
+    "switch-missing": "create the virtual switch on {d} with the same name, or reconnect the adapter to a switch "
+    "{d} has",
+    "cpu-vendor-mismatch": "choose a destination with the same processor vendor, or shut the VM down and move it "
+    "offline",
+    "processor-incompatible": "turn on processor compatibility for the VM (Set-VMProcessor "
+    "-CompatibilityForMigrationEnabled $true, with the VM off), or choose a host with the same processor",
+    "config-version-unsupported": "choose a destination running the same or a newer Windows Server",
+    "passthrough-disk": "convert the pass-through disk to a VHDX (or detach it) before the move",
+    "vhd-not-reachable": "move the VM with its storage, or put its virtual disks where {d} can open them",
+    "memory": "free memory on {d} (move or stop other VMs), fix the VM's memory settings, or choose another "
+    "destination",
+    "destination-path": "choose a storage path on a volume {d} has, where it can create folders",
+}
 
 
 # -- the activity ---------------------------------------------------------------------------------------------
@@ -516,58 +837,77 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
     """Read both hosts and judge. Raises the host client's errors (transient ones are retried by Temporal)."""
     f = _Findings(request.vm, request.source, request.destination)
     trips: dict[str, int] = {}
-    source_entry, destination_entry = inventory.host(request.source), inventory.host(request.destination)
+    s, d = request.source, request.destination
+    source_entry, destination_entry = inventory.host(s), inventory.host(d)
     src_client = HostClient(source_entry, **client_options)
+    dst_client = HostClient(destination_entry, **client_options)
+    src: dict[str, Any] | None = None
+    dst: dict[str, Any] | None = None
     try:
         with src_client:
-            vm = _find_vm(src_client, request.vm)
-            src = _read_source(src_client, request, vm) if vm is not None else None
+            named = [vm for vm in by_name(list_vms(src_client), request.vm) if not is_planned(vm)]
+            vm = dict(named[0]) if len(named) == 1 else None
+            if vm is not None:
+                src = _read_source(src_client, request, vm)
+            _heartbeat(f"preflight {request.vm}: source read")
+            try:
+                with dst_client:
+                    dst_vms = list_vms(dst_client)
+                    if src is not None:
+                        dst = _read_destination(dst_client, request, src)
+            finally:
+                trips[d] = dst_client.round_trips
+            _heartbeat(f"preflight {request.vm}: destination read")
+            if vm is not None and src is not None and dst is not None:
+                # Compare-VM last: it needs the storage path the move will use, which the destination decides.
+                src.update(_compare(src_client, request, vm, dst["storage"]))
     finally:
-        trips[request.source] = src_client.round_trips
-    _heartbeat(f"preflight {request.vm}: source done")
-    iso_paths = [str(d["Path"]) for d in (src["dvds"] if src else []) if d.get("Path")]
-    dst_client = HostClient(destination_entry, **client_options)
-    try:
-        with dst_client:
-            on_destination = _find_vm(dst_client, request.vm)
-            dst = _read_destination(dst_client, request, iso_paths) if src is not None else None
-    finally:
-        trips[request.destination] = dst_client.round_trips
-    _heartbeat(f"preflight {request.vm}: destination done")
+        trips[s] = src_client.round_trips
+    _heartbeat(f"preflight {request.vm}: compared")
 
-    planned = on_destination is not None and on_destination.get("VirtualMachineType") == "PlannedVirtualMachine"
-    if src is None:
-        if on_destination is not None and not planned:
+    if len(named) > 1:
+        f.add(
+            "vm-name-ambiguous",
+            SEVERITY_BLOCKER,
+            f"{len(named)} VMs on {s} are named '{request.vm}' (Ids {', '.join(sorted(vm_id(v) for v in named))}): "
+            "snlm will not guess which one to move.",
+            f"rename all but one of them on {s} (Rename-VM), then submit the move again",
+            host=s,
+        )
+    elif src is None or dst is None:
+        there = [v for v in by_name(dst_vms, request.vm) if not is_planned(v)]
+        if len(there) == 1:
+            f.fact("vm.id", vm_id(there[0]))
             f.add(
                 "vm-already-on-destination",
                 SEVERITY_INFO,
-                f"{request.vm} is not on {request.source} but already runs on {request.destination}: nothing to move.",
+                f"no VM named '{request.vm}' on {s}, and {d} runs one (Id {vm_id(there[0])}): nothing to move.",
                 "none: the move is already done",
-                host=request.destination,
+                host=d,
+            )
+        elif there:
+            f.add(
+                "vm-name-ambiguous",
+                SEVERITY_BLOCKER,
+                f"no VM named '{request.vm}' on {s}, and {len(there)} on {d} (Ids "
+                f"{', '.join(sorted(vm_id(v) for v in there))}): snlm cannot tell which one was meant.",
+                f"check where the VM runs (Get-VM on the hosts) and rename all but one of them on {d}",
+                host=d,
             )
         else:
             f.add(
                 "vm-not-found",
                 SEVERITY_BLOCKER,
-                f"no VM named {request.vm} on {request.source} (nor on {request.destination}).",
+                f"no VM named '{request.vm}' on {s} (nor on {d}); names are compared exactly, never as patterns.",
                 "check the VM's name and which host it runs on (Get-VM on the hosts), then submit the move again",
-                host=request.source,
+                host=s,
             )
     else:
-        if on_destination is not None:
-            f.add(
-                "destination-leftovers",
-                SEVERITY_WARNING,
-                f"{request.destination} already lists a VM named {request.vm} "
-                f"({on_destination.get('VirtualMachineType')}), probably left by an earlier failed move.",
-                "the saga removes the planned VM and its partial files on the destination before moving",
-                host=request.destination,
-                auto=planned,
-            )
-        assert dst is not None
+        f.fact("vm.id", vm_id(src["vm"]))
+        _destination_vm_checks(f, src, dst, dst_vms, request)
         _vm_checks(f, src, request)
         _host_checks(f, src, dst, request)
-        _compare_checks(f, src, request)
+        _compare_checks(f, src, dst, request)
         _ha_checks(f, src, dst, request)
     order = {SEVERITY_BLOCKER: 0, SEVERITY_WARNING: 1, SEVERITY_INFO: 2}
     concerns = tuple(sorted(f.concerns, key=lambda c: order.get(c.severity, 3)))
@@ -575,7 +915,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
     if src is not None and dst is not None:
         moved = f.facts.get("vm.move_bytes", "")
         summary = PreflightFacts(
-            vm_id=str(src["vm"].get("Id") or src["vm"].get("VMId") or ""),
+            vm_id=vm_id(src["vm"]),
             clustered=bool(src["vm"].get("IsClustered")),
             cluster=str(src.get("cluster") or ""),
             destination_cluster=str(dst.get("cluster") or ""),
@@ -593,11 +933,6 @@ class PreflightActivities:
         self._inventory = inventory
         self._client_options = client_options
 
-    @activity.defn(name="preflight")
+    @activity.defn(name=ActivityName.PREFLIGHT)
     def preflight(self, request: PreflightInput) -> PreflightReport:
-        try:
-            return run_preflight(self._inventory, request, **self._client_options)
-        except SnlmError as error:
-            if activity.in_activity():
-                raise error.to_application_error() from None
-            raise
+        return run_preflight(self._inventory, request, **self._client_options)

@@ -33,9 +33,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.hosts import HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
+from config.settings import Settings
 from lab.lab import Lab
 from starter.devserver import dev_server_args, temporal_binary
-from worker import Settings, build_worker, release_worker
+from worker import build_worker, release_worker
 from workflows.contracts import (
     DelegationPolicy,
     MigrateVmInput,

@@ -1,6 +1,6 @@
 """The snlm lab: simulated Hyper-V hosts that speak WinRM/PSRP, for rehearsals, the demo and the tests.
 
-The public names below are loaded on first use, so `import lab.inventory` (which the engine's worker does)
+The public names below are loaded on first use, so `import lab.inventory` (to read or write an inventory)
 does not pull in the WinRM server, the PSRP engine and the cmdlets.
 """
 

@@ -193,7 +193,7 @@ class Lab:
             world.directory = self._directory
         self._world = world
         self._faults = FaultInjector(world)
-        self._engine = MoveEngine(world, faults=self._faults)
+        self._engine = MoveEngine(world, faults=self._faults, message_ids=self.spec.lab.compare_vm_message_ids)
         self._engine.start()
 
         password = secrets.token_urlsafe(24)

@@ -5,15 +5,21 @@
     snlm status web07@HV-S2
     snlm --output json status snlm-vm-web07@hv-s2
 
-Every command connects to Temporal with the worker's own client factory (`worker.connect_client`), so the data
-converter and interceptors are the same on both sides. Workflows, queries and updates are called by name: the CLI
-needs the contract (`workflows/contracts.py`), not the workflow code.
+Every command connects to Temporal with the client factory the worker uses too (`config.settings.connect_client`),
+so the data converter and interceptors are the same on both sides. Workflows, queries and updates are called by
+name: the CLI needs the contract (`workflows/contracts.py`), not the workflow code.
+
+A failed run is reported by its innermost cause, the error an activity or the saga itself raised, not the wrappers
+Temporal puts around it: its type, message and remedy, and what the compensations did. The exit status follows
+that error's class (EPILOG). A closed run's state comes from Temporal's description of it, not from the `progress`
+query, whose last percent may be stale.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import getpass
@@ -28,6 +34,9 @@ from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from workflows.contracts import (
+    DELEGATION_NOT_CONFIGURED,
+    HA_CHOICE_REQUIRED,
+    HA_RESTORE_IMPOSSIBLE,
     PREFLIGHT_BLOCKED,
     SA_CAMPAIGN,
     SA_DESTINATION,
@@ -35,8 +44,12 @@ from workflows.contracts import (
     SA_TICKET,
     SA_VM,
     SEVERITY_BLOCKER,
+    VM_NOT_FOUND,
     ApproveRequest,
     DelegationPolicy,
+    GuestCheck,
+    HaChoice,
+    HaOutcome,
     MigrateVmInput,
     MigrateVmResult,
     MigrationPolicy,
@@ -51,6 +64,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
 __all__ = [
+    "EXIT_CONFIGURATION",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
@@ -60,6 +74,8 @@ __all__ = [
     "EXIT_USAGE",
     "build_parser",
     "execute",
+    "failure_info",
+    "final_progress",
     "main",
     "query_progress",
     "start_migration",
@@ -68,6 +84,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_CONFIGURATION = EXIT_USAGE  # the request, the settings or the estate are wrong: the same fix as bad input
 EXIT_PREFLIGHT_BLOCKED = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
@@ -86,15 +103,23 @@ GIB = 1024**3
 EPILOG = """\
 exit status:
   0    success (for status: the workflow is running or completed)
-  1    the migration failed, was cancelled or terminated (the failure type and message are printed)
-  2    usage or bad input (the message names what is wrong)
+  1    the migration failed for a reason not listed below, was cancelled, terminated or timed out
+  2    usage or bad input, or a configuration error: the request, the settings or the inventory are wrong
+       (e.g. UnknownHost, InventoryInvalid for a password file that cannot be read; the remedy is printed)
   3    preflight found blockers (preflight, or a migration stopped by its preflight)
-  4    not found: no workflow with that id
-  5    cannot reach Temporal (check --address / TEMPORAL_ADDRESS)
+  4    not found: no workflow with that id, or no VM of that name on the source host (VmNotFound)
+  5    cannot reach Temporal (check --address / TEMPORAL_ADDRESS), or a host or the directory stayed
+       unreachable through every retry (HostUnreachable, DirectoryUnreachable and other transient errors)
   130  interrupted (Ctrl-C); a started migration keeps running in Temporal
 
+a failed run prints its innermost cause: the error type, its message, the remedy, and what the compensations
+did; with --output json the same as "failure": {type, kind, message, remedy, exit, activity, compensations,
+compensation_failed, details}. A closed run's progress reads its final state: done 100 %, cancelled, failed,
+terminated or timed-out.
+
 environment: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE (or SNLM_TEMPORAL_*), SNLM_DELEGATION_POLICY and the other
-SNLM_* settings of the worker (see worker.py). IDs: a workflow id (snlm-vm-web07@hv-s2) or VM@HOST (web07@HV-S2).
+SNLM_* settings of the worker (see config/settings.py).
+IDs: a workflow id (snlm-vm-web07@hv-s2) or VM@HOST (web07@HV-S2).
 """
 
 # Host names as an inventory spells them: a NetBIOS name or a DNS name.
@@ -180,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kerberos delegation: manage (write it), verify (only check), skip (managed elsewhere); "
         "default SNLM_DELEGATION_POLICY or manage",
     )
+    migrate.add_argument(
+        "--ha",
+        choices=[c.value for c in HaChoice],
+        help="a clustered VM's high availability: restore (make its role in the destination's cluster) or drop "
+        "(move it as a standalone VM); default: restored when the destination is a cluster node, otherwise the "
+        "move refuses to start until you choose",
+    )
+    migrate.add_argument(
+        "--guest-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long verify waits for the moved guest's heartbeat to read OK (default 120)",
+    )
+    migrate.add_argument(
+        "--guest-check",
+        choices=[c.value for c in GuestCheck],
+        help="a guest still not OK then is a warning (default) or fails the run (the VM stays moved)",
+    )
     migrate.add_argument("--require-approval", action="store_true", help="wait for `snlm approve` before changing")
     migrate.add_argument("--wait", action="store_true", help="follow the migration to its end and exit with it")
 
@@ -222,6 +266,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--from and --to are the same host ({args.source})")
     if args.command == "migrate" and args.storage_path is not None and not args.storage_path.strip():
         parser.error("--storage-path is empty")
+    if args.command == "migrate" and args.guest_timeout is not None and not 0 <= args.guest_timeout <= 86400:
+        parser.error(f"--guest-timeout must be between 0 and 86400 seconds, not {args.guest_timeout:g}")
 
 
 def resolve_id(ref: str) -> str:
@@ -293,6 +339,39 @@ def _progress_text(p: MigrationProgress) -> str:
     return "  ".join(parts)
 
 
+# A closed run's step, from its status in Temporal: the `progress` query of a finished run can hold a stale percent
+# (a progress signal lost in a restart) or the step it had before the cancel reached it.
+_FINAL_STEP = {
+    "COMPLETED": Step.DONE.value,
+    "CANCELED": Step.CANCELLED.value,
+    "FAILED": Step.FAILED.value,
+    "TERMINATED": "terminated",
+    "TIMED_OUT": "timed-out",
+}
+
+
+def final_progress(status: str, vm: str, source: str, destination: str) -> dict[str, Any]:
+    """The progress document of a closed run (same fields as the `progress` query): done at 100 %, or its end state.
+
+    Bytes and attempts are not known without the query and read 0.
+    """
+    return {
+        "vm": vm,
+        "source": source,
+        "destination": destination,
+        "step": _FINAL_STEP.get(status, status.lower()),
+        "percent": 100 if status == "COMPLETED" else 0,
+        "bytes_done": 0,
+        "bytes_total": 0,
+        "attempt": 0,
+        "waiting_for": "",
+    }
+
+
+def _final_text(final: dict[str, Any]) -> str:
+    return f"{final['step']:<12}  100%" if final["percent"] == 100 else str(final["step"])
+
+
 def _bar(percent: int, width: int = 24) -> str:
     filled = max(0, min(width, round(width * percent / 100)))
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -326,6 +405,18 @@ class ProgressView:
             self.last = key
             self.last_percent = p.percent
 
+    def finish(self, final: dict[str, Any]) -> None:
+        """The run's end state as the last line (the bar at 100 % when done)."""
+        if self.out.json:
+            return
+        if self.tty:
+            bar = f"{_bar(100)}  " if final["percent"] == 100 else ""
+            self.out.out.write(f"\r{self.label}  {bar}{_final_text(final)}".ljust(110)[:160])
+            self.out.out.flush()
+            self.drawn = True
+        else:
+            self.out.line(f"{self.label}  {_final_text(final)}")
+
     def done(self) -> None:
         if self.tty and self.drawn:
             self.out.out.write("\n")
@@ -334,8 +425,8 @@ class ProgressView:
 
 # -- Temporal ---------------------------------------------------------------------------------------------------
 async def _connect(args: argparse.Namespace) -> tuple[Client, Any]:
-    # Imported here so that `snlm --help` and argument errors answer at once, without loading the worker's stack.
-    from worker import Settings, connect_client
+    # Imported here so that `snlm --help` and argument errors answer at once, without loading Temporal's client.
+    from config.settings import Settings, connect_client
 
     overrides: dict[str, Any] = {}
     if args.address:
@@ -378,24 +469,136 @@ def _rpc_error(error: Exception, workflow_id: str) -> CliError | None:
     return None
 
 
-def failure_info(error: BaseException) -> dict[str, Any]:
-    """The type, message and details of a workflow's failure (WorkflowFailureError or an update's failure)."""
-    from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
+# Errors the saga raises itself carry no `kind` detail (the activities' engine errors do): their class by type.
+_KIND_BY_TYPE = {
+    PREFLIGHT_BLOCKED: "configuration",
+    HA_CHOICE_REQUIRED: "configuration",
+    HA_RESTORE_IMPOSSIBLE: "configuration",
+    DELEGATION_NOT_CONFIGURED: "configuration",
+}
+# The exit status of a failed run: by type where the type says more than its kind, else by the kind.
+_EXIT_BY_TYPE = {PREFLIGHT_BLOCKED: EXIT_PREFLIGHT_BLOCKED, VM_NOT_FOUND: EXIT_NOT_FOUND}
+_EXIT_BY_KIND = {"configuration": EXIT_CONFIGURATION, "transient": EXIT_UNREACHABLE}
+_REMEDY_MARK = " Remedy: "  # how the engine's errors (and the saga's own) append the remedy to the message
 
-    cause: BaseException | None = getattr(error, "cause", None) or error.__cause__ or error
-    if isinstance(cause, ApplicationError):
-        return {"type": cause.type or "ApplicationError", "message": cause.message, "details": list(cause.details)}
-    if isinstance(cause, CancelledError):
-        return {"type": "Cancelled", "message": "the workflow was cancelled", "details": []}
-    if isinstance(cause, TerminatedError):
-        return {"type": "Terminated", "message": cause.message or "the workflow was terminated", "details": []}
-    if isinstance(cause, TimeoutError):
-        return {"type": "TimedOut", "message": cause.message or "the workflow timed out", "details": []}
-    return {"type": type(cause).__name__, "message": str(cause), "details": []}
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and its causes, outermost first (WorkflowFailureError -> ApplicationError -> ActivityError ...)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__
+    return chain
+
+
+def _engine_detail(error: BaseException) -> dict[str, Any] | None:
+    """The detail an engine error puts first in its ApplicationError: kind, error_type, remedy and its facts."""
+    from temporalio.exceptions import ApplicationError
+
+    if isinstance(error, ApplicationError) and error.details and isinstance(error.details[0], dict):
+        first: dict[str, Any] = error.details[0]
+        if "error_type" in first or "kind" in first:
+            return first
+    return None
+
+
+def failure_info(error: BaseException) -> dict[str, Any]:
+    """A failed run (WorkflowFailureError) or update as its innermost cause, one stable document.
+
+    Temporal wraps what an activity raised: the saga re-raises it after compensation as an ApplicationError of the
+    same type whose cause is the ActivityError, whose cause is the activity's own ApplicationError with the remedy
+    in its details. The wrappers (ActivityError, ChildWorkflowError) say only "Activity task failed"; the innermost
+    ApplicationError says what is wrong and what to do, and the outermost one what the compensations did.
+
+    Returns `type`, `kind` (configuration, transient, admission, unknown; "" when not known), `message` (without
+    the appended remedy), `remedy`, `exit` (the status this failure exits with), `activity` (the activity that
+    raised it, "" for none), `compensations` (step, ok, detail), `compensation_failed` and `details` (the innermost
+    error's details: the preflight report for PreflightBlocked).
+    """
+    from temporalio.exceptions import (
+        ActivityError,
+        ApplicationError,
+        CancelledError,
+        ChildWorkflowError,
+        TerminatedError,
+        TimeoutError,
+    )
+
+    chain = _causes(error)
+    applications = [e for e in chain if isinstance(e, ApplicationError)]
+    activities = [e for e in chain if isinstance(e, ActivityError)]
+    compensations: list[Any] = []
+    compensation_failed = False
+    for outer in applications:
+        if outer.details and isinstance(outer.details[0], dict) and "compensations" in outer.details[0]:
+            compensations = list(outer.details[0].get("compensations") or [])
+            compensation_failed = bool(outer.details[0].get("compensation_failed"))
+            break
+    info = _failure_doc(
+        "",
+        "",
+        activity=activities[-1].activity_type if activities else "",
+        compensations=compensations,
+        compensation_failed=compensation_failed,
+    )
+    if applications:
+        with_detail = [e for e in applications if _engine_detail(e) is not None]
+        inner = with_detail[-1] if with_detail else applications[-1]
+        engine = _engine_detail(inner) or {}
+        message = inner.message
+        remedy = str(engine.get("remedy") or "")
+        if remedy and message.endswith(_REMEDY_MARK + remedy):
+            message = message.removesuffix(_REMEDY_MARK + remedy)
+        elif not remedy and _REMEDY_MARK in message:
+            message, _, remedy = message.partition(_REMEDY_MARK)
+        error_type = inner.type or "ApplicationError"
+        info.update(
+            type=error_type,
+            message=message,
+            remedy=remedy,
+            kind=str(engine.get("kind") or _KIND_BY_TYPE.get(error_type, "")),
+            details=list(inner.details),
+        )
+    else:
+        # No application error: the run (or an activity) was cancelled, terminated or timed out.
+        innermost = next(
+            (e for e in reversed(chain) if not isinstance(e, ActivityError | ChildWorkflowError)), chain[-1]
+        )
+        where = f"activity {info['activity']}" if info["activity"] else "the workflow"
+        if isinstance(innermost, CancelledError):
+            info.update(type="Cancelled", message=f"{where} was cancelled")
+        elif isinstance(innermost, TerminatedError):
+            info.update(type="Terminated", message=innermost.message or f"{where} was terminated")
+        elif isinstance(innermost, TimeoutError):
+            kind = innermost.type.name.lower().replace("_", "-") if innermost.type is not None else ""
+            info.update(type="TimedOut", message=f"{where} timed out" + (f" ({kind})" if kind else ""))
+        else:
+            info.update(type=type(innermost).__name__, message=str(innermost) or type(innermost).__name__)
+    info["exit"] = _EXIT_BY_TYPE.get(info["type"]) or _EXIT_BY_KIND.get(info["kind"], EXIT_FAILED)
+    return info
+
+
+def _failure_doc(error_type: str, message: str, **fields: Any) -> dict[str, Any]:
+    """A failure document with every field present, so scripts read the same keys whatever failed."""
+    doc: dict[str, Any] = {
+        "type": error_type,
+        "kind": "",
+        "message": message,
+        "remedy": "",
+        "exit": EXIT_FAILED,
+        "activity": "",
+        "compensations": [],
+        "compensation_failed": False,
+        "details": [],
+    }
+    doc.update(fields)
+    return doc
 
 
 def _exit_for_failure(failure: dict[str, Any]) -> int:
-    return EXIT_PREFLIGHT_BLOCKED if failure.get("type") == PREFLIGHT_BLOCKED else EXIT_FAILED
+    code: int = failure.get("exit", EXIT_FAILED)
+    return code
 
 
 def _blockers_from_details(details: Sequence[Any]) -> list[dict[str, Any]]:
@@ -505,6 +708,18 @@ async def start_migration(
     return handle, True
 
 
+def _policy(args: argparse.Namespace, delegation: DelegationPolicy) -> MigrationPolicy:
+    """The request's policy: the defaults, and what the command line says."""
+    fields: dict[str, Any] = {"delegation": delegation, "require_approval": args.require_approval}
+    if args.ha:
+        fields["ha"] = HaChoice(args.ha)
+    if args.guest_timeout is not None:
+        fields["guest_timeout_seconds"] = args.guest_timeout
+    if args.guest_check:
+        fields["guest_check"] = GuestCheck(args.guest_check)
+    return MigrationPolicy(**fields)
+
+
 async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:
     delegation = DelegationPolicy(args.delegation) if args.delegation else DelegationPolicy(settings.delegation_policy)
     request = MigrateVmInput(
@@ -512,7 +727,7 @@ async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, o
         source=args.source,
         destination=args.destination,
         storage_path=args.storage_path,
-        policy=MigrationPolicy(delegation=delegation, require_approval=args.require_approval),
+        policy=_policy(args, delegation),
         campaign=args.campaign,
         ticket=args.ticket,
     )
@@ -552,17 +767,24 @@ async def cmd_migrate(client: Client, settings: Any, args: argparse.Namespace, o
         doc["status"] = "RUNNING"
         out.document(doc)
         return EXIT_OK
-    code, outcome = await _follow(handle, out, label=f"{request.vm} {request.source}->{request.destination}")
+    code, outcome = await _follow(handle, out, request)
     doc.update(outcome)
     out.document(doc)
     return code
 
 
-async def _follow(handle: WorkflowHandle[Any, Any], out: Output, *, label: str) -> tuple[int, dict[str, Any]]:
-    """Show progress until the workflow closes; the exit status and the outcome for the JSON document."""
+# The status a failure implies, should describe() not answer once the run has closed.
+_STATUS_BY_FAILURE = {"Cancelled": "CANCELED", "Terminated": "TERMINATED", "TimedOut": "TIMED_OUT"}
+
+
+async def _follow(handle: WorkflowHandle[Any, Any], out: Output, request: MigrateVmInput) -> tuple[int, dict[str, Any]]:
+    """Show progress until the workflow closes; the exit status and the outcome for the JSON document.
+
+    The end state is Temporal's (describe), not the last answer of the `progress` query.
+    """
     from temporalio.client import WorkflowFailureError
 
-    view = ProgressView(out, label)
+    view = ProgressView(out, f"{request.vm} {request.source}->{request.destination}")
     started = time.monotonic()
     result_task = asyncio.ensure_future(handle.result())
     try:
@@ -571,21 +793,44 @@ async def _follow(handle: WorkflowHandle[Any, Any], out: Output, *, label: str) 
             if progress is not None:
                 view.show(progress)
             await asyncio.wait([result_task], timeout=POLL_SECONDS)
-    finally:
+    except BaseException:
         view.done()
+        raise
+    finally:
         if not result_task.done():
             result_task.cancel()
     seconds = round(time.monotonic() - started, 1)
+    result: MigrateVmResult | None = None
+    failure: dict[str, Any] | None = None
     try:
-        result: MigrateVmResult = result_task.result()
+        result = result_task.result()
     except WorkflowFailureError as error:
         failure = failure_info(error)
-        _print_failure(out, failure)
-        return _exit_for_failure(failure), {"status": "FAILED", "failure": failure, "seconds": seconds}
     except Exception as error:
+        view.done()
         raise _rpc_error(error, handle.id) or error from None
+    status = "COMPLETED" if failure is None else _STATUS_BY_FAILURE.get(failure["type"], "FAILED")
+    # Best effort: should Temporal not answer now, the outcome above already says how the run ended.
+    with contextlib.suppress(Exception):
+        description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        if description.status is not None:
+            status = description.status.name
+    final = final_progress(status, request.vm, request.source, request.destination)
+    view.finish(final)
+    view.done()
+    outcome: dict[str, Any] = {
+        "status": status,
+        "progress": final,
+        "result": result,
+        "failure": failure,
+        "seconds": seconds,
+    }
+    if failure is not None:
+        _print_failure(out, failure)
+        return _exit_for_failure(failure), outcome
+    assert result is not None
     _print_result(out, result)
-    return EXIT_OK, {"status": "COMPLETED", "result": result, "seconds": seconds}
+    return EXIT_OK, outcome
 
 
 def _print_result(out: Output, result: MigrateVmResult) -> None:
@@ -601,10 +846,35 @@ def _print_result(out: Output, result: MigrateVmResult) -> None:
     ):
         if values:
             out.line(f"  {label}: {', '.join(values)}")
+    out.line(f"  high availability: {_ha_text(result)}")
+
+
+def _ha_text(result: MigrateVmResult) -> str:
+    """Where the VM's cluster role is after the move, in words."""
+    if result.ha == HaOutcome.RESTORED_ON_DESTINATION:
+        return f"role in cluster {result.ha_cluster} on {result.destination}"
+    if result.ha == HaOutcome.DROPPED:
+        return "dropped as asked (--ha drop): the VM is no longer highly available"
+    return "not clustered"
+
+
+_HEADLINES = {"Cancelled": "CANCELLED", "Terminated": "TERMINATED", "TimedOut": "TIMED OUT"}
 
 
 def _print_failure(out: Output, failure: dict[str, Any]) -> None:
-    out.line(f"FAILED ({failure['type']}): {failure['message']}")
+    headline = _HEADLINES.get(failure["type"])
+    out.line(f"{headline}: {failure['message']}" if headline else f"FAILED ({failure['type']}): {failure['message']}")
+    if failure.get("remedy"):
+        out.line(f"  remedy: {failure['remedy']}")
+    if failure.get("compensations"):
+        outcomes = "; ".join(
+            f"{c.get('step')}: {'ok' if c.get('ok') else 'FAILED ' + str(c.get('detail') or '')}".rstrip()
+            for c in failure["compensations"]
+            if isinstance(c, dict)
+        )
+        out.line(f"  compensation: {outcomes}")
+        if failure.get("compensation_failed"):
+            out.line("  a compensation failed: what it names is left to undo by hand")
     if failure["type"] == PREFLIGHT_BLOCKED:
         for concern in _blockers_from_details(failure.get("details") or []):
             out.line(f"  blocker {concern.get('id')}: {concern.get('message')}")
@@ -661,8 +931,10 @@ async def cmd_preflight(client: Client, settings: Any, args: argparse.Namespace,
     except WorkflowFailureError as error:
         failure = failure_info(error)
         out.line(f"preflight could not run ({failure['type']}): {failure['message']}")
+        if failure["remedy"]:
+            out.line(f"  remedy: {failure['remedy']}")
         out.document({"workflow_id": workflow_id, "status": "FAILED", "failure": failure})
-        return EXIT_FAILED
+        return _exit_for_failure(failure)
     except Exception as error:
         raise _rpc_error(error, workflow_id) or error from None
     for line in render_report(report):
@@ -703,19 +975,37 @@ async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, ou
     if shown:
         out.line("  " + "  ".join(f"{k.removeprefix('Snlm').lower()}={v}" for k, v in sorted(shown.items())))
     code = EXIT_OK
-    if description.workflow_type == MIGRATE_WORKFLOW:
+    running = description.status == WorkflowExecutionStatus.RUNNING
+    migration = description.workflow_type == MIGRATE_WORKFLOW
+    if migration and running:
         progress = await query_progress(handle)
         doc["progress"] = progress
         if progress is not None:
             out.line(f"  progress: {_progress_text(progress)}")
-        elif description.status == WorkflowExecutionStatus.RUNNING:
+        else:
             out.line("  progress: no worker answered the query")
-    if description.status == WorkflowExecutionStatus.RUNNING:
+    elif migration:
+        # Closed: the state is Temporal's; the query would replay the run and may answer a stale percent.
+        final = final_progress(
+            status,
+            str(attributes.get(SA_VM) or ""),
+            str(attributes.get(SA_SOURCE) or ""),
+            str(attributes.get(SA_DESTINATION) or ""),
+        )
+        doc["progress"] = final
+        out.line(f"  progress: {_final_text(final)}")
+    if running:
         pass
     elif description.status == WorkflowExecutionStatus.COMPLETED:
-        result = await handle.result()
+        result = await (
+            client.get_workflow_handle(workflow_id, result_type=MigrateVmResult).result()
+            if migration
+            else handle.result()
+        )
         doc["result"] = result
-        if isinstance(result, dict):
+        if isinstance(result, MigrateVmResult):
+            _print_result(out, result)
+        elif isinstance(result, dict):
             out.line("  result: " + json.dumps(result, sort_keys=True))
         else:
             out.line(f"  result: {result}")
@@ -725,9 +1015,9 @@ async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, ou
         except WorkflowFailureError as error:
             failure = failure_info(error)
         except Exception as error:
-            failure = {"type": status.title(), "message": _first_line(error), "details": []}
+            failure = _failure_doc(status.title(), _first_line(error))
         else:  # pragma: no cover - a closed, not completed run always raises
-            failure = {"type": status.title(), "message": status.lower(), "details": []}
+            failure = _failure_doc(status.title(), status.lower())
         doc["failure"] = failure
         _print_failure(out, failure)
         code = _exit_for_failure(failure)

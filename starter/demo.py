@@ -2,8 +2,10 @@
 
     python -m starter.demo [--keep-running] [--time-scale N] [--workdir DIR] [--no-directory]
 
-The demo is the one place that wires the lab to the engine: the lab writes an inventory, the worker reads it,
-and nothing else passes between them (with a directory, both also talk to the same domain controller). It starts,
+The demo is the one place that assembles the lab, the worker and the engine: the lab writes an inventory, the
+worker reads it, and nothing else passes between them (with a directory, both also talk to the same domain
+controller). So it is the one module of `starter/` that may import the lab and the worker; the ways in (the CLI)
+import neither, and the import contracts (`lint-imports`) name this module as the single exception. It starts,
 in `.snlm/demo/`:
 
 - the Temporal dev server with its UI on 127.0.0.1:8233 and a durable SQLite file (`temporal.db`);
@@ -55,7 +57,7 @@ from workflows.contracts import (
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
-    from activities.directory import DirectorySettings
+    from config.directory import DirectorySettings
     from lab.lab import Lab
     from lab.model.ldap_directory import LdapDirectory
     from lab.model.topology import TopologySpec
@@ -224,7 +226,7 @@ _OS_VERSIONS = {
 
 def engine_directory(domain: SambaDomain) -> DirectorySettings:
     """How the worker writes delegation: as Administrator, its password by reference to a variable of this process."""
-    from activities.directory import DirectorySettings, SecretRef
+    from config.directory import DirectorySettings, SecretRef
     from workflows.contracts import DelegationMode
 
     os.environ[DIRECTORY_PASSWORD_ENV] = domain.admin_password
@@ -504,8 +506,9 @@ def _stdout_to(path: Path) -> Iterator[None]:
 
 
 async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool, no_directory: bool = False) -> int:
+    from config.settings import Settings, connect_client
     from lab.model.topology import DEFAULT_TOPOLOGY, load_topology
-    from worker import Settings, connect_client, run_worker
+    from worker import run_worker
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from activities.inventory import load_inventory
-from worker import Settings
+from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -157,7 +157,11 @@ DIRECTORY_TLS_FAILURE = "DirectoryTlsFailure"
 DIRECTORY_CONFIGURATION = "DirectoryConfiguration"
 DIRECTORY_UNREACHABLE = "DirectoryUnreachable"  # retryable
 DIRECTORY_REPLICATION_PENDING = "DirectoryReplicationPending"  # retryable
+DIRECTORY_NOT_CONFIGURED = "DirectoryNotConfigured"  # configuration: the worker has no directory to write to
+SECRETS_UNREADABLE = "SecretsUnreadable"  # configuration: a password reference the worker cannot read
 DIRECTORY_CONFLICT = "DirectoryConflict"  # retryable: someone changed the account while we wrote it
+DIRECTORY_BIND_FAILED = "DirectoryBindFailed"  # retryable (bounded): a bind refused for a reason not in the table
+DIRECTORY_OPERATION_FAILED = "DirectoryOperationFailed"  # retryable (bounded): an LDAP result not in the table
 
 # Error type names the host client (activities/hosts.py, activities/inventory.py) raises. The kind, and so the
 # retry behaviour, is noted per name: configuration (non-retryable), transient (retried), admission (requeue),
@@ -177,6 +181,7 @@ HOST_TRANSPORT_ERROR = "HostTransportError"  # unknown: a transport failure nobo
 COMMAND_NOT_FOUND = "CommandNotFound"  # configuration: the cmdlet's module is missing on the host
 PARAMETER_BINDING_FAILED = "ParameterBindingFailed"  # configuration: snlm sent a command the host rejects (a bug)
 VM_NOT_FOUND = "VmNotFound"  # configuration
+VM_NAME_AMBIGUOUS = "VmNameAmbiguous"  # configuration: several VMs on one host have the name
 SWITCH_NOT_FOUND = "SwitchNotFound"  # configuration
 VM_IS_CLUSTERED = "VmIsClustered"  # configuration: remove the cluster role first
 DELEGATION_MISSING = "DelegationMissing"  # configuration: 0x8009030E
@@ -207,6 +212,38 @@ SLOT_WAIT_TIMEOUT = "SlotWaitTimeout"  # admission: no slot within the caller's 
 SLOT_NOT_HELD = "SlotNotHeld"  # a renew for a lease that expired or was released
 SLOT_CAPACITY_INVALID = "SlotCapacityInvalid"  # a capacity below 1 or above the host's own limit
 SLOT_REQUEST_INVALID = "SlotRequestInvalid"  # empty holder id, lease or wait not positive
+SLOT_LEASE_INVALID = "SlotLeaseInvalid"  # a MigrationPolicy.slot_lease_seconds a move cannot keep renewed
+
+# A move's slot lease (MigrationPolicy.slot_lease_seconds) is renewed SLOT_RENEWALS_PER_LEASE times per lease while
+# the move runs, so one renewal may be late or lost without losing the slot, and a holder that is gone (terminated,
+# or its workers down) frees both hosts within one lease.
+SLOT_RENEWALS_PER_LEASE = 3
+# Shorter, and a worker or server pause of a few seconds loses a running move's slot.
+SLOT_LEASE_MIN_SECONDS = 10.0
+# Longer, and a terminated move keeps its hosts from other moves for more than an hour.
+SLOT_LEASE_MAX_SECONDS = 3600.0
+# Each renewal adds 15 events to the move's history (a timer, two signals, their workflow tasks): a move that runs
+# for its whole move_timeout_seconds stays below the 10,240 events at which Temporal starts warning (it terminates
+# a run at 51,200).
+SLOT_MAX_RENEWALS_PER_MOVE = 500
+
+
+def slot_lease_problem(lease_seconds: float, move_timeout_seconds: float) -> str:
+    """Why a move cannot hold its slots with this lease ("" when it can), with the remedy."""
+    if not SLOT_LEASE_MIN_SECONDS <= lease_seconds <= SLOT_LEASE_MAX_SECONDS:  # also refuses NaN
+        return (
+            f"slot_lease_seconds {lease_seconds:g} is outside {SLOT_LEASE_MIN_SECONDS:g}-{SLOT_LEASE_MAX_SECONDS:g} s. "
+            "Remedy: a lease of a few minutes (the default is 300 s)"
+        )
+    renewals = move_timeout_seconds * SLOT_RENEWALS_PER_LEASE / lease_seconds
+    if renewals > SLOT_MAX_RENEWALS_PER_MOVE:
+        shortest = move_timeout_seconds * SLOT_RENEWALS_PER_LEASE / SLOT_MAX_RENEWALS_PER_MOVE
+        return (
+            f"a move of up to {move_timeout_seconds:g} s would renew a {lease_seconds:g} s slot lease {renewals:.0f} "
+            f"times, more than the {SLOT_MAX_RENEWALS_PER_MOVE} its history allows for. Remedy: slot_lease_seconds "
+            f"of at least {shortest:g} s, or a shorter move_timeout_seconds"
+        )
+    return ""
 
 
 def host_slots_workflow_id(host: str) -> str:
@@ -340,6 +377,7 @@ class HostSlotsStatus:
 
 # -- Preflight: read-only facts from both hosts -> a report of concerns ------------------------------------
 
+
 class Severity(enum.StrEnum):
     """How much a preflight concern weighs."""
 
@@ -448,6 +486,7 @@ class ActivityName(enum.StrEnum):
     ENSURE_DELEGATION = "ensure_delegation"
     REVERT_DELEGATION = "revert_delegation"
     READ_COMPUTER_DELEGATION = "read_computer_delegation"
+
 
 MIGRATE_VM_WORKFLOW_PREFIX = "snlm-vm-"
 
@@ -570,6 +609,11 @@ class MigrationPolicy:
         max_migrations_per_host: never ask a host for more concurrent moves than this (the host's own
             limit always applies as well).
         move_timeout_seconds: the longest a single move may run before it is cancelled.
+        slot_lease_seconds: the lease of the move's slot on each host (HostSlots), renewed while the move runs:
+            a run terminated mid-move frees its hosts' slots within this time. So does a move whose workers are
+            all down for longer (the host's own limit then still refuses a move too many: event 21501, requeued).
+            Between SLOT_LEASE_MIN_SECONDS and SLOT_LEASE_MAX_SECONDS, and long enough for move_timeout_seconds
+            (see slot_lease_problem).
         guest_timeout_seconds: how long verify waits for the moved guest's heartbeat to read OK (a guest shows
             NoContact or LostCommunication for a while after some moves; catalogue 6.4).
         guest_check: what a guest that is still not OK then means (GuestCheck).
@@ -588,6 +632,7 @@ class MigrationPolicy:
     eject_missing_iso: bool = True
     max_migrations_per_host: int | None = None
     move_timeout_seconds: float = 12 * 3600
+    slot_lease_seconds: float = 300.0
     guest_timeout_seconds: float = 120.0
     guest_check: GuestCheck = GuestCheck.WARN
 

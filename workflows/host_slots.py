@@ -11,14 +11,15 @@ Two ways in, on the same state:
 - workflows (the MigrateVm saga) use `acquire_pair` below, which speaks signals both ways.
 
 A slot is a lease: a holder that crashes stops renewing and its slot is reclaimed when the lease runs out,
-measured in workflow time by a timer, so no slot leaks forever.
+measured in workflow time by a timer, so no slot leaks forever. A workflow holder renews both of its slots with
+`SlotPair.renewed_every` for as long as it uses them, so its lease can be minutes long however long it holds them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -351,9 +352,47 @@ class SlotPair:
     grants: tuple[SlotGrant, ...]
 
     async def renew(self, lease_seconds: float = 0.0) -> None:
-        """Extend both leases (call well before the soonest `expires_at`, e.g. from the move's watch loop)."""
-        for host in self.hosts:
-            await _entity(host).signal(RENEW_SLOT_SIGNAL, RenewSlotRequest(self.holder_id, lease_seconds))
+        """Extend both leases from now (0 keeps their length); call well before the soonest `expires_at`."""
+        request = RenewSlotRequest(self.holder_id, lease_seconds)
+        # Both signals in one workflow task: a renewal costs one round trip, not one per host.
+        results = await asyncio.gather(
+            *(_entity(host).signal(RENEW_SLOT_SIGNAL, request) for host in self.hosts), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    @contextlib.asynccontextmanager
+    async def renewed_every(self, every_seconds: float) -> AsyncIterator[SlotPair]:
+        """Renew both leases every `every_seconds` (a fraction of the lease) for as long as the block runs.
+
+        The renewals run beside the block, so they go on whatever the block waits on (an activity, a timer, a
+        cancellation that is still being completed). A run that is terminated stops renewing with it, and its
+        slots are reclaimed when the lease runs out. On leaving, the renewals stop before the block's outcome
+        propagates: no timer or signal of theirs is left behind.
+        """
+        done = False
+
+        async def renew_until_done() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: done, timeout=every_seconds)
+                if done:
+                    return
+                try:
+                    await self.renew()
+                except FailureError as error:
+                    # The entity is gone (terminated by hand): nothing to renew there; the move goes on, and the
+                    # host's own limit still stands (event 21501).
+                    workflow.logger.warning("renewing the slots of %s failed: %s", self.holder_id, error)
+
+        renewer = asyncio.create_task(renew_until_done())
+        try:
+            yield self
+        finally:
+            done = True
+            # Shielded: a cancellation arriving here must not cancel a renewal signal half sent.
+            await asyncio.shield(renewer)
 
     async def release(self) -> None:
         """Give both slots back; idempotent. Call it on every path (a `finally` of the move step)."""
@@ -415,7 +454,7 @@ async def acquire_pair(
     Args:
         source, destination: the two hosts (case-insensitive; the same host twice takes one slot).
         holder_id: the slot holder, usually the MigrateVm workflow id; a retry with the same id takes no second slot.
-        lease_seconds: each slot's lease; renew with `SlotPair.renew` before it runs out.
+        lease_seconds: each slot's lease; keep it with `SlotPair.renewed_every` (or `SlotPair.renew`).
         host_limits: MaximumVirtualMachineMigrations per host, used only to start a host's entity that is not
             running yet (default HYPERV_DEFAULT_MAX_MIGRATIONS).
         timeout_seconds: the bound on the whole wait; then SlotWaitTimeout, with nothing held.

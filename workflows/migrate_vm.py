@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         SA_TICKET,
         SA_VM,
         SEVERITY_WARNING,
+        SLOT_LEASE_INVALID,
+        SLOT_RENEWALS_PER_LEASE,
         VERIFY_FAILED,
         ActivityName,
         ApproveRequest,
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         VmFacts,
         VmOnHost,
+        slot_lease_problem,
     )
     from workflows.host_slots import SlotPair, acquire_pair
 
@@ -100,6 +103,7 @@ _ADMISSION_BACKOFF = timedelta(seconds=30)
 # Workflow changes that alter the command sequence of running workflows go behind a patch (invariant 8); the
 # recorded histories in tests/workflows/histories/ replay both sides of each.
 _PATCH_CLUSTER_FROM_PREFLIGHT = "cluster-snapshot-from-preflight"
+_PATCH_SLOT_LEASE_RENEWAL = "slot-lease-renewal"
 
 _KEYS = {
     name: SearchAttributeKey.for_keyword(name)
@@ -276,6 +280,11 @@ class MigrateVmWorkflow:
         vm, source, destination = input.vm, input.source, input.destination
         if source.casefold() == destination.casefold():
             raise ApplicationError(f"{vm}: source and destination are the same host ({source})", non_retryable=True)
+        # Checked before anything changes (a lease the move cannot keep would otherwise fail after the delegation
+        # and the settings were written).
+        problem = slot_lease_problem(policy.slot_lease_seconds, policy.move_timeout_seconds)
+        if problem:
+            raise ApplicationError(f"{vm}: {problem}", type=SLOT_LEASE_INVALID, non_retryable=True)
 
         # 1. preflight: read-only; blockers stop the run before any change.
         self._set_step(Step.PREFLIGHT)
@@ -354,17 +363,15 @@ class MigrateVmWorkflow:
         added: tuple[str, ...] = ()
         if policy.delegation == DelegationPolicy.MANAGE:
             pair = EnsureDelegationInput(DelegationHost(source), DelegationHost(destination), policy.delegation_mode)
+            # The revert removes exactly what the ensure reports, so it needs the ensure's result even when the run
+            # is cancelled meanwhile: the ensure is shielded (it is short, and does not watch for cancellation), and
+            # the revert, registered before it, awaits its outcome. An ensure that fails undoes itself.
+            ensuring = asyncio.ensure_future(
+                self._activity(ActivityName.ENSURE_DELEGATION, pair, EnsureDelegationResult)
+            )
             if policy.revert_delegation:
-                # Registered before the step: the revert removes exactly what the ensure reports, so it needs its
-                # result; a failure between the write and the result is covered by the ensure's own undo.
-                ensured_box: list[EnsureDelegationResult] = []
-                self._register(
-                    "revert delegation",
-                    lambda: self._revert_delegation(ensured_box),
-                )
-            ensured = await self._activity(ActivityName.ENSURE_DELEGATION, pair, EnsureDelegationResult)
-            if policy.revert_delegation:
-                ensured_box.append(ensured)
+                self._register("revert delegation", lambda: self._revert_delegation(ensuring))
+            ensured = await asyncio.shield(ensuring)
             added = tuple(v for change in ensured.changes for v in change.added_values)
             if ensured.changed:
                 # A host sees new delegation only with a new ticket (klist purge on the machine's logon session).
@@ -398,12 +405,16 @@ class MigrateVmWorkflow:
         fixable = tuple(c.id for c in report.concerns if c.auto_remediable and c.id == "iso-missing-on-destination")
         if fixable and policy.eject_missing_iso:
             await self._activity(ActivityName.REMEDIATE, RemediateInput(vm, source, fixable), RemediateResult)
+        renewing = workflow.patched(_PATCH_SLOT_LEASE_RENEWAL)
+        # A lease of minutes, renewed while the move runs: a run terminated mid-move (no compensation, no release)
+        # frees both hosts within one lease, where a lease as long as the move (before the patch) held them for hours.
+        lease = policy.slot_lease_seconds if renewing else policy.move_timeout_seconds + 900
         self._waiting_for = f"migration slots on {source} and {destination}"
         slots: SlotPair = await acquire_pair(
             source,
             destination,
             workflow.info().workflow_id,
-            lease_seconds=policy.move_timeout_seconds + 900,
+            lease_seconds=lease,
             host_limits=limits,
         )
         self._waiting_for = ""
@@ -413,7 +424,11 @@ class MigrateVmWorkflow:
                 f"clean leftovers on {destination}",
                 lambda: self._compensation_activity(ActivityName.CLEAN_DESTINATION, cleanup),
             )
-            await self._run_move(input, facts)
+            if renewing:
+                await self._move_holding(slots, lease, input, facts)
+            else:
+                await self._run_move(input, facts)
+            self._moved(input, facts)
         finally:
             await slots.release()
 
@@ -425,6 +440,25 @@ class MigrateVmWorkflow:
             settings_changed=tuple(settings_changed),
             warnings=warnings + result.warnings,
         )
+
+    def _moved(self, input: MigrateVmInput, facts: VmFacts) -> None:
+        """The VM is on the destination: undoing what came before (its role on the source, the hosts' settings)
+        would now be wrong, whatever happens next. What is left to do even if verify fails or the run is
+        cancelled is the VM's high availability at its new home."""
+        self._compensations.clear()
+        if self._ha.outcome == HaOutcome.RESTORED_ON_DESTINATION:
+            snapshot = ClusterRoleSnapshot(vm=input.vm, host=input.destination, clustered=True)
+            restore = RestoreClusterRoleInput(snapshot, input.destination, vm_id=facts.vm_id)
+            self._register(
+                f"make the cluster role on {input.destination}",
+                lambda: self._compensation_activity(ActivityName.RESTORE_CLUSTER_ROLE, restore),
+            )
+
+    async def _move_holding(self, slots: SlotPair, lease: float, input: MigrateVmInput, facts: VmFacts) -> None:
+        """The move with its slots renewed all along: through admission backoff, and through a cancellation until
+        the host's job is terminated (the move activity waits for that)."""
+        async with slots.renewed_every(lease / SLOT_RENEWALS_PER_LEASE):
+            await self._run_move(input, facts)
 
     async def _run_move(self, input: MigrateVmInput, facts: VmFacts) -> MoveResult:
         move = MoveInput(
@@ -559,11 +593,15 @@ class MigrateVmWorkflow:
     async def _compensation_activity(self, name: ActivityName, argument: Any) -> None:
         await workflow.execute_activity(name, argument, start_to_close_timeout=_READ, retry_policy=_COMPENSATION_RETRY)
 
-    async def _revert_delegation(self, ensured_box: list[EnsureDelegationResult]) -> None:
-        if ensured_box and ensured_box[0].changed:
+    async def _revert_delegation(self, ensuring: asyncio.Future[EnsureDelegationResult]) -> None:
+        try:
+            ensured = await ensuring
+        except Exception:
+            return  # the ensure failed and undid its own writes
+        if ensured.changed:
             await workflow.execute_activity(
                 ActivityName.REVERT_DELEGATION,
-                ensured_box[0],
+                ensured,
                 result_type=RevertDelegationResult,
                 start_to_close_timeout=_READ,
                 retry_policy=_COMPENSATION_RETRY,

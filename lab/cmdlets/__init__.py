@@ -12,7 +12,7 @@ from typing import Any
 
 from lab.cmdlets import cim, cluster, hyperv_host, hyperv_vm, misc, move, network, storage  # noqa: F401 (registers)
 from lab.cmdlets.base import REGISTRY, CmdletFunc, Context
-from lab.cmdlets.binder import CmdletInfo, bind
+from lab.cmdlets.binder import Bound, CmdletInfo, Kind, bind
 from lab.cmdlets.errors import command_not_found, script_refused
 from lab.commands import CommandSpec, PipelineIO, PipelineRequest, TerminatingError
 from lab.faults import FaultInjector
@@ -42,6 +42,12 @@ def _lookup(name: str) -> tuple[CmdletInfo, CmdletFunc] | None:
     key = name.rsplit("\\", 1)[-1].lower()  # Module-qualified: Hyper-V\Get-VM
     key = ALIASES.get(key, key)
     return REGISTRY.get(key)
+
+
+def _binds_one(info: CmdletInfo, bound: Bound) -> bool:
+    """Whether the parameter the pipeline bound takes a single object (not an array)."""
+    param = next((p for p in info.params if p.name == bound.pipeline_param), None)
+    return param is not None and param.kind in (Kind.OBJECT, Kind.STRING, Kind.ANY)
 
 
 class HostRunner:
@@ -93,23 +99,31 @@ class HostRunner:
                 current = []
                 continue
             bound = bind(info, spec, current)
-            ctx = Context(
-                world=self.world,
-                engine=self.engine,
-                host_name=self.host_name,
-                faults=self.faults,
-                request=request,
-                io=io,
-                info=info,
-                bound=bound,
-                input=current,
-            )
+            records = [current]
+            if len(current) > 1 and _binds_one(info, bound):
+                # PowerShell runs ProcessRecord once per input object: a parameter that takes one object from
+                # the pipeline (Move-VM -VM) gets each in turn, so `Get-VM web* | Move-VM` moves every VM.
+                records = [[item] for item in current]
             produced: list[Any] = []
-            for item in func(ctx) or ():
-                if last:
-                    io.write_output(item)
-                else:
-                    produced.append(item)
+            for record in records:
+                ctx = Context(
+                    world=self.world,
+                    engine=self.engine,
+                    host_name=self.host_name,
+                    faults=self.faults,
+                    request=request,
+                    io=io,
+                    info=info,
+                    bound=bound if record is current else bind(info, spec, record),
+                    input=record,
+                )
+                for item in func(ctx) or ():
+                    if last:
+                        io.write_output(item)
+                    else:
+                        produced.append(item)
+                if io.stop_event.is_set():
+                    return
             current = produced
             if io.stop_event.is_set():
                 return

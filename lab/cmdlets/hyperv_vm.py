@@ -12,16 +12,45 @@ from lab.cmdlets.base import Context, cmdlet
 from lab.cmdlets.binder import CmdletInfo, Kind, Param
 from lab.cmdlets.errors import hyperv_class
 from lab.cmdlets.hyperv_host import CIM_SESSION, COMPUTER_NAME, CREDENTIAL, PASSTHRU, hv
-from lab.cmdlets.psobj import HV, as_guid, get_prop, has_wildcard, wildcard_match
+from lab.cmdlets.psobj import HV, as_guid, get_prop, resolve_names, wildcard_match
 from lab.commands import ErrorCategory, ErrorSpec
 from lab.model.state import HardDisk, Host, VirtualMachine, VMState
 
 VM_TYPE = f"{HV}.VirtualMachine"
 
 
+def invalid_pattern(cmdlet: str, pattern: str) -> ErrorSpec:
+    # PowerShell's WildcardPatternException text; the ErrorId and category around it are LAB-OWN.
+    return errors.virtualization_error(
+        cmdlet,
+        "InvalidParameter",
+        ErrorCategory.InvalidArgument,
+        f"The specified wildcard character pattern is not valid: {pattern}",
+        target=pattern,
+    )
+
+
+def find_vms(
+    ctx: Context, host: Host, patterns: Iterable[str], *, include_planned: bool = True
+) -> list[VirtualMachine]:
+    """The VMs `-Name` / `-VMName` selects on `host`, as the module's locator resolves names (catalogue 6.1):
+    patterns where a name has an unescaped `*`, `?` or `[`, exact names otherwise (backticks are part of the
+    name, so escaping finds nothing). A name that matches nothing writes the not-found record of this cmdlet; a
+    pattern that matches nothing gives nothing, silently."""
+    with ctx.world.lock:
+        vms = [vm for vm in host.vms.values() if include_planned or not vm.planned]
+    indexes, missing, invalid = resolve_names(list(patterns), [vm.name for vm in vms])
+    for pattern in invalid:
+        ctx.write_error(invalid_pattern(ctx.name, pattern))
+    for name in missing:
+        ctx.write_error(errors.vm_not_found_by_name(ctx.name, name))
+    return [vms[i] for i in indexes]
+
+
 def resolve_vms(ctx: Context, *, name_param: str = "VMName", vm_param: str = "VM") -> list[tuple[Host, VirtualMachine]]:
-    """The VMs a device cmdlet acts on: by -VMName (wildcards allowed) or by VirtualMachine objects (-VM or
-    the pipeline). A missing name writes the ObjectNotFound record every Hyper-V cmdlet but Get-VM writes."""
+    """The VMs a device cmdlet acts on: by -VMName (see `find_vms`) or by VirtualMachine objects (-VM or the
+    pipeline, each found again by its Id). A missing name writes the ObjectNotFound record every Hyper-V cmdlet
+    but Get-VM writes."""
     found: list[tuple[Host, VirtualMachine]] = []
     objs = ctx.bound.get(vm_param)
     if objs is not None:
@@ -42,14 +71,7 @@ def resolve_vms(ctx: Context, *, name_param: str = "VMName", vm_param: str = "VM
     names = ctx.bound.get(name_param) or []
     if isinstance(names, str):
         names = [names]
-    with ctx.world.lock:
-        vms = list(host.vms.values())
-    for pattern in names:
-        matched = [vm for vm in vms if wildcard_match(pattern, vm.name)]
-        if not matched and not has_wildcard(pattern):
-            ctx.write_error(errors.vm_not_found_by_name(ctx.name, pattern))
-        found.extend((host, vm) for vm in matched)
-    return found
+    return [(host, vm) for vm in find_vms(ctx, host, names)]
 
 
 def _migrating_ids(ctx: Context) -> set[uuid.UUID]:
@@ -91,11 +113,7 @@ def get_vm(ctx: Context) -> Iterable[Any]:
                 else:
                     out.append(build(vm))
         elif ctx.bound.has("Name"):
-            for pattern in ctx.bound.get("Name"):
-                matched = [vm for vm in vms if wildcard_match(pattern, vm.name)]
-                if not matched and not has_wildcard(pattern):
-                    ctx.write_error(errors.vm_not_found_by_name(ctx.name, pattern))
-                out.extend(build(vm) for vm in matched)
+            out.extend(build(vm) for vm in find_vms(ctx, host, ctx.bound.get("Name")))
         elif ctx.bound.has("ClusterObject"):
             for group in ctx.bound.get("ClusterObject"):
                 vm = host.find_vm(str(get_prop(group, "Name") or group))

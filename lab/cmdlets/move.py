@@ -21,10 +21,11 @@ from lab.cmdlets.base import Context, cmdlet
 from lab.cmdlets.binder import CmdletInfo, Kind, Param
 from lab.cmdlets.errors import hyperv_class
 from lab.cmdlets.hyperv_host import CIM_SESSION, COMPUTER_NAME, CREDENTIAL
+from lab.cmdlets.hyperv_vm import find_vms
 from lab.cmdlets.psobj import HV, OperationTypeEnum, as_guid, get_prop
 from lab.commands import ErrorCategory
 from lab.model import checks
-from lab.model.migration import JobState, MigrationJob, MoveRefused, MoveRequest
+from lab.model.migration import Incompatibility, JobState, MigrationJob, MoveRefused, MoveRequest
 from lab.model.state import Host, VirtualMachine
 
 NAME_SINGLE = "NameSingleDestination"
@@ -101,8 +102,12 @@ def _vhd_pairs(tables: list[dict[Any, Any]] | None) -> tuple[tuple[str, str], ..
     return tuple(pairs)
 
 
-def _resolve(ctx: Context) -> tuple[Host, VirtualMachine, str] | None:
-    """The VM to move and the destination as typed, from -Name, -VM or -CompatibilityReport."""
+def _resolve(ctx: Context) -> list[tuple[Host, VirtualMachine, str]]:
+    """The VMs to move or check and the destination as typed, from -Name, -VM or -CompatibilityReport.
+
+    -Name is a single string, but the module resolves it through the same locator as Get-VM (catalogue 6.1):
+    a pattern selects every realized VM it matches (`Move-VM -Name web*` moves each in turn), a literal name
+    matches exactly or writes ObjectNotFound."""
     b = ctx.bound
     destination = b.get("DestinationHost") or ""
     if b.has("CompatibilityReport"):
@@ -114,8 +119,8 @@ def _resolve(ctx: Context) -> tuple[Host, VirtualMachine, str] | None:
             vm = ctx.host.vms.get(vm_id) if vm_id else None
         if vm is None:
             ctx.write_error(errors.vm_not_found_by_id(ctx.name, str(vm_id)))
-            return None
-        return ctx.host, vm, destination
+            return []
+        return [(ctx.host, vm, destination)]
     if b.has("VM"):
         vm_obj = b.get("VM")
         vm_id = as_guid(get_prop(vm_obj, "Id")) or as_guid(get_prop(vm_obj, "VMId"))
@@ -123,18 +128,12 @@ def _resolve(ctx: Context) -> tuple[Host, VirtualMachine, str] | None:
             vm = ctx.host.vms.get(vm_id) if vm_id else None
         if vm is None or vm.planned:
             ctx.write_error(errors.vm_not_found_by_id(ctx.name, str(vm_id)))
-            return None
-        return ctx.host, vm, destination
+            return []
+        return [(ctx.host, vm, destination)]
     host = ctx.target_host()
     if host is None:
-        return None
-    name = b.get("Name")
-    with ctx.world.lock:
-        vm = host.find_vm(name)
-    if vm is None:
-        ctx.write_error(errors.vm_not_found_by_name(ctx.name, name))
-        return None
-    return host, vm, destination
+        return []
+    return [(host, vm, destination) for vm in find_vms(ctx, host, [b.get("Name")], include_planned=False)]
 
 
 def _request(ctx: Context, host: Host, vm: VirtualMachine, destination: str) -> MoveRequest:
@@ -183,23 +182,33 @@ def move_vm(ctx: Context) -> Iterable[Any]:
             )
         )
         return []
-    resolved = _resolve(ctx)
-    if resolved is None:
-        return []
-    host, vm, destination = resolved
-    request = _request(ctx, host, vm, destination)
-    if b.switch("WhatIf"):
-        return []
-    try:
-        job = ctx.engine.start_move(request)
-    except MoveRefused as refused:
-        _refused(ctx, refused)
-        return []
-    if b.switch("AsJob"):
+    out: list[Any] = []
+    started: list[tuple[Host, MigrationJob]] = []
+    # One VM after the other, as the module's ProcessOneOperand does: each move is watched to its end before
+    # the next starts (with -AsJob the lab starts them all and returns one job; see lab/README.md).
+    for host, vm, destination in _resolve(ctx):
+        request = _request(ctx, host, vm, destination)
+        if b.switch("WhatIf"):
+            continue
+        try:
+            job = ctx.engine.start_move(request)
+        except MoveRefused as refused:
+            _refused(ctx, refused)
+            continue
+        if b.switch("AsJob"):
+            started.append((host, job))
+            continue
+        out.extend(_watch(ctx, host, job))
+        if ctx.io.stop_event.is_set():
+            break
+    if started:
+        host, job = started[0]
         with ctx.world.lock:
             status = job.job_status
-        return [objects.vm_job(next(_job_ids), uuid.uuid4(), host, "Move-VM", "Running", status, ctx.world.clock.now())]
-    return _watch(ctx, host, job)
+        out.append(
+            objects.vm_job(next(_job_ids), uuid.uuid4(), host, "Move-VM", "Running", status, ctx.world.clock.now())
+        )
+    return out
 
 
 def _snapshot(ctx: Context, job: MigrationJob) -> tuple[int, bool]:
@@ -245,12 +254,17 @@ def _watch(ctx: Context, host: Host, job: MigrationJob) -> list[PSObject]:
     return [moved] if moved is not None else []
 
 
-def _source_object(ctx: Context, host: Host, vm: VirtualMachine, kind: str, name: str) -> Any:
+def _source_object(ctx: Context, host: Host, target: Host | None, vm: VirtualMachine, item: Incompatibility) -> Any:
+    """The `Source` of a VMCompatibilityError: the device, VM or checkpoint that failed, or null (NEON
+    VMCompatibilityError). A finding about the destination's own VM (a leftover with this VM's Id) has that VM."""
+    kind, name = item.source_kind, item.source_name
     if kind == "VMNetworkAdapter":
         adapter = next((a for a in vm.adapters if a.name == name), vm.adapters[0] if vm.adapters else None)
         return objects.network_adapter(host, vm, adapter) if adapter else None
     if kind == "VMProcessor":
         return objects.vm_processor(host, vm)
+    if kind == "VMMemory":
+        return objects.vm_memory(host, vm)
     if kind == "HardDiskDrive":
         disk = next((d for d in vm.disks if d.path == name or name in objects.hard_drive_text(vm, d)), None)
         return objects.hard_disk_drive(host, vm, disk) if disk else None
@@ -258,16 +272,20 @@ def _source_object(ctx: Context, host: Host, vm: VirtualMachine, kind: str, name
         drive = next((d for d in vm.dvd_drives if d.path == name), vm.dvd_drives[0] if vm.dvd_drives else None)
         return objects.dvd_drive(host, vm, drive) if drive else None
     if kind == "VirtualMachine":
+        if item.on_destination and target is not None:
+            there = target.vms.get(vm.id)
+            return objects.virtual_machine(there, target, ctx.world.clock.now()) if there is not None else None
         return objects.virtual_machine(vm, host, ctx.world.clock.now())
     return None
 
 
 @cmdlet(COMPARE_VM)
 def compare_vm(ctx: Context) -> Iterable[Any]:
-    resolved = _resolve(ctx)
-    if resolved is None:
-        return []
-    host, vm, destination = resolved
+    # One report per VM the name resolves to (NEON CompareVM.CreateObjects).
+    return [report for host, vm, destination in _resolve(ctx) for report in _compare_one(ctx, host, vm, destination)]
+
+
+def _compare_one(ctx: Context, host: Host, vm: VirtualMachine, destination: str) -> list[Any]:
     request = _request(ctx, host, vm, destination)
     try:
         found = ctx.engine.compare(request)
@@ -283,8 +301,7 @@ def compare_vm(ctx: Context) -> Iterable[Any]:
             planned, host, ctx.world.clock.now(), computer_name=target.name if target else destination
         )
         incompatibilities = [
-            objects.compatibility_error(item, _source_object(ctx, host, vm, item.source_kind, item.source_name))
-            for item in found
+            objects.compatibility_error(item, _source_object(ctx, host, target, vm, item)) for item in found
         ]
         return [
             objects.compatibility_report(

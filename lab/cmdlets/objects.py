@@ -76,6 +76,7 @@ CIM_SESSION_TEXT = "CimSession: ."  # a local CimSession's ToString, as depth-1 
 PROCESSOR_DEVICE = "b637f346-6a0e-4dec-af52-bd70cb80a21d"
 HARD_DRIVE_DEVICE = "83F8638B-8DCA-4152-9EDA-2CA8B33039B4"  # Msvm_ResourceAllocationSettingData, LAB-OWN
 DVD_DRIVE_DEVICE = "D422512D-2BF2-4752-809D-7B82B5FCB1B4"  # LAB-OWN
+MEMORY_DEVICE = "4764334D-E001-4176-82EE-5594EC9B530E"  # LAB-OWN
 
 VM_CHAIN = [
     f"{HV}.VirtualMachine",
@@ -609,6 +610,33 @@ def compatibility_report(
         ("Incompatibilities", ps_array(incompatibilities, f"{HV}.VMCompatibilityError")),
     ]
     return make_object([f"{HV}.VMCompatibilityReport", "System.Object"], adapted, [], f"{HV}.VMCompatibilityReport")
+
+
+def vm_memory(host: Host, vm: VirtualMachine) -> PSObject:
+    """Microsoft.HyperV.PowerShell.VMMemory (STUB-HV property names), as the Source of a memory finding."""
+    adapted: Props = [
+        ("ResourcePoolName", "Primordial"),
+        ("Buffer", 20),
+        ("DynamicMemoryEnabled", vm.dynamic_memory),
+        ("Maximum", PSInt64(1024**4 if vm.dynamic_memory else vm.memory_startup)),
+        ("MaximumPerNumaNode", PSInt64(host.memory_capacity)),
+        ("Minimum", PSInt64(512 * 1024**2 if vm.dynamic_memory else vm.memory_startup)),
+        ("Priority", 50),
+        ("Startup", PSInt64(vm.memory_startup)),
+        ("Name", "Memory"),
+        ("Id", f"Microsoft:{_guid_upper(vm.id)}\\{MEMORY_DEVICE}"),
+        ("VMId", vm.id),
+        ("VMName", vm.name),
+        ("VMSnapshotId", ZERO_GUID),
+        ("VMSnapshotName", ""),
+        ("CimSession", CIM_SESSION_TEXT),
+        ("ComputerName", host.name),
+        ("IsDeleted", False),
+    ]
+    extended: Props = [("VMCheckpointId", ZERO_GUID), ("VMCheckpointName", "")]
+    return make_object(
+        [f"{HV}.VMMemory", *DEVICE_TAIL], adapted, extended, f"VMMemory (VMName = '{vm.name}') [VMId = '{vm.id}']"
+    )
 
 
 def compatibility_error(item: Incompatibility, source: Any) -> PSObject:

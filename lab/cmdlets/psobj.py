@@ -7,7 +7,7 @@ unless a comment says otherwise.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import re
 import uuid
 from collections.abc import Iterable
@@ -390,12 +390,116 @@ def prop_names(value: Any) -> list[str]:
 
 
 def has_wildcard(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
+    """WildcardPattern.ContainsWildcardCharacters: an unescaped `*`, `?` or `[` (a backtick escapes the next
+    character, so `` web`[1`] `` holds none)."""
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "`":
+            index += 2
+            continue
+        if char in "*?[":
+            return True
+        index += 1
+    return False
+
+
+class WildcardPatternError(ValueError):
+    """A pattern PowerShell's WildcardPattern refuses (an unclosed `[`)."""
+
+
+@functools.lru_cache(maxsize=512)
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """PowerShell's WildcardPattern as a regex: `*`, `?`, `[abc]`, `[a-c]`; a backtick makes the next character
+    literal (also inside brackets); `!` and `^` have no special meaning in brackets."""
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "`" and index + 1 < len(pattern):
+            out.append(re.escape(pattern[index + 1]))
+            index += 2
+        elif char == "*":
+            out.append(".*")
+            index += 1
+        elif char == "?":
+            out.append(".")
+            index += 1
+        elif char == "[":
+            index += 1
+            members: list[str] = []
+            while index < len(pattern) and pattern[index] != "]":
+                if pattern[index] == "`" and index + 1 < len(pattern):
+                    members.append(re.escape(pattern[index + 1]))
+                    index += 2
+                elif pattern[index] == "-" and members and index + 1 < len(pattern) and pattern[index + 1] != "]":
+                    low = members.pop()
+                    high = pattern[index + 1]
+                    members.append(f"{low}-{re.escape(high)}")
+                    index += 2
+                else:
+                    members.append(re.escape(pattern[index]))
+                    index += 1
+            if index >= len(pattern):
+                raise WildcardPatternError(f"The specified wildcard character pattern is not valid: {pattern}")
+            index += 1  # the closing bracket
+            if not members:
+                raise WildcardPatternError(f"The specified wildcard character pattern is not valid: {pattern}")
+            out.append(f"[{''.join(members)}]")
+        else:
+            out.append(re.escape(char))
+            index += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise WildcardPatternError for a pattern WildcardPattern refuses."""
+    _wildcard_regex(pattern)
 
 
 def wildcard_match(pattern: str, value: str) -> bool:
-    """PowerShell wildcard matching (case-insensitive; `*`, `?`, `[abc]`)."""
-    return fnmatch.fnmatchcase(value.lower(), pattern.lower())
+    """PowerShell wildcard matching (case-insensitive; `*`, `?`, `[abc]`, backtick escapes). A pattern that
+    WildcardPattern refuses matches nothing."""
+    try:
+        return _wildcard_regex(pattern).fullmatch(value) is not None
+    except WildcardPatternError:
+        return False
+
+
+def _upper(text: str) -> str:
+    # .NET's ordinal case-insensitive comparison maps one character to one (no "ß" -> "SS").
+    return "".join(u if len(u := c.upper()) == 1 else c for c in text)
+
+
+def same_name(a: str, b: str) -> bool:
+    """Hyper-V's literal name match: exact but for case."""
+    return len(a) == len(b) and _upper(a) == _upper(b)
+
+
+def resolve_names(patterns: Iterable[str], names: Iterable[str]) -> tuple[list[int], list[str], list[str]]:
+    """How the Hyper-V module's object locator resolves `-Name` (catalogue 6.1): a name with an unescaped `*`,
+    `?` or `[` is a case-insensitive pattern, anything else an exact case-insensitive match (backticks
+    included, so escaping finds nothing). Returns the indexes into `names` that matched (in `names` order, each
+    once), the literal names that matched nothing (the not-found error), and the patterns WildcardPattern
+    refuses. A pattern that matches nothing is neither: it gives nothing, without an error."""
+    candidates = list(names)
+    matched: list[int] = []
+    missing: list[str] = []
+    invalid: list[str] = []
+    for pattern in patterns:
+        if has_wildcard(pattern):
+            try:
+                check_pattern(pattern)
+            except WildcardPatternError:
+                invalid.append(pattern)
+                continue
+            hits = [i for i, name in enumerate(candidates) if wildcard_match(pattern, name)]
+        else:
+            hits = [i for i, name in enumerate(candidates) if same_name(pattern, name)]
+            if not hits:
+                missing.append(pattern)
+        matched.extend(i for i in hits if i not in matched)
+    return sorted(matched), missing, invalid
 
 
 def as_guid(value: Any) -> uuid.UUID | None:

@@ -4,8 +4,10 @@ Compare-VM reports the compatibility findings (`compatibility`); a move runs the
 its job and fails at under 10 % with their texts (reference/hyperv-facts.md, "Requirements to check before
 a move"; texts from reference/hyperv-fidelity-catalogue.md 2.2). Nothing here mutates the world.
 
-Only MessageId 33012 (a missing switch) is sourced. The other Compare-VM MessageIds are the lab's own: see
-`LAB_MESSAGE_IDS`.
+Each finding carries the Compare-VM MessageId (the host's Msvm_Error id) of its check, from `MESSAGE_IDS`:
+the ids the Hyper-V client library defines (catalogue 6.2) where one fits, the generic migration-failure event
+21502 where none is known. A lab can be given other ids (topology `lab.compare_vm_message_ids`), so that a
+client can be shown not to depend on them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 import ntpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from lab.model.state import GIB, MIB, ControllerType, Host, VirtualMachine, VMMigrationPerformance, norm_path
@@ -21,25 +24,38 @@ from lab.model.state import GIB, MIB, ControllerType, Host, VirtualMachine, VMMi
 if TYPE_CHECKING:
     from lab.model.migration import MoveRequest
 
-# Compare-VM MessageId of "Could not find Ethernet switch '<name>'." (PSD Compare-VM example 2).
-SWITCH_NOT_FOUND_MESSAGE_ID: Final = 33012
+# Compare-VM MessageId (Msvm_Error.Id) by check: catalogue 6.2, NEON ValidationErrorId.
+_GENERIC_MIGRATION_FAILURE: Final = 21502  # vmms's "migration failed" event (hyperv-facts.md)
+MESSAGE_IDS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "switch": 33012,  # EthernetSwitchNotFound [S] PSD Compare-VM example 2
+        "processor_vendor": 24002,  # ProcessorVendorMismatch [D]
+        "processor_features": 24004,  # ProcessorFeaturesNotSupported [D]
+        "version": 24006,  # VmVersionNotSupported [D]
+        "passthrough": 40008,  # PassThroughDiskDetected [D]
+        "vhd_not_reachable": 40010,  # VhdFileMissing [D]
+        # MemoryQuantityAboveMax [D]; that a destination short of free memory reports it is the lab's reading.
+        "memory": 40014,
+        # ConfigurationDataRootCreationFailure [D]; that a folder on a volume the host lacks reports it: the lab's.
+        "destination_path": 13000,
+        # No id is known for these [U] (catalogue 6.2): the generic event, with the failing object as Source.
+        "destination_vhd_path": _GENERIC_MIGRATION_FAILURE,
+        "iso": _GENERIC_MIGRATION_FAILURE,
+        "backup": _GENERIC_MIGRATION_FAILURE,
+        "disk_space": _GENERIC_MIGRATION_FAILURE,
+        "planned_vm_exists": _GENERIC_MIGRATION_FAILURE,
+        "destination_file_exists": _GENERIC_MIGRATION_FAILURE,
+    }
+)
 
-# The lab's own MessageIds: no public table of Msvm_Error ids for these cases exists (fidelity catalogue
-# 1.10 and 5.3, "UNSOURCED"). They are stable so that a client may match on them in the lab, but a real host
-# will send other numbers.
-LAB_MESSAGE_IDS: Final[Mapping[str, int]] = {
-    "processor": 39001,
-    "memory": 39002,
-    "disk_space": 39003,
-    "passthrough": 39004,
-    "version": 39005,
-    "iso": 39006,
-    "backup": 39007,
-    "vhd_not_reachable": 39008,
-    "destination_path": 39009,
-    "destination_file_exists": 39010,
-    "planned_vm_exists": 39011,
-}
+
+def message_ids(overrides: Mapping[str, int] | None = None) -> Mapping[str, int]:
+    """`MESSAGE_IDS` with `overrides` (check -> MessageId) applied; an unknown check is a ValueError."""
+    unknown = sorted(set(overrides or {}) - set(MESSAGE_IDS))
+    if unknown:
+        raise ValueError(f"unknown Compare-VM checks {unknown}; known: {', '.join(sorted(MESSAGE_IDS))}")
+    return MappingProxyType({**MESSAGE_IDS, **(overrides or {})})
+
 
 # Size the lab gives a VM's runtime files when it has no record of them (config .vmcx, .vmgs, .VMRS).
 DEFAULT_STATE_FILE_SIZE: Final = MIB
@@ -52,9 +68,11 @@ class Finding:
     message: str
     message_id: int
     source_kind: str  # VMNetworkAdapter, VMProcessor, VMMemory, HardDiskDrive, DvdDrive, VirtualMachine
-    source_name: str = ""
+    source_name: str = ""  # the adapter's name, the disk's or ISO's path on the source
     # Lines of the job's ErrorDescription when the move fails on this finding; `message` when empty.
     job_lines: tuple[str, ...] = ()
+    # The Source is the destination's VM with this VM's Id (a leftover), not the VM being moved.
+    on_destination: bool = False
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -212,12 +230,12 @@ def _drive(path: str) -> str:
 
 
 # -- compatibility checks (Compare-VM and the first seconds of a move) --------------------------------------
-def check_switches(vm: VirtualMachine, destination: Host) -> list[Finding]:
+def check_switches(vm: VirtualMachine, destination: Host, ids: Mapping[str, int] = MESSAGE_IDS) -> list[Finding]:
     """Every switch the adapters use must exist, by name, on the destination (event 21502, MessageId 33012)."""
     return [
         Finding(
             f"Could not find Ethernet switch '{adapter.switch_name}'.",
-            SWITCH_NOT_FOUND_MESSAGE_ID,
+            ids["switch"],
             "VMNetworkAdapter",
             adapter.name,
         )
@@ -226,7 +244,9 @@ def check_switches(vm: VirtualMachine, destination: Host) -> list[Finding]:
     ]
 
 
-def check_processor(vm: VirtualMachine, source: Host, destination: Host) -> list[Finding]:
+def check_processor(
+    vm: VirtualMachine, source: Host, destination: Host, ids: Mapping[str, int] = MESSAGE_IDS
+) -> list[Finding]:
     """Same CPU vendor always; same model unless processor compatibility is on (SA-LM, WSD-LM, SA-LMG)."""
     features = (
         f'Virtual machine "{vm.name}" is using processor-specific features not supported on host "{destination.name}".'
@@ -237,17 +257,21 @@ def check_processor(vm: VirtualMachine, source: Host, destination: Host) -> list
             "The virtual machine cannot be moved to the destination computer. The hardware on the destination "
             "computer is not compatible with the hardware requirements of this virtual machine."
         )
+        message_id = ids["processor_vendor"]
     elif source.cpu.model != destination.cpu.model and not vm.processor_compatibility:
         second = (
             "To allow for migration of this virtual machine to a server with a different processor, modify the "
             "virtual machine settings to limit the processor features used by the virtual machine."
         )
+        message_id = ids["processor_features"]
     else:
         return []
-    return [Finding(features, LAB_MESSAGE_IDS["processor"], "VMProcessor", "Processor", (features, second))]
+    return [Finding(features, message_id, "VMProcessor", "Processor", (features, second))]
 
 
-def check_memory(vm: VirtualMachine, destination: Host, *, reserved: int = 0) -> list[Finding]:
+def check_memory(
+    vm: VirtualMachine, destination: Host, *, reserved: int = 0, ids: Mapping[str, int] = MESSAGE_IDS
+) -> list[Finding]:
     """The destination must hold the VM's memory (0x8007000E / 0x800705AA, fails at < 10 %).
 
     `reserved` is memory already promised to other moves arriving on the destination.
@@ -259,7 +283,7 @@ def check_memory(vm: VirtualMachine, destination: Host, *, reserved: int = 0) ->
     return [
         Finding(
             message,
-            LAB_MESSAGE_IDS["memory"],
+            ids["memory"],
             "VMMemory",
             "Memory",
             (
@@ -272,28 +296,38 @@ def check_memory(vm: VirtualMachine, destination: Host, *, reserved: int = 0) ->
     ]
 
 
-def check_destination_paths(vm: VirtualMachine, destination: Host, layout: Layout) -> list[Finding]:
+def check_destination_paths(
+    vm: VirtualMachine, destination: Host, layout: Layout, ids: Mapping[str, int] = MESSAGE_IDS
+) -> list[Finding]:
     """A storage move needs every destination folder on a volume the destination has (lab text, 0x80070003)."""
     if not layout.storage:
         return []
     findings = []
-    for path in (layout.vm_path, *(dst for _, dst in layout.disk_paths)):
+    # The configuration folder is the VM's; a VHD's folder is its disk's (Source HardDiskDrive).
+    places = [(layout.vm_path, "destination_path", "VirtualMachine", vm.name)]
+    places += [(dst, "destination_vhd_path", "HardDiskDrive", src) for src, dst in layout.disk_paths]
+    for path, check, kind, name in places:
         if _drive(path) not in destination.volumes:
             # ERROR_PATH_NOT_FOUND text; the sentence around it is the lab's own.
             findings.append(
                 Finding(
                     f"Failed to create '{path}' on '{destination.name}': The system cannot find the path "
                     "specified. (0x80070003)",
-                    LAB_MESSAGE_IDS["destination_path"],
-                    "VirtualMachine",
-                    vm.name,
+                    ids[check],
+                    kind,
+                    name,
                 )
             )
     return findings
 
 
 def check_disk_space(
-    vm: VirtualMachine, destination: Host, layout: Layout, *, reserved: Mapping[str, int] | None = None
+    vm: VirtualMachine,
+    destination: Host,
+    layout: Layout,
+    *,
+    reserved: Mapping[str, int] | None = None,
+    ids: Mapping[str, int] = MESSAGE_IDS,
 ) -> list[Finding]:
     """A storage move needs room for the VHDs on each destination volume (hyperv-facts; text is the lab's own
     around ERROR_DISK_FULL 0x80070070). `reserved`: bytes per drive other moves still have to write there."""
@@ -312,21 +346,21 @@ def check_disk_space(
                 Finding(
                     f"There is not enough space on the disk. (0x80070070) The virtual hard disks of '{vm.name}' "
                     f"need {_gb(size)} on {drive}: of '{destination.name}', which has {_gb(max(0, free))} free.",
-                    LAB_MESSAGE_IDS["disk_space"],
+                    ids["disk_space"],
                     "HardDiskDrive",
-                    next(c.destination_path for c in layout.copies if _drive(c.destination_path) == drive),
+                    next(c.source_path for c in layout.copies if _drive(c.destination_path) == drive),
                 )
             )
     return findings
 
 
-def check_passthrough(vm: VirtualMachine) -> list[Finding]:
+def check_passthrough(vm: VirtualMachine, ids: Mapping[str, int] = MESSAGE_IDS) -> list[Finding]:
     """A pass-through disk cannot be migrated (hyperv-facts; the exact text is unsourced, catalogue 5.5)."""
     return [
         Finding(
             f"Virtual machine '{vm.name}' cannot be migrated because the hard disk drive '{disk.path}' is a "
             "pass-through disk. Remove the pass-through disk and try again.",
-            LAB_MESSAGE_IDS["passthrough"],
+            ids["passthrough"],
             "HardDiskDrive",
             disk.path,
         )
@@ -335,7 +369,7 @@ def check_passthrough(vm: VirtualMachine) -> list[Finding]:
     ]
 
 
-def check_version(vm: VirtualMachine, destination: Host) -> list[Finding]:
+def check_version(vm: VirtualMachine, destination: Host, ids: Mapping[str, int] = MESSAGE_IDS) -> list[Finding]:
     """The destination OS must run the VM's configuration version (events 10698, 21502; text the lab's own)."""
     if vm.version in destination.os.supported_vm_versions:
         return []
@@ -344,14 +378,14 @@ def check_version(vm: VirtualMachine, destination: Host) -> list[Finding]:
             f"The virtual machine '{vm.name}' is using configuration version {vm.version}, which is not "
             f"supported on '{destination.name}' (Windows Server {destination.os.value}). Supported versions: "
             f"{', '.join(destination.os.supported_vm_versions)}.",
-            LAB_MESSAGE_IDS["version"],
+            ids["version"],
             "VirtualMachine",
             vm.name,
         )
     ]
 
 
-def check_iso(vm: VirtualMachine, destination: Host) -> list[Finding]:
+def check_iso(vm: VirtualMachine, destination: Host, ids: Mapping[str, int] = MESSAGE_IDS) -> list[Finding]:
     """An attached ISO must exist at the same path on the destination (SA-LM, 0xC03A0014)."""
     findings = []
     for drive in vm.dvd_drives:
@@ -363,7 +397,7 @@ def check_iso(vm: VirtualMachine, destination: Host) -> list[Finding]:
                 Finding(
                     f'"{vm.name}" {controller}: Failed to restore with Error "A virtual disk support provider for '
                     'the specified file was not found." (0xC03A0014).',
-                    LAB_MESSAGE_IDS["iso"],
+                    ids["iso"],
                     "DvdDrive",
                     drive.path,
                 )
@@ -371,7 +405,7 @@ def check_iso(vm: VirtualMachine, destination: Host) -> list[Finding]:
     return findings
 
 
-def check_backup(vm: VirtualMachine) -> list[Finding]:
+def check_backup(vm: VirtualMachine, ids: Mapping[str, int] = MESSAGE_IDS) -> list[Finding]:
     """A VM being backed up cannot move (hyperv-facts; text the lab's own around the real state message)."""
     if not vm.backup_in_progress:
         return []
@@ -379,14 +413,16 @@ def check_backup(vm: VirtualMachine) -> list[Finding]:
         Finding(
             "The operation cannot be performed while the virtual machine is in its current state. "
             f"'{vm.name}' is being backed up.",
-            LAB_MESSAGE_IDS["backup"],
+            ids["backup"],
             "VirtualMachine",
             vm.name,
         )
     ]
 
 
-def check_vhds_reachable(vm: VirtualMachine, destination: Host, layout: Layout) -> list[Finding]:
+def check_vhds_reachable(
+    vm: VirtualMachine, destination: Host, layout: Layout, ids: Mapping[str, int] = MESSAGE_IDS
+) -> list[Finding]:
     """Without storage the destination opens the VHDs where they are: a local path only the source has fails.
 
     The lab counts a VHD as reachable when the destination has a file at that path (storage both hosts see)
@@ -399,7 +435,7 @@ def check_vhds_reachable(vm: VirtualMachine, destination: Host, layout: Layout) 
         Finding(
             f"'{vm.name}': Failed to open attachment '{disk.path}'. Error: 'The system cannot find the file "
             "specified.' (0x80070002).",
-            LAB_MESSAGE_IDS["vhd_not_reachable"],
+            ids["vhd_not_reachable"],
             "HardDiskDrive",
             disk.path,
         )
@@ -408,7 +444,9 @@ def check_vhds_reachable(vm: VirtualMachine, destination: Host, layout: Layout) 
     ]
 
 
-def check_destination_leftovers(vm: VirtualMachine, destination: Host, layout: Layout) -> list[Finding]:
+def check_destination_leftovers(
+    vm: VirtualMachine, destination: Host, layout: Layout, ids: Mapping[str, int] = MESSAGE_IDS
+) -> list[Finding]:
     """What an earlier failed move left on the destination blocks this one until someone cleans it.
 
     The first line's prefix is vmms's ("Failed to create Planned Virtual Machine at migration destination:",
@@ -423,9 +461,10 @@ def check_destination_leftovers(vm: VirtualMachine, destination: Host, layout: L
                 "Failed to create Planned Virtual Machine at migration destination: Cannot create a file when "
                 f"that file already exists. (0x800700B7) {kind} with ID {str(vm.id).upper()} ('{existing.name}') "
                 f"is already registered on '{destination.name}'; remove it before you retry.",
-                LAB_MESSAGE_IDS["planned_vm_exists"],
+                ids["planned_vm_exists"],
                 "VirtualMachine",
-                vm.name,
+                existing.name,
+                on_destination=True,
             )
         )
     for copy in layout.copies:
@@ -434,7 +473,7 @@ def check_destination_leftovers(vm: VirtualMachine, destination: Host, layout: L
                 Finding(
                     f"Failed to copy '{copy.source_path}' to '{copy.destination_path}' on '{destination.name}': "
                     "The file exists. (0x80070050)",
-                    LAB_MESSAGE_IDS["destination_file_exists"],
+                    ids["destination_file_exists"],
                     "HardDiskDrive",
                     copy.source_path,
                 )
@@ -450,20 +489,21 @@ def compatibility(
     *,
     reserved_memory: int = 0,
     reserved_disk: Mapping[str, int] | None = None,
+    ids: Mapping[str, int] = MESSAGE_IDS,
 ) -> list[Finding]:
     """Every incompatibility of this move, in the order vmms meets them."""
     return [
-        *check_switches(vm, destination),
-        *check_processor(vm, source, destination),
-        *check_version(vm, destination),
-        *check_passthrough(vm),
-        *check_backup(vm),
-        *check_iso(vm, destination),
-        *check_vhds_reachable(vm, destination, layout),
-        *check_destination_paths(vm, destination, layout),
-        *check_disk_space(vm, destination, layout, reserved=reserved_disk),
-        *check_memory(vm, destination, reserved=reserved_memory),
-        *check_destination_leftovers(vm, destination, layout),
+        *check_switches(vm, destination, ids),
+        *check_processor(vm, source, destination, ids),
+        *check_version(vm, destination, ids),
+        *check_passthrough(vm, ids),
+        *check_backup(vm, ids),
+        *check_iso(vm, destination, ids),
+        *check_vhds_reachable(vm, destination, layout, ids),
+        *check_destination_paths(vm, destination, layout, ids),
+        *check_disk_space(vm, destination, layout, reserved=reserved_disk, ids=ids),
+        *check_memory(vm, destination, reserved=reserved_memory, ids=ids),
+        *check_destination_leftovers(vm, destination, layout, ids),
     ]
 
 

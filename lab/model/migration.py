@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -155,9 +156,10 @@ class Incompatibility:
     """One Msvm_Error of a compatibility check; Compare-VM returns them as VMCompatibilityError."""
 
     message: str
-    message_id: int  # 33012 for a missing switch (sourced); others are the lab's own (checks.LAB_MESSAGE_IDS)
+    message_id: int  # the check's id in the engine's `message_ids` (checks.MESSAGE_IDS unless overridden)
     source_kind: str  # "VMNetworkAdapter", "VMProcessor", "VMMemory", "HardDiskDrive", "DvdDrive", "VirtualMachine", ""
     source_name: str = ""  # the adapter / drive name, when there is one
+    on_destination: bool = False  # the Source is the destination's VM with this VM's Id (a leftover)
 
 
 # -- physics and timing (simulated seconds, bytes) -----------------------------------------------------------
@@ -289,10 +291,13 @@ class MoveEngine:
         admission_timeout: float = 240.0,
         faults: FaultInjector | None = None,
         limit_wording: str = "classic",
+        message_ids: Mapping[str, int] | None = None,
     ) -> None:
         if limit_wording not in ("classic", "newer"):
             raise ValueError(f"limit_wording must be 'classic' or 'newer', got {limit_wording!r}")
         self.world = world
+        # Compare-VM's MessageId per check (checks.MESSAGE_IDS, with the topology's overrides).
+        self.message_ids = checks.message_ids(message_ids)
         self.tick = tick
         self.admission_timeout = admission_timeout
         self.faults = faults
@@ -360,8 +365,12 @@ class MoveEngine:
                 layout,
                 reserved_memory=self._reserved_memory(destination),
                 reserved_disk=self._reserved_disk(destination),
+                ids=self.message_ids,
             )
-            return [Incompatibility(f.message, f.message_id, f.source_kind, f.source_name) for f in findings]
+            return [
+                Incompatibility(f.message, f.message_id, f.source_kind, f.source_name, f.on_destination)
+                for f in findings
+            ]
 
     def start_move(self, request: MoveRequest) -> MigrationJob:
         """Admit a move: raise MoveRefused for the module's own pre-checks, else return the job (which may
@@ -836,6 +845,7 @@ class MoveEngine:
             run.layout,
             reserved_memory=self._reserved_memory(destination, exclude=run),
             reserved_disk=self._reserved_disk(destination, exclude=run),
+            ids=self.message_ids,
         )
         if findings:
             lines = tuple(dict.fromkeys(line for f in findings for line in f.lines))

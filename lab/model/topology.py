@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lab.model import checks
 from lab.model.clock import LabClock
 from lab.model.directory import (
     NOT_DELEGATED,
@@ -225,6 +226,15 @@ class LabSpec(_Model):
     domain: str = "lab.test"
     netbios_domain: str = "LAB"
     time_scale: Annotated[float, Field(gt=0)] = 60.0
+    # Compare-VM MessageIds by check, over lab/model/checks.py MESSAGE_IDS: a rehearsal can give the ids a
+    # real host sends, and a test can show that a client does not depend on them.
+    compare_vm_message_ids: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("compare_vm_message_ids")
+    @classmethod
+    def _known_checks(cls, value: dict[str, int]) -> dict[str, int]:
+        checks.message_ids(value)
+        return value
 
 
 class TopologySpec(_Model):
@@ -249,15 +259,23 @@ class TopologySpec(_Model):
                 if node.upper() in membership:
                     raise ValueError(f"clusters[{index}].nodes: {node!r} is already in {membership[node.upper()]}")
                 membership[node.upper()] = cluster.name
-        seen: set[str] = set()
+        seen: dict[str, VmSpec] = {}
+        ids: set[uuid.UUID] = set()
         for index, vm in enumerate(self.vms):
             where = f"vms[{index}] ({vm.name})"
             host = hosts.get(vm.host.upper())
             if host is None:
                 raise ValueError(f"{where}.host: unknown host {vm.host!r}")
-            if vm.name.lower() in seen:
-                raise ValueError(f"{where}.name: duplicate VM name")
-            seen.add(vm.name.lower())
+            # Hyper-V lets two VMs share a name; the lab allows it when each gives its own `id` (the default id
+            # comes from the name) and none is clustered (a role is named after its VM).
+            twin = seen.get(vm.name.lower())
+            if twin is not None and (vm.id is None or twin.id is None or vm.clustered or twin.clustered):
+                raise ValueError(f"{where}.name: duplicate VM name (give each VM of this name its own id)")
+            seen[vm.name.lower()] = vm
+            if vm.id is not None:
+                if vm.id in ids:
+                    raise ValueError(f"{where}.id: duplicate VM id")
+                ids.add(vm.id)
             switch_names = {s.name.lower() for s in host.switches}
             for a_index, adapter in enumerate(vm.adapters):
                 if adapter.switch is not None and adapter.switch.lower() not in switch_names:

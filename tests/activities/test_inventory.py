@@ -10,6 +10,7 @@ import pytest
 
 from activities.errors import ConfigurationError, UnknownHostError
 from activities.inventory import InventoryError, load_inventory, parse_inventory
+from config import inventory as config_inventory
 from lab.lab import Lab
 from lab.model.topology import DEFAULT_TOPOLOGY
 from workflows import contracts as c
@@ -110,6 +111,9 @@ def test_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         entry.resolve_password()
     assert caught.value.reason == f"{path}: hosts.HV01.password_env: environment variable SNLM_T is not set"
     assert caught.value.details == {"inventory": str(path), "host": "HV01", "field": "password_env"}
+    # What the worker's start-up check prints: the host, the field, and the problem without the location.
+    assert (caught.value.host, caught.value.field, caught.value.problem) == ("HV01", "password_env", "not set")
+    assert isinstance(caught.value, ConfigurationError)
     monkeypatch.setenv("SNLM_T", "")
     with pytest.raises(InventoryError, match="is empty"):
         entry.resolve_password()
@@ -169,6 +173,20 @@ def test_not_an_inventory(tmp_path: Path) -> None:
         load_inventory(tmp_path / "nowhere.yaml")
     with pytest.raises(InventoryError, match=r"<inventory>: hosts\.HV01: must be a mapping"):
         parse_inventory({"hosts": {"HV01": "h"}})
+
+
+def test_the_engine_reads_the_one_format_with_its_own_errors(tmp_path: Path) -> None:
+    # The format is config.inventory's (the lab writes with it); the engine's classes only narrow its errors.
+    path = _write(tmp_path, "hosts:\n  HV01: {address: h, username: u, password_file: absent}\n")
+    inventory = load_inventory(path)
+    assert isinstance(inventory, config_inventory.Inventory)
+    entry = inventory.host("HV01")
+    assert isinstance(entry, config_inventory.HostEntry)
+    with pytest.raises(InventoryError) as caught:
+        entry.resolve_password()
+    assert caught.value.problem == "No such file or directory"
+    assert caught.value.error_type == c.INVENTORY_INVALID
+    assert caught.value.to_application_error().non_retryable
 
 
 def test_kerberos_needs_no_password(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
+from activities.errors import SnlmError
 from activities.hosts import HostClient
 from activities.inventory import load_inventory
 from activities.migration import ISO_MISSING, MigrationActivities
@@ -271,10 +272,10 @@ def test_read_vm(pair: Callable[..., Lab]) -> None:
     assert not facts.clustered
     assert set(facts.files) == set(_files_under(lab, "HV-A", truth["path"]))
     assert len(facts.files) == 4  # vmcx, vmgs, VMRS, the VHDX
-    with pytest.raises(ApplicationError) as raised:
+    with pytest.raises(SnlmError) as raised:
         ActivityEnvironment().run(_activities(lab).read_vm, VmOnHost("ghost", "HV-A"))
-    assert raised.value.type == c.VM_NOT_FOUND
-    assert raised.value.non_retryable
+    assert raised.value.error_type == c.VM_NOT_FOUND
+    assert not raised.value.retryable
 
 
 # -- the move ---------------------------------------------------------------------------------------------------
@@ -363,10 +364,10 @@ def test_partition_at_40_percent_then_the_retry_cleans_and_moves(pair: Callable[
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
     lab.inject_fault("fail_move_at", vm="vm-a1", percent=40, action="partition", partition_seconds=20)
-    with pytest.raises(ApplicationError) as raised:
+    with pytest.raises(SnlmError) as raised:
         Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
-    assert raised.value.type == c.MIGRATION_NETWORK_ERROR
-    assert not raised.value.non_retryable
+    assert raised.value.error_type == c.MIGRATION_NETWORK_ERROR
+    assert raised.value.retryable
     # The VM still runs on the source; the destination holds the planned VM and partial files.
     assert lab.truth()["locations"]["vm-a1"] == ["HV-A"]
     planned = [vm for vm in _truth_vm(lab, "vm-a1") if vm["planned"]]
@@ -441,7 +442,7 @@ def test_verify_before_the_move_and_for_a_vm_nowhere(pair: Callable[..., Lab]) -
     assert not not_yet.cleaned_source_files
     assert set(_files_under(lab, "HV-A", "D:\\Hyper-V\\vm-a4")) == set(facts.files)  # files in use stay
     ghost = "7edeeaa1-7a03-4fe5-9d59-584d5c8356d5"
-    with pytest.raises(ApplicationError) as raised:
+    with pytest.raises(SnlmError) as raised:
         ActivityEnvironment().run(acts.verify_move, VerifyInput("ghost", ghost, "HV-A", "HV-B"))
-    assert raised.value.type == c.VERIFY_FAILED
-    assert raised.value.non_retryable
+    assert raised.value.error_type == c.VERIFY_FAILED
+    assert not raised.value.retryable

@@ -6,10 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from activities.inventory import load_inventory
-from activities.preflight import PreflightActivities
+from activities.preflight import UNKNOWN_INCOMPATIBILITY, PreflightActivities
 from lab.lab import Lab
+from lab.model import checks
+from lab.model.topology import DEFAULT_TOPOLOGY, parse_topology
 from workflows.contracts import PreflightInput, PreflightReport
 
 pytestmark = pytest.mark.timeout(300)
@@ -161,3 +164,80 @@ def test_hosts_that_cannot_reach_each_other_are_a_blocker_not_a_retry(
         lab.clear_fault(fault["id"])
     assert ids(report).get("port-6600-unreachable") == "blocker"
     assert not report.ok
+
+
+# -- names taken literally ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pattern", ["web0[78]", "*", "web0?", "WEB0*"])
+def test_a_pattern_is_no_vm_and_blames_no_other(lab: Lab, activities: PreflightActivities, pattern: str) -> None:
+    # HV-S2 runs web07, web08 and more; the hosts would take each of these as a pattern matching several.
+    before = lab.truth()
+    report = activities.preflight(PreflightInput(pattern, "HV-S2", "HV-S4"))
+    assert not report.ok
+    assert ids(report) == {"vm-not-found": "blocker"}, report.concerns
+    assert f"'{pattern}'" in report.concerns[0].message
+    after = lab.truth()
+    for key in ("vms", "locations", "move_starts", "jobs"):
+        assert after[key] == before[key], key
+
+
+# -- Compare-VM's ids are the host's, not snlm's --------------------------------------------------------------------
+RENUMBERED = {check: 96000 + index for index, check in enumerate(sorted(checks.MESSAGE_IDS))}
+
+
+@pytest.fixture(scope="module")
+def renumbered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreflightActivities]:
+    """The default estate behind hosts that give every Compare-VM finding an id snlm has never seen."""
+    raw = yaml.safe_load(DEFAULT_TOPOLOGY.read_text(encoding="utf-8"))
+    raw.setdefault("lab", {})["compare_vm_message_ids"] = RENUMBERED
+    lab = Lab(
+        parse_topology(raw, source="renumbered"),
+        workdir=tmp_path_factory.mktemp("renumbered"),
+        topology_path=DEFAULT_TOPOLOGY,
+        time_scale=600.0,
+        control_port=None,
+    ).start()
+    yield PreflightActivities(load_inventory(lab.inventory_path), **FAST)
+    lab.stop()
+
+
+def verdict(report: PreflightReport) -> set[tuple[str, str, bool]]:
+    return {(c.id, str(c.severity), c.auto_remediable) for c in report.concerns}
+
+
+@pytest.mark.parametrize(
+    ("vm", "source", "destination"),
+    [(p[1], p[2], p[3]) for p in PROBLEMS] + [("web07", "HV-S2", "HV-S4")],
+    ids=lambda v: v,
+)
+def test_verdicts_do_not_depend_on_the_hosts_ids(
+    activities: PreflightActivities, renumbered: PreflightActivities, vm: str, source: str, destination: str
+) -> None:
+    request = PreflightInput(vm, source, destination)
+    usual, other = activities.preflight(request), renumbered.preflight(request)
+    assert verdict(other) == verdict(usual)
+    assert other.ok == usual.ok
+
+
+def test_the_iso_stays_the_warning_the_saga_fixes(renumbered: PreflightActivities) -> None:
+    report = renumbered.preflight(PreflightInput("file02", "HV-S2", "HV-S4"))
+    assert report.ok, report.blockers
+    (iso,) = [c for c in report.concerns if c.id == "iso-missing-on-destination"]
+    assert iso.auto_remediable
+    assert f"MessageId {RENUMBERED['iso']}, Source DvdDrive" in iso.message  # the host's word, quoted
+
+
+def test_an_unknown_id_is_a_blocker_that_quotes_the_host(
+    activities: PreflightActivities, renumbered: PreflightActivities
+) -> None:
+    # A move without storage: web07's VHD is on a local volume of HV-S2 that HV-S4 cannot open. snlm reads
+    # nothing that says so; only Compare-VM does.
+    request = PreflightInput("web07", "HV-S2", "HV-S4", include_storage=False)
+    known = activities.preflight(request)
+    assert ids(known).get("vhd-not-reachable") == "blocker"  # VhdFileMissing, 40010
+    report = renumbered.preflight(request)
+    assert not report.ok
+    (unknown,) = [c for c in report.blockers if c.id == UNKNOWN_INCOMPATIBILITY]
+    assert "Failed to open attachment" in unknown.message
+    assert f"MessageId {RENUMBERED['vhd_not_reachable']}" in unknown.message
+    assert "Source HardDiskDrive" in unknown.message
+    assert unknown.remedy

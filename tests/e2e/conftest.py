@@ -27,11 +27,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.directory import DirectorySettings, SecretRef
+from config.settings import Settings
 from lab.lab import Lab
 from lab.model.ldap_directory import LdapDirectory
 from lab.model.topology import parse_topology
 from tests.samba import SambaDomain
-from worker import Settings, build_worker, release_worker
+from worker import build_worker, release_worker
 from workflows.contracts import (
     MigrateVmInput,
     MigrateVmResult,

@@ -21,6 +21,7 @@ from workflows.contracts import (
     MIGRATION_SERVICE,
     PREFLIGHT_BLOCKED,
     CompensationOutcome,
+    HaChoice,
     HaOutcome,
     MigrationPolicy,
     PreflightReport,
@@ -260,7 +261,8 @@ async def test_a_full_destination_volume_fails_the_move_and_everything_is_put_ba
     directory_before = e2e.delegation(src, dst)
     assert "clu2" in roles(before, n.cluster_a)
 
-    handle = await e2e.start("clu2", src, dst, policy=MigrationPolicy(revert_delegation=True))
+    # To a standalone host: the request drops HA explicitly; the failure puts the role back on the source anyway.
+    handle = await e2e.start("clu2", src, dst, policy=MigrationPolicy(revert_delegation=True, ha=HaChoice.DROP))
     await e2e.wait_truth(
         lambda t: any(j["vm_name"] == "clu2" and j["active"] and j["percent_complete"] > 0 for j in t["jobs"])
     )

@@ -11,6 +11,7 @@ import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from activities.inventory import load_inventory as engine_load_inventory
+from config import inventory as config_inventory
 from lab.inventory import Inventory, InventoryError, dump_inventory, load_inventory
 from lab.lab import Lab
 from tests.lab.conftest import TOPOLOGIES, lab_wsman
@@ -157,7 +158,11 @@ def test_dump_round_trip(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# written by a test\n#\n# second paragraph\n")
     again: Inventory = load_inventory(out)
-    assert again.hosts == inventory.hosts
+    # The same hosts, read from another file (each entry also remembers the file it came from).
+    assert {k: e.model_dump() for k, e in again.hosts.items()} == {
+        k: e.model_dump() for k, e in inventory.hosts.items()
+    }
+    assert again.host("HV01").source == str(out)
     assert not os.path.exists(str(out) + ".tmp")
 
 
@@ -219,14 +224,18 @@ def test_lab_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
 
 
 def test_the_engine_reads_what_the_lab_writes(lab_factory: Callable[..., Lab]) -> None:
-    # The engine keeps its own loader (activities.inventory: the engine never imports the lab); the file
-    # format is the contract between the two, so the engine's loader must accept the lab's file as written.
+    # The format is defined once (config.inventory), which the lab writes with and the engine reads with; neither
+    # imports the other, and the engine's entries are the format's own with the engine's errors.
     lab = lab_factory("pair", scheme="https", auth={"HV-B": "basic"})
     ours = load_inventory(lab.inventory_path)
     theirs = engine_load_inventory(lab.inventory_path)
+    assert type(ours) is config_inventory.Inventory
+    assert isinstance(theirs, config_inventory.Inventory)
+    assert all(isinstance(entry, config_inventory.HostEntry) for entry in theirs.hosts.values())
     assert set(theirs.hosts) == set(ours.hosts)
     for name, entry in ours.hosts.items():
         engine_entry = theirs.host(name)
         for field in ("address", "port", "scheme", "auth", "username", "password_file", "ca_file", "encryption"):
             assert getattr(engine_entry, field) == getattr(entry, field), (name, field)
+        assert engine_entry.model_dump() == entry.model_dump()
         assert engine_entry.resolve_password().get_secret_value() == entry.resolve_password().get_secret_value()

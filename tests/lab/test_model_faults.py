@@ -118,7 +118,7 @@ def test_fill_volume_fails_new_storage_moves_and_is_undone(lab):
     fault = faults.fill_volume("HV02", "d:", seconds=120, leave_bytes=GIB)
     assert destination.free_space("D") == GIB
     report = engine.compare(storage_request("web01"))
-    assert [i.message_id for i in report] == [checks.LAB_MESSAGE_IDS["disk_space"]]
+    assert [i.message_id for i in report] == [checks.MESSAGE_IDS["disk_space"]]
     job = wait_done(engine.start_move(storage_request("web01")))
     assert job.state == JobState.Exception
     assert job.percent_complete < 10

@@ -466,7 +466,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {"processor_compatibility": True},
         True,
         'Virtual machine "web01" is using processor-specific features not supported on host "HV02".',
-        checks.LAB_MESSAGE_IDS["processor"],
+        24002,
         "VMProcessor",
     ),
     (
@@ -476,7 +476,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         True,
         "To allow for migration of this virtual machine to a server with a different processor, modify the virtual "
         "machine settings to limit the processor features used by the virtual machine.",
-        checks.LAB_MESSAGE_IDS["processor"],
+        24004,
         "VMProcessor",
     ),
     (
@@ -485,7 +485,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {},
         True,
         "'web01' could not initialize memory: Ran out of memory (0x8007000E).",
-        checks.LAB_MESSAGE_IDS["memory"],
+        40014,
         "VMMemory",
     ),
     (
@@ -494,7 +494,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {},
         True,
         "There is not enough space on the disk. (0x80070070)",
-        checks.LAB_MESSAGE_IDS["disk_space"],
+        21502,
         "HardDiskDrive",
     ),
     (
@@ -503,7 +503,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {"passthrough_disks": [{"disk_number": 2}]},
         True,
         "pass-through disk",
-        checks.LAB_MESSAGE_IDS["passthrough"],
+        40008,
         "HardDiskDrive",
     ),
     (
@@ -512,7 +512,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {"version": "10.0"},
         True,
         "configuration version 10.0",
-        checks.LAB_MESSAGE_IDS["version"],
+        24006,
         "VirtualMachine",
     ),
     (
@@ -522,7 +522,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         True,
         '"web01" Synthetic SCSI Controller: Failed to restore with Error "A virtual disk support provider for the '
         'specified file was not found." (0xC03A0014).',
-        checks.LAB_MESSAGE_IDS["iso"],
+        21502,
         "DvdDrive",
     ),
     (
@@ -531,7 +531,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {"backup_in_progress": True},
         True,
         "being backed up",
-        checks.LAB_MESSAGE_IDS["backup"],
+        21502,
         "VirtualMachine",
     ),
     (
@@ -540,7 +540,7 @@ CHECK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool, str, int, str
         {},
         False,
         "Failed to open attachment",
-        checks.LAB_MESSAGE_IDS["vhd_not_reachable"],
+        40010,
         "HardDiskDrive",
     ),
 ]
@@ -602,7 +602,7 @@ def test_compare_lists_every_incompatibility_at_once():
     dest = host_spec("HV02", 2, switches=[], os="2019", isos=[])
     world = make_world([host_spec("HV01", 1), dest], [vm_spec("web01", version="10.0", iso=r"C:\ISO\tools.iso")])
     report = MoveEngine(world).compare(storage_request("web01"))
-    assert [i.message_id for i in report] == [33012, checks.LAB_MESSAGE_IDS["version"], checks.LAB_MESSAGE_IDS["iso"]]
+    assert [i.message_id for i in report] == [33012, 24006, 21502]
     assert report[0].source_name == "Network Adapter"
 
 

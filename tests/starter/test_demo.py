@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from config.settings import Settings, connect_client
 from lab.lab import Lab
 from starter import demo
 from starter.devserver import DevServer, start_dev_server
-from worker import Settings, build_worker, connect_client
+from worker import build_worker
 from workflows.contracts import DelegationPolicy
 
 pytestmark = pytest.mark.timeout(120)

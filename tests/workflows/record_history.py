@@ -36,8 +36,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings
 from lab.lab import Lab
-from worker import Settings, build_worker
+from worker import build_worker
 from workflows.contracts import (
     PREFLIGHT_BLOCKED,
     SEARCH_ATTRIBUTES,

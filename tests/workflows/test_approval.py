@@ -27,11 +27,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings
 from lab.lab import Lab
 from tests.conftest import _binary, register_search_attributes
 from tests.e2e.durable import wait_for
 from tests.workflows.record_history import PAIR, start_dev_server
-from worker import Settings, build_worker
+from worker import build_worker
 from workflows.contracts import (
     APPROVAL_REJECTED,
     APPROVAL_TIMED_OUT,

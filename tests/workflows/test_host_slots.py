@@ -1,16 +1,18 @@
-"""HostSlots against real Temporal servers: capacity, FIFO, idempotency, leases, capacity changes, continue-as-new,
-and acquire_pair's fixed order and release on every path."""
+"""HostSlots against real Temporal servers: capacity, FIFO, idempotency, leases and their renewal, capacity changes,
+continue-as-new, and acquire_pair's fixed order, release on every path and renewal while a move runs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -19,6 +21,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -31,12 +34,14 @@ with workflow.unsafe.imports_passed_through():
         AcquireSlotRequest,
         HostSlotsInput,
         HostSlotsStatus,
+        MigrationPolicy,
         ReleaseSlotRequest,
         ReleaseSlotResult,
         RenewSlotRequest,
         SetCapacityRequest,
         SlotGrant,
         host_slots_workflow_id,
+        slot_lease_problem,
     )
     from workflows.host_slots import HostSlotsWorkflow, acquire_pair
 
@@ -63,16 +68,71 @@ class PairMoveWorkflow:
         return list(pair.hosts)
 
 
+@dataclass(frozen=True)
+class RenewingMoveInput:
+    source: str
+    destination: str
+    hold_seconds: float
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class Held:
+    """When a RenewingMoveWorkflow had both slots, in workflow time (seconds since the epoch)."""
+
+    acquired_at: float
+    released_at: float
+
+
+@workflow.defn
+class RenewingMoveWorkflow:
+    """The MigrateVm move step with short leases: both slots, renewed while it holds them for many leases."""
+
+    @workflow.run
+    async def run(self, input: RenewingMoveInput) -> Held:
+        pair = await acquire_pair(
+            input.source, input.destination, workflow.info().workflow_id, lease_seconds=input.lease_seconds
+        )
+        acquired_at = workflow.now().timestamp()
+        try:
+            async with pair.renewed_every(input.lease_seconds / 3):
+                await workflow.sleep(input.hold_seconds)
+        finally:
+            await pair.release()
+        return Held(acquired_at, workflow.now().timestamp())
+
+
 def _host() -> str:
     return f"HV-{uuid.uuid4().hex[:8]}"
 
 
 @asynccontextmanager
-async def _worker(client: Client, task_queue: str) -> AsyncIterator[Worker]:
+async def _worker(client: Client, task_queue: str, *, cached: int = 100) -> AsyncIterator[Worker]:
     async with Worker(
-        client, task_queue=task_queue, workflows=[HostSlotsWorkflow, PairMoveWorkflow], max_cached_workflows=100
+        client,
+        task_queue=task_queue,
+        workflows=[HostSlotsWorkflow, PairMoveWorkflow, RenewingMoveWorkflow],
+        max_cached_workflows=cached,
     ) as worker:
         yield worker
+
+
+@asynccontextmanager
+async def _tidy_worker(client: Client, task_queue: str, *, cached: int = 100) -> AsyncIterator[list[WorkflowHandle]]:
+    """A worker; the workflows put in the list it yields are terminated at the end.
+
+    The servers live for the session. A HostSlots entity left running keeps its timers (lease expiry, idle
+    wake-up), which later fire for a task queue no worker serves any more; on the time-skipping server a later
+    test's update after `env.sleep` then ran into its RPC deadline.
+    """
+    started: list[WorkflowHandle] = []
+    try:
+        async with _worker(client, task_queue, cached=cached):
+            yield started
+    finally:
+        for handle in started:
+            with contextlib.suppress(RPCError):
+                await handle.terminate(reason="end of the test")
 
 
 async def _start(
@@ -277,8 +337,9 @@ async def test_a_crashed_holder_loses_its_slot_when_the_lease_expires(
     time_skipping_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     client = time_skipping_env.client
-    async with _worker(client, task_queue):
+    async with _tidy_worker(client, task_queue) as started:
         handle = await _start(client, task_queue, _host(), capacity=1)
+        started.append(handle)
         await handle.execute_update(HostSlotsWorkflow.acquire, AcquireSlotRequest("crashed", lease_seconds=120))
         queued = await handle.execute_update(
             HostSlotsWorkflow.acquire, AcquireSlotRequest("next", lease_seconds=120, wait_seconds=1)
@@ -295,6 +356,151 @@ async def test_a_crashed_holder_loses_its_slot_when_the_lease_expires(
         assert status.waiters == ()
         again = await handle.execute_update(HostSlotsWorkflow.acquire, AcquireSlotRequest("next"))
         assert again.granted
+
+
+async def test_a_renewed_lease_is_kept_and_a_lease_no_longer_renewed_ends_on_time(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    env = time_skipping_env
+    async with _tidy_worker(env.client, task_queue) as started:
+        handle = await _start(env.client, task_queue, _host(), capacity=1)
+        started.append(handle)
+        grant = await handle.execute_update(HostSlotsWorkflow.acquire, AcquireSlotRequest("mover", lease_seconds=120))
+        queued = await handle.execute_update(
+            HostSlotsWorkflow.acquire, AcquireSlotRequest("next", lease_seconds=120, wait_seconds=1)
+        )
+        assert not queued.granted
+
+        # Renewed every 80 s for 320 s of workflow time, well past the first lease: each renewal extends the lease
+        # by a whole lease from the moment it arrives, and the waiter keeps waiting.
+        for _ in range(4):
+            await env.sleep(timedelta(seconds=80))
+            renewed: SlotGrant = await handle.execute_update(HostSlotsWorkflow.renew, RenewSlotRequest("mover"))
+            now = (await env.get_current_time()).timestamp()
+            assert renewed.granted
+            assert renewed.expires_at > grant.expires_at
+            assert 119 <= renewed.expires_at - now <= 120
+            grant = renewed
+            status = await _status(handle)
+            assert _ids(status.holders) == ["mover"]
+            assert _ids(status.waiters) == ["next"]
+
+        # It stops renewing: the slot is held to the end of the last lease, then goes to the waiter at once.
+        await env.sleep(timedelta(seconds=110))
+        assert _ids((await _status(handle)).holders) == ["mover"]
+        await env.sleep(timedelta(seconds=20))
+        status = await _status(handle)
+        assert _ids(status.holders) == ["next"]
+        assert status.waiters == ()
+        assert status.peak_in_use == 1
+        # Granted when the old lease ended (its new lease runs from then), not at the next idle wake-up.
+        assert grant.expires_at + 120 <= status.holders[0].expires_at <= grant.expires_at + 125
+        with pytest.raises(WorkflowUpdateFailedError) as late:
+            await handle.execute_update(HostSlotsWorkflow.renew, RenewSlotRequest("mover"))
+        assert isinstance(late.value.cause, ApplicationError)
+        assert late.value.cause.type == SLOT_NOT_HELD
+
+
+def test_a_move_lease_is_minutes_long_and_fits_the_move() -> None:
+    policy = MigrationPolicy()
+    assert 60 <= policy.slot_lease_seconds <= 600
+    assert slot_lease_problem(policy.slot_lease_seconds, policy.move_timeout_seconds) == ""
+    assert slot_lease_problem(20, 600) == ""
+    for lease in (0, 5, -1, float("nan"), float("inf"), 2 * 3600):
+        assert "outside" in slot_lease_problem(lease, 600)
+    # Renewed every third of a lease for a 12 h move, a 60 s lease would grow the move's history past its bound.
+    problem = slot_lease_problem(60, 12 * 3600)
+    assert "at least 259.2 s" in problem
+
+
+# The two tests below run on the dev server, in real time, with leases of seconds: on the time-skipping server a
+# signal that arrives while the receiver's workflow task runs makes that task's completion fail ("Expired workflow
+# task"), and the retry waits for a workflow task timeout that time skipping jumps over, so renewals land late.
+LEASE = 6.0  # renewed every 2 s: a renewal may be 4 s late on a busy machine before the slot is lost
+
+
+async def test_a_move_renewing_its_slots_keeps_them_for_many_leases(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    async with _tidy_worker(client, task_queue) as started:
+        a, b = sorted([_host(), _host()])
+        slots = [await _start(client, task_queue, host, capacity=1) for host in (a, b)]
+        started.extend(slots)
+        first = await client.start_workflow(
+            RenewingMoveWorkflow.run,
+            RenewingMoveInput(a, b, hold_seconds=3 * LEASE, lease_seconds=LEASE),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        started.append(first)
+        await _until(slots[1], lambda s: _ids(s.holders) == [first.id])
+        second = await client.start_workflow(
+            RenewingMoveWorkflow.run,
+            RenewingMoveInput(b, a, hold_seconds=0.1, lease_seconds=LEASE),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        started.append(second)
+        await _until(slots[0], lambda s: _ids(s.waiters) == [second.id])
+
+        held_first, held_second = await asyncio.wait_for(asyncio.gather(first.result(), second.result()), 60)
+        # Three leases long (in workflow time), and the waiter got the slots only once they were released.
+        assert held_first.released_at - held_first.acquired_at >= 3 * LEASE
+        assert held_second.acquired_at >= held_first.released_at
+        for handle in slots:
+            status = await _status(handle)
+            assert status.peak_in_use == 1
+            assert status.holders == ()
+            assert status.waiters == ()
+
+
+async def _terminated_at(handle: WorkflowHandle) -> float:
+    """When the server recorded the run's termination (seconds since the epoch)."""
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+    raise AssertionError(f"{handle.id} was not terminated")
+
+
+async def test_a_terminated_move_frees_its_slots_within_one_lease(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    # No workflow cache: every workflow task replays the history so far (so the renewals are replayed too), and the
+    # terminated run, of which the worker is never told, is not left in a cache to be torn down at shutdown.
+    async with _tidy_worker(client, task_queue, cached=0) as started:
+        a, b = sorted([_host(), _host()])
+        slots = [await _start(client, task_queue, host, capacity=1) for host in (a, b)]
+        started.extend(slots)
+        first = await client.start_workflow(
+            RenewingMoveWorkflow.run,
+            RenewingMoveInput(a, b, hold_seconds=12 * 3600, lease_seconds=LEASE),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        started.append(first)
+        await _until(slots[1], lambda s: _ids(s.holders) == [first.id])
+        second = await client.start_workflow(
+            RenewingMoveWorkflow.run,
+            RenewingMoveInput(a, b, hold_seconds=0.1, lease_seconds=LEASE),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        started.append(second)
+        await _until(slots[0], lambda s: _ids(s.waiters) == [second.id])
+
+        # Terminated: no release, no compensation; only the lease running out frees the slots.
+        await first.terminate(reason="test: a move terminated mid-move")
+        held = await asyncio.wait_for(second.result(), 60)
+        terminated_at = await _terminated_at(first)
+        # In the server's time: renewed every third of a lease, the last lease ran out within one lease.
+        assert terminated_at < held.acquired_at <= terminated_at + LEASE + 1
+        for handle in slots:
+            status = await _status(handle)
+            assert status.peak_in_use == 1
+            assert status.holders == ()
+            assert status.waiters == ()
 
 
 async def test_acquire_pair_in_opposite_directions_does_not_deadlock(

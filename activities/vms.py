@@ -1,0 +1,99 @@
+"""A VM by its name, taken literally.
+
+Hyper-V's cmdlets take `-Name` as a wildcard pattern whenever it holds `*`, `?` or `[`, and escaping does not
+help: a backtick-escaped name is compared with its backticks and found nowhere (reference/hyperv-fidelity-
+catalogue.md section 6.1). So snlm never hands a host a VM's name: it lists the host's VMs (`Get-VM` without
+`-Name`), compares names itself, exactly but for case as Hyper-V compares them, and from then on addresses
+the one VM it found by its Id (`Get-VM -Id <id> | <cmdlet>`, DESIGN.md invariant 9).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from activities.errors import ConfigurationError
+from activities.hosts import Command, HostClient
+from workflows import contracts as c
+
+__all__ = [
+    "PLANNED",
+    "by_id",
+    "by_name",
+    "is_planned",
+    "list_vms",
+    "resolve_vm",
+    "same_name",
+    "vm_commands",
+    "vm_id",
+]
+
+PLANNED: Final = "PlannedVirtualMachine"
+
+
+def _upper(text: str) -> str:
+    # One character to one, as .NET's ordinal case-insensitive comparison maps them (no "ß" -> "SS").
+    return "".join(u if len(u := ch.upper()) == 1 else ch for ch in text)
+
+
+def same_name(a: str, b: str) -> bool:
+    """Whether two VM names are the same name to Hyper-V: equal but for case, every character counted."""
+    return len(a) == len(b) and _upper(a) == _upper(b)
+
+
+def vm_id(vm: Mapping[str, Any]) -> str:
+    """The VM's Id as a lower-case GUID string ("" when the object has none)."""
+    value = vm.get("Id") or vm.get("VMId")
+    try:
+        return str(uuid.UUID(str(value).strip("{}")))
+    except ValueError:
+        return ""
+
+
+def is_planned(vm: Mapping[str, Any] | None) -> bool:
+    return vm is not None and str(vm.get("VirtualMachineType") or "") == PLANNED
+
+
+def list_vms(client: HostClient) -> list[dict[str, Any]]:
+    """Every VM the host lists, realized and planned (`Get-VM` with no name: nothing to be read as a pattern)."""
+    return [vm for vm in client.run("Get-VM").output if isinstance(vm, dict)]
+
+
+def by_name(vms: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [vm for vm in vms if same_name(str(vm.get("Name") or ""), name)]
+
+
+def by_id(vms: Sequence[Mapping[str, Any]], wanted: str) -> Mapping[str, Any] | None:
+    key = wanted.lower()
+    return next((vm for vm in vms if vm_id(vm) == key), None)
+
+
+def ambiguous(name: str, host: str, vms: Sequence[Mapping[str, Any]]) -> ConfigurationError:
+    ids = sorted(vm_id(vm) for vm in vms)
+    return ConfigurationError(
+        f"{len(ids)} VMs on {host} are named {name!r} (ids {', '.join(ids)}): snlm will not guess which to move",
+        error_type=c.VM_NAME_AMBIGUOUS,
+        remedy=f"rename all but one of them on {host} (Rename-VM), then submit the move again",
+        details={"vm": name, "host": host, "vm_ids": ids},
+    )
+
+
+def resolve_vm(client: HostClient, name: str) -> dict[str, Any]:
+    """The one realized VM named `name` on the host. None: VmNotFound; several: VmNameAmbiguous (naming ids)."""
+    found = [vm for vm in by_name(list_vms(client), name) if not is_planned(vm)]
+    if not found:
+        raise ConfigurationError(
+            f"no VM named {name!r} on {client.host}",
+            error_type=c.VM_NOT_FOUND,
+            remedy="check the VM's name and which host it is on (Get-VM on the host)",
+            details={"vm": name, "host": client.host},
+        )
+    if len(found) > 1:
+        raise ambiguous(name, client.host, found)
+    return dict(found[0])
+
+
+def vm_commands(vm: str, *then: Command) -> list[Command]:
+    """`Get-VM -Id <vm> | <then>`: the commands act on exactly this VM, whatever its name."""
+    return [Command("Get-VM", {"Id": [uuid.UUID(vm)]}), *then]

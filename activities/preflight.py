@@ -47,6 +47,7 @@ from workflows.contracts import (
     VM_IS_CLUSTERED,
     ActivityName,
     Concern,
+    ConcernId,
     PreflightFacts,
     PreflightInput,
     PreflightReport,
@@ -60,9 +61,9 @@ FIREWALL_RULE = "VIRT-MIGL-In-TCP-NoScope"
 MIGRATION_PORT = 6600
 # MSFT_NetFirewallRule.Enabled: 1 True, 2 False.
 _RULE_ENABLED = 1
-ISO_MISSING: Final = "iso-missing-on-destination"
-LEFTOVERS: Final = "destination-leftovers"
-UNKNOWN_INCOMPATIBILITY: Final = "compare-vm-incompatibility"
+ISO_MISSING: Final = ConcernId.ISO_MISSING_ON_DESTINATION
+LEFTOVERS: Final = ConcernId.DESTINATION_LEFTOVERS
+UNKNOWN_INCOMPATIBILITY: Final = ConcernId.COMPARE_VM_INCOMPATIBILITY
 
 # Compare-VM's Source types (catalogue 6.2).
 _ADAPTER, _PROCESSOR, _MEMORY = "VMNetworkAdapter", "VMProcessor", "VMMemory"
@@ -75,11 +76,11 @@ class _Known:
     """A Compare-VM MessageId the Hyper-V client library defines: the concern it is, for the Source types it
     comes with (another Source type means another finding, judged as unknown)."""
 
-    concern: str
+    concern: ConcernId
     sources: frozenset[str]
 
 
-def _known(concern: str, *sources: str) -> _Known:
+def _known(concern: ConcernId, *sources: str) -> _Known:
     return _Known(concern, frozenset(sources))
 
 
@@ -87,40 +88,40 @@ _MEMORY_IDS = range(40012, 40041, 2)  # MemoryWeightAboveMax .. DynamicMemoryNum
 _STORAGE_PATH_IDS = (32900, 32906, 32908, 32928)
 # MessageId -> concern (NEON ValidationErrorId, catalogue 6.2; 33012 also PSD Compare-VM example 2).
 COMPARE_VM_IDS: dict[int, _Known] = {
-    33010: _known("switch-missing", _ADAPTER),
-    33012: _known("switch-missing", _ADAPTER),
-    33014: _known("switch-missing", _ADAPTER),
-    24002: _known("cpu-vendor-mismatch", _PROCESSOR),
-    24004: _known("processor-incompatible", _PROCESSOR),
-    24006: _known("config-version-unsupported", _VM),
-    24008: _known("device-incompatible", _ADAPTER, _DISK, _DVD, _FC, "VMComPort", _VM),
-    25014: _known("processor-incompatible", _VM, _PROCESSOR),
-    40008: _known("passthrough-disk", _DISK),
-    27106: _known("passthrough-disk", _DISK),
-    40010: _known("vhd-not-reachable", _DISK),
-    21016: _known("saved-state-incompatible", _VM, _CHECKPOINT),
-    40002: _known("vm-files-missing", _VM, _CHECKPOINT),
-    40004: _known("vm-files-missing", _VM, _CHECKPOINT),
-    40006: _known("vm-files-missing", _VM, _CHECKPOINT),
-    32172: _known("fibre-channel-san-missing", _FC),
-    32173: _known("fibre-channel-san-missing", _FC),
-    13000: _known("destination-path", _VM, _NONE),
-    16350: _known("destination-path", _VM, _CHECKPOINT, _NONE),
-    16352: _known("destination-path", _VM, _NONE),
-    32605: _known("remotefx-incompatible", _VM, _NONE),
-    **{i: _known("memory", _MEMORY) for i in _MEMORY_IDS},
-    23134: _known("memory", _MEMORY),
-    **{i: _known("processor-settings", _PROCESSOR) for i in (14390, 14400, 14410, 14420, 14424)},
-    **{i: _known("destination-path", _VM, _DISK, _NONE) for i in _STORAGE_PATH_IDS},
+    33010: _known(ConcernId.SWITCH_MISSING, _ADAPTER),
+    33012: _known(ConcernId.SWITCH_MISSING, _ADAPTER),
+    33014: _known(ConcernId.SWITCH_MISSING, _ADAPTER),
+    24002: _known(ConcernId.CPU_VENDOR_MISMATCH, _PROCESSOR),
+    24004: _known(ConcernId.PROCESSOR_INCOMPATIBLE, _PROCESSOR),
+    24006: _known(ConcernId.CONFIG_VERSION_UNSUPPORTED, _VM),
+    24008: _known(ConcernId.DEVICE_INCOMPATIBLE, _ADAPTER, _DISK, _DVD, _FC, "VMComPort", _VM),
+    25014: _known(ConcernId.PROCESSOR_INCOMPATIBLE, _VM, _PROCESSOR),
+    40008: _known(ConcernId.PASSTHROUGH_DISK, _DISK),
+    27106: _known(ConcernId.PASSTHROUGH_DISK, _DISK),
+    40010: _known(ConcernId.VHD_NOT_REACHABLE, _DISK),
+    21016: _known(ConcernId.SAVED_STATE_INCOMPATIBLE, _VM, _CHECKPOINT),
+    40002: _known(ConcernId.VM_FILES_MISSING, _VM, _CHECKPOINT),
+    40004: _known(ConcernId.VM_FILES_MISSING, _VM, _CHECKPOINT),
+    40006: _known(ConcernId.VM_FILES_MISSING, _VM, _CHECKPOINT),
+    32172: _known(ConcernId.FIBRE_CHANNEL_SAN_MISSING, _FC),
+    32173: _known(ConcernId.FIBRE_CHANNEL_SAN_MISSING, _FC),
+    13000: _known(ConcernId.DESTINATION_PATH, _VM, _NONE),
+    16350: _known(ConcernId.DESTINATION_PATH, _VM, _CHECKPOINT, _NONE),
+    16352: _known(ConcernId.DESTINATION_PATH, _VM, _NONE),
+    32605: _known(ConcernId.REMOTEFX_INCOMPATIBLE, _VM, _NONE),
+    **{i: _known(ConcernId.MEMORY, _MEMORY) for i in _MEMORY_IDS},
+    23134: _known(ConcernId.MEMORY, _MEMORY),
+    **{i: _known(ConcernId.PROCESSOR_SETTINGS, _PROCESSOR) for i in (14390, 14400, 14410, 14420, 14424)},
+    **{i: _known(ConcernId.DESTINATION_PATH, _VM, _DISK, _NONE) for i in _STORAGE_PATH_IDS},
 }
 # The blockers a fact check states for each Source type: a finding the engine cannot place more precisely
 # (unknown id) is folded into one of these when the run is blocked for it anyway.
-_BLOCKERS_BY_SOURCE: dict[str, tuple[str, ...]] = {
-    _ADAPTER: ("switch-missing",),
-    _PROCESSOR: ("cpu-vendor-mismatch", "processor-incompatible"),
-    _MEMORY: ("memory",),
-    _DISK: ("passthrough-disk", "disk-space"),
-    _VM: ("backup-in-progress", "config-version-unsupported", "vm-on-both-hosts"),
+_BLOCKERS_BY_SOURCE: dict[str, tuple[ConcernId, ...]] = {
+    _ADAPTER: (ConcernId.SWITCH_MISSING,),
+    _PROCESSOR: (ConcernId.CPU_VENDOR_MISMATCH, ConcernId.PROCESSOR_INCOMPATIBLE),
+    _MEMORY: (ConcernId.MEMORY,),
+    _DISK: (ConcernId.PASSTHROUGH_DISK, ConcernId.DISK_SPACE),
+    _VM: (ConcernId.BACKUP_IN_PROGRESS, ConcernId.CONFIG_VERSION_UNSUPPORTED, ConcernId.VM_ON_BOTH_HOSTS),
 }
 # An allowance over the VHD file sizes: configuration, runtime state and headroom.
 _SPACE_MARGIN = 1 * GIB
@@ -165,16 +166,16 @@ class _Findings:
     facts: dict[str, str] = field(default_factory=dict)
 
     def add(
-        self, id: str, severity: Severity, message: str, remedy: str, *, host: str = "", auto: bool = False
+        self, id: ConcernId, severity: Severity, message: str, remedy: str, *, host: str = "", auto: bool = False
     ) -> None:
         if any(c.id == id and c.host == host for c in self.concerns):
             return
         self.concerns.append(Concern(id, severity, message, remedy, auto, host))
 
-    def has(self, id: str) -> bool:
+    def has(self, id: ConcernId) -> bool:
         return any(c.id == id for c in self.concerns)
 
-    def get(self, id: str) -> Concern | None:
+    def get(self, id: ConcernId) -> Concern | None:
         return next((c for c in self.concerns if c.id == id), None)
 
     def note(self, id: str, text: str) -> None:
@@ -385,7 +386,7 @@ def _vm_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) ->
     f.fact("vm.memory_startup_gb", _gb(int(vm.get("MemoryStartup") or 0)))
     if vm.get("IsClustered"):
         f.add(
-            "vm-clustered",
+            ConcernId.VM_CLUSTERED,
             SEVERITY_INFO,
             f"{request.vm} on {s} is a clustered VM: shared-nothing live migration cannot move it as it is.",
             "the saga snapshots and removes its cluster role first, and restores it on failure",
@@ -395,7 +396,7 @@ def _vm_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) ->
     status = " ".join(str(x) for x in (vm.get("Status"), vm.get("SecondaryOperationalStatus")) if x)
     if "Backing up" in status or "BackingUp" in status:
         f.add(
-            "backup-in-progress",
+            ConcernId.BACKUP_IN_PROGRESS,
             SEVERITY_BLOCKER,
             f"a backup of {request.vm} is running on {s} (status '{vm.get('Status')}'): the move is blocked.",
             "wait for the backup to finish (or stop the backup job), then run the migration again",
@@ -403,7 +404,7 @@ def _vm_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) ->
         )
     if vm.get("ParentSnapshotId"):
         f.add(
-            "checkpoints",
+            ConcernId.CHECKPOINTS,
             SEVERITY_WARNING,
             f"{request.vm} has checkpoints (latest '{vm.get('ParentSnapshotName')}'): their differencing disks "
             "(.avhdx) move with it and add to the data to copy.",
@@ -413,7 +414,7 @@ def _vm_checks(f: _Findings, src: Mapping[str, Any], request: PreflightInput) ->
     for drive in src["drives"]:
         if drive.get("DiskNumber") is not None:
             f.add(
-                "passthrough-disk",
+                ConcernId.PASSTHROUGH_DISK,
                 SEVERITY_BLOCKER,
                 f"{request.vm} has a pass-through disk (physical disk {drive.get('DiskNumber')}, "
                 f"{drive.get('Name')}): a shared-nothing live migration cannot move it.",
@@ -434,7 +435,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     f.fact("destination.cpu", f"{dst_vendor} {_model(dst['cpus'])}".strip())
     if src_vendor and dst_vendor and src_vendor != dst_vendor:
         f.add(
-            "cpu-vendor-mismatch",
+            ConcernId.CPU_VENDOR_MISMATCH,
             SEVERITY_BLOCKER if running else SEVERITY_WARNING,
             f"{s} has {src_vendor} processors and {d} has {dst_vendor}: a running VM ({request.vm}) cannot "
             "live-migrate between processor vendors, even with processor compatibility on.",
@@ -443,7 +444,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
         )
     elif _model(src["cpus"]) != _model(dst["cpus"]) and not src["processor"].get("CompatibilityForMigrationEnabled"):
         f.add(
-            "processor-compatibility",
+            ConcernId.PROCESSOR_COMPATIBILITY,
             SEVERITY_WARNING,
             f"{request.vm} runs without processor compatibility and {d}'s processor ({_model(dst['cpus'])}) differs "
             f"from {s}'s ({_model(src['cpus'])}): the move may be refused for processor features.",
@@ -458,7 +459,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
         f.fact(f"{host_name}.max_vm_migrations", host.get("MaximumVirtualMachineMigrations"))
         if host and not host.get("VirtualMachineMigrationEnabled"):
             f.add(
-                "live-migration-disabled",
+                ConcernId.LIVE_MIGRATION_DISABLED,
                 SEVERITY_WARNING,
                 f"live migration is disabled on {host_name}.",
                 "the saga enables it (Enable-VMMigration, Kerberos, the migration networks) and restores the "
@@ -469,7 +470,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     src_domain, dst_domain = src["host"].get("FullyQualifiedDomainName"), dst["host"].get("FullyQualifiedDomainName")
     if src_domain and dst_domain and str(src_domain).lower() != str(dst_domain).lower():
         f.add(
-            "different-domain",
+            ConcernId.DIFFERENT_DOMAIN,
             SEVERITY_BLOCKER,
             f"{s} is in domain {src_domain} and {d} in {dst_domain}: both hosts must be in the same AD domain "
             "(or trusting domains) for Kerberos live migration.",
@@ -481,7 +482,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     version = str(vm.get("Version") or "")
     if supported and version and version not in supported:
         f.add(
-            "config-version-unsupported",
+            ConcernId.CONFIG_VERSION_UNSUPPORTED,
             SEVERITY_BLOCKER,
             f"{request.vm} is at configuration version {version}, which {d} does not run (it supports "
             f"{', '.join(supported)}); events 10698 / 21502.",
@@ -495,7 +496,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
         switch = adapter.get("SwitchName")
         if switch and str(switch).lower() not in dst_switches:
             f.add(
-                "switch-missing",
+                ConcernId.SWITCH_MISSING,
                 SEVERITY_BLOCKER,
                 f"{request.vm}'s adapter '{adapter.get('Name')}' is on switch '{switch}', which {d} does not have "
                 "(Compare-VM MessageId 33012).",
@@ -510,7 +511,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     f.fact(f"{d}.free_memory_gb", _gb(free))
     if dst["os"] and need > free:
         f.add(
-            "memory",
+            ConcernId.MEMORY,
             SEVERITY_BLOCKER,
             f"{request.vm} needs {_gb(need)} of memory and {d} has {_gb(free)} free (the move would fail with "
             "0x8007000E / 0x800705AA).",
@@ -528,7 +529,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
         f.fact(f"{d}.free_space_{dst['drive']}_gb", _gb(remaining))
         if vhd_bytes + _SPACE_MARGIN > remaining:
             f.add(
-                "disk-space",
+                ConcernId.DISK_SPACE,
                 SEVERITY_BLOCKER,
                 f"{request.vm}'s disks take {_gb(vhd_bytes)} and {d}'s {dst['drive']}: volume has {_gb(remaining)} "
                 "free.",
@@ -539,7 +540,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     for path, present in dst["isos"].items():
         if not present:
             f.add(
-                "iso-missing-on-destination",
+                ConcernId.ISO_MISSING_ON_DESTINATION,
                 SEVERITY_WARNING,
                 f"{request.vm} has the ISO {path} mounted and {d} has no such file (the move would fail with "
                 "0xC03A0014).",
@@ -551,7 +552,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     rules = dst["firewall"]
     if rules and all(rule.get("Enabled") != _RULE_ENABLED for rule in rules):
         f.add(
-            "firewall-6600-closed",
+            ConcernId.FIREWALL_6600_CLOSED,
             SEVERITY_BLOCKER,
             f"the inbound firewall rule 'Hyper-V (MIG-TCP-In)' ({FIREWALL_RULE}, TCP {MIGRATION_PORT}) is disabled "
             f"on {d}: migrations into it are refused (0x8007274D).",
@@ -560,9 +561,9 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
         )
     tnc = src["tnc"]
     f.fact("tcp_6600_reachable", tnc.get("TcpTestSucceeded"))
-    if tnc and not tnc.get("TcpTestSucceeded") and not f.has("firewall-6600-closed"):
+    if tnc and not tnc.get("TcpTestSucceeded") and not f.has(ConcernId.FIREWALL_6600_CLOSED):
         f.add(
-            "port-6600-unreachable",
+            ConcernId.PORT_6600_UNREACHABLE,
             SEVERITY_BLOCKER,
             f"{s} cannot open TCP {MIGRATION_PORT} on {d} (Test-NetConnection from {s} failed).",
             f"check the network between the hosts and that {d}'s vmms listens on TCP {MIGRATION_PORT}",
@@ -573,7 +574,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     f.fact(f"{d}.smb2_enabled", dst["smb"].get("EnableSMB2Protocol"))
     if dst["smb"] and dst["smb"].get("EnableSMB2Protocol") is False:
         f.add(
-            "smb2-disabled",
+            ConcernId.SMB2_DISABLED,
             smb_severity,
             f"SMB 2/3 is disabled on {d} (EnableSMB2Protocol False): a move with storage needs SMB 3.",
             f"enable it on {d}: Set-SmbServerConfiguration -EnableSMB2Protocol $true",
@@ -582,7 +583,7 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     for binding in dst["bindings"]:
         if binding.get("Enabled") is False:
             f.add(
-                "binding-missing",
+                ConcernId.BINDING_MISSING,
                 smb_severity,
                 f"'{binding.get('DisplayName')}' ({binding.get('ComponentID')}) is not bound on {d}'s adapter "
                 f"'{binding.get('Name')}'.",
@@ -600,7 +601,7 @@ def _ha_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], req
     f.fact(f"{request.destination}.cluster", destination_cluster)
     if destination_cluster:
         f.add(
-            "ha-restored-on-destination",
+            ConcernId.HA_RESTORED_ON_DESTINATION,
             SEVERITY_INFO,
             f"{request.vm} is highly available in {cluster}; {request.destination} is a node of "
             f"{destination_cluster}, where the saga makes it highly available again after the move.",
@@ -609,7 +610,7 @@ def _ha_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], req
         )
         return
     f.add(
-        "ha-lost",
+        ConcernId.HA_LOST,
         SEVERITY_WARNING,
         f"{request.vm} is highly available in {cluster} and {request.destination} is not a cluster node: after the "
         "move it will no longer be highly available.",
@@ -642,7 +643,7 @@ def _destination_vm_checks(
         )
     elif same is not None:
         f.add(
-            "vm-on-both-hosts",
+            ConcernId.VM_ON_BOTH_HOSTS,
             SEVERITY_BLOCKER,
             f"the VM with the Id of '{name}' ({guid}) is registered and realized on both {s} and {d} "
             f"(there named '{same.get('Name')}').",
@@ -653,7 +654,7 @@ def _destination_vm_checks(
     if others:
         ids = ", ".join(sorted(vm_id(vm) for vm in others))
         f.add(
-            "vm-name-clash",
+            ConcernId.VM_NAME_CLASH,
             SEVERITY_BLOCKER,
             f"{d} already has a different VM named '{name}' (Id {ids}, {others[0].get('State')}): after the move two "
             f"VMs would share the name on {d}. It is not a leftover and snlm never removes it.",
@@ -682,7 +683,7 @@ def _destination_vm_checks(
     if used:
         users = ", ".join(f"{t} ('{owners[t.lower()][1]}', {owners[t.lower()][0]})" for t in used)
         f.add(
-            "destination-file-in-use",
+            ConcernId.DESTINATION_FILE_IN_USE,
             SEVERITY_BLOCKER,
             f"the move of '{name}' would write its disks over files another VM on {d} uses: {users}.",
             f"give the move another storage path on {d}, or choose another destination",
@@ -696,20 +697,20 @@ def _same_guid(a: str, b: str) -> bool:
 
 def _compare_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], request: PreflightInput) -> None:
     for text in src.get("compare_unreachable", []):
-        if not f.has("port-6600-unreachable") and not f.has("firewall-6600-closed"):
+        if not f.has(ConcernId.PORT_6600_UNREACHABLE) and not f.has(ConcernId.FIREWALL_6600_CLOSED):
             f.add(
-                "port-6600-unreachable",
+                ConcernId.PORT_6600_UNREACHABLE,
                 SEVERITY_BLOCKER,
                 f"{request.source} cannot reach {request.destination} for a migration: {text}",
                 f"check the network between the hosts and that {request.destination}'s vmms listens on TCP "
                 f"{MIGRATION_PORT}",
                 host=request.destination,
             )
-    if src.get("compare_clustered") and f.has("vm-clustered"):
+    if src.get("compare_clustered") and f.has(ConcernId.VM_CLUSTERED):
         # Hyper-V's Compare-VM refuses a clustered VM until its role is removed, which preflight must not do: the
         # checks above, read from both hosts, stand in for it, and the move itself is the final word.
         f.add(
-            "compare-vm-after-ha-removal",
+            ConcernId.COMPARE_VM_AFTER_HA_REMOVAL,
             SEVERITY_INFO,
             f"Compare-VM cannot check {request.vm} while it is clustered; the host checks above stand in for it.",
             "nothing to do: the saga removes the cluster role before the move",
@@ -719,7 +720,7 @@ def _compare_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any]
         if text in src.get("compare_unreachable", []) or text in src.get("compare_clustered", []):
             continue
         f.add(
-            "compare-vm-failed",
+            ConcernId.COMPARE_VM_FAILED,
             SEVERITY_WARNING,
             f"Compare-VM for {request.vm} from {request.source} to {request.destination} failed: {text}",
             "see the other concerns; the move will report the same error",
@@ -785,25 +786,25 @@ def _explained(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], ite
         path = str(source.get("Path") or "").lower()
         if (path and path in missing) or (not path and missing):
             return ISO_MISSING
-    if kind == _ADAPTER and f.has("switch-missing"):
+    if kind == _ADAPTER and f.has(ConcernId.SWITCH_MISSING):
         have = {str(sw.get("Name", "")).lower() for sw in dst["switches"]}
         switch, name = str(source.get("SwitchName") or ""), str(source.get("Name") or "")
         lacking = [a for a in src["adapters"] if a.get("SwitchName") and str(a["SwitchName"]).lower() not in have]
         if (switch and switch.lower() not in have) or (
             not switch and (not name or any(str(a.get("Name")) == name for a in lacking))
         ):
-            return "switch-missing"
+            return ConcernId.SWITCH_MISSING
     if kind == _PROCESSOR:
-        for concern in ("cpu-vendor-mismatch", "processor-compatibility"):
+        for concern in (ConcernId.CPU_VENDOR_MISMATCH, ConcernId.PROCESSOR_COMPATIBILITY):
             if f.has(concern):
                 return concern
-    if kind == _MEMORY and f.has("memory"):
-        return "memory"
+    if kind == _MEMORY and f.has(ConcernId.MEMORY):
+        return ConcernId.MEMORY
     if kind == _VM and f.has(LEFTOVERS) and is_planned(source) and vm_id(source) == vm_id(src["vm"]):
         return LEFTOVERS
     if kind == _DISK:
-        if source.get("DiskNumber") is not None and f.has("passthrough-disk"):
-            return "passthrough-disk"
+        if source.get("DiskNumber") is not None and f.has(ConcernId.PASSTHROUGH_DISK):
+            return ConcernId.PASSTHROUGH_DISK
         path = str(source.get("Path") or "")
         storage = str(dst.get("storage") or "")
         if path and storage and f.has(LEFTOVERS):
@@ -814,21 +815,21 @@ def _explained(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], ite
 
 
 # Warnings of snlm's own that say the move may fail: the host's finding about the same object says it will.
-_CONFIRMED = frozenset({"processor-compatibility"})
+_CONFIRMED = frozenset({ConcernId.PROCESSOR_COMPATIBILITY})
 _GENERIC_REMEDY = "read the host's message, fix what it names on the VM or on {d}, then run the preflight again"
-_REMEDIES: dict[str, str] = {
-    "switch-missing": "create the virtual switch on {d} with the same name, or reconnect the adapter to a switch "
-    "{d} has",
-    "cpu-vendor-mismatch": "choose a destination with the same processor vendor, or shut the VM down and move it "
-    "offline",
-    "processor-incompatible": "turn on processor compatibility for the VM (Set-VMProcessor "
+_REMEDIES: dict[ConcernId, str] = {
+    ConcernId.SWITCH_MISSING: "create the virtual switch on {d} with the same name, or reconnect the adapter to a "
+    "switch {d} has",
+    ConcernId.CPU_VENDOR_MISMATCH: "choose a destination with the same processor vendor, or shut the VM down and move "
+    "it offline",
+    ConcernId.PROCESSOR_INCOMPATIBLE: "turn on processor compatibility for the VM (Set-VMProcessor "
     "-CompatibilityForMigrationEnabled $true, with the VM off), or choose a host with the same processor",
-    "config-version-unsupported": "choose a destination running the same or a newer Windows Server",
-    "passthrough-disk": "convert the pass-through disk to a VHDX (or detach it) before the move",
-    "vhd-not-reachable": "move the VM with its storage, or put its virtual disks where {d} can open them",
-    "memory": "free memory on {d} (move or stop other VMs), fix the VM's memory settings, or choose another "
+    ConcernId.CONFIG_VERSION_UNSUPPORTED: "choose a destination running the same or a newer Windows Server",
+    ConcernId.PASSTHROUGH_DISK: "convert the pass-through disk to a VHDX (or detach it) before the move",
+    ConcernId.VHD_NOT_REACHABLE: "move the VM with its storage, or put its virtual disks where {d} can open them",
+    ConcernId.MEMORY: "free memory on {d} (move or stop other VMs), fix the VM's memory settings, or choose another "
     "destination",
-    "destination-path": "choose a storage path on a volume {d} has, where it can create folders",
+    ConcernId.DESTINATION_PATH: "choose a storage path on a volume {d} has, where it can create folders",
 }
 
 
@@ -867,7 +868,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
 
     if len(named) > 1:
         f.add(
-            "vm-name-ambiguous",
+            ConcernId.VM_NAME_AMBIGUOUS,
             SEVERITY_BLOCKER,
             f"{len(named)} VMs on {s} are named '{request.vm}' (Ids {', '.join(sorted(vm_id(v) for v in named))}): "
             "snlm will not guess which one to move.",
@@ -879,7 +880,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
         if len(there) == 1:
             f.fact("vm.id", vm_id(there[0]))
             f.add(
-                "vm-already-on-destination",
+                ConcernId.VM_ALREADY_ON_DESTINATION,
                 SEVERITY_INFO,
                 f"no VM named '{request.vm}' on {s}, and {d} runs one (Id {vm_id(there[0])}): nothing to move.",
                 "none: the move is already done",
@@ -887,7 +888,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
             )
         elif there:
             f.add(
-                "vm-name-ambiguous",
+                ConcernId.VM_NAME_AMBIGUOUS,
                 SEVERITY_BLOCKER,
                 f"no VM named '{request.vm}' on {s}, and {len(there)} on {d} (Ids "
                 f"{', '.join(sorted(vm_id(v) for v in there))}): snlm cannot tell which one was meant.",
@@ -896,7 +897,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
             )
         else:
             f.add(
-                "vm-not-found",
+                ConcernId.VM_NOT_FOUND,
                 SEVERITY_BLOCKER,
                 f"no VM named '{request.vm}' on {s} (nor on {d}); names are compared exactly, never as patterns.",
                 "check the VM's name and which host it runs on (Get-VM on the hosts), then submit the move again",

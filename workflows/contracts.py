@@ -386,6 +386,49 @@ class Severity(enum.StrEnum):
     INFO = "info"  # for the record (e.g. the saga removes HA)
 
 
+class ConcernId(enum.StrEnum):
+    """Every concern preflight can report: stable ids that the saga, the CLI and reports match on."""
+
+    BACKUP_IN_PROGRESS = "backup-in-progress"
+    BINDING_MISSING = "binding-missing"
+    CHECKPOINTS = "checkpoints"
+    COMPARE_VM_AFTER_HA_REMOVAL = "compare-vm-after-ha-removal"
+    COMPARE_VM_FAILED = "compare-vm-failed"
+    COMPARE_VM_INCOMPATIBILITY = "compare-vm-incompatibility"
+    CONFIG_VERSION_UNSUPPORTED = "config-version-unsupported"
+    CPU_VENDOR_MISMATCH = "cpu-vendor-mismatch"
+    DESTINATION_FILE_IN_USE = "destination-file-in-use"
+    DESTINATION_LEFTOVERS = "destination-leftovers"
+    DESTINATION_PATH = "destination-path"
+    DEVICE_INCOMPATIBLE = "device-incompatible"
+    DIFFERENT_DOMAIN = "different-domain"
+    DISK_SPACE = "disk-space"
+    FIBRE_CHANNEL_SAN_MISSING = "fibre-channel-san-missing"
+    FIREWALL_6600_CLOSED = "firewall-6600-closed"
+    HA_LOST = "ha-lost"
+    HA_RESTORED_ON_DESTINATION = "ha-restored-on-destination"
+    ISO_MISSING_ON_DESTINATION = "iso-missing-on-destination"
+    LIVE_MIGRATION_DISABLED = "live-migration-disabled"
+    MEMORY = "memory"
+    PASSTHROUGH_DISK = "passthrough-disk"
+    PORT_6600_UNREACHABLE = "port-6600-unreachable"
+    PROCESSOR_COMPATIBILITY = "processor-compatibility"
+    PROCESSOR_INCOMPATIBLE = "processor-incompatible"
+    PROCESSOR_SETTINGS = "processor-settings"
+    REMOTEFX_INCOMPATIBLE = "remotefx-incompatible"
+    SAVED_STATE_INCOMPATIBLE = "saved-state-incompatible"
+    SMB2_DISABLED = "smb2-disabled"
+    SWITCH_MISSING = "switch-missing"
+    VHD_NOT_REACHABLE = "vhd-not-reachable"
+    VM_ALREADY_ON_DESTINATION = "vm-already-on-destination"
+    VM_CLUSTERED = "vm-clustered"
+    VM_FILES_MISSING = "vm-files-missing"
+    VM_NAME_AMBIGUOUS = "vm-name-ambiguous"
+    VM_NAME_CLASH = "vm-name-clash"
+    VM_NOT_FOUND = "vm-not-found"
+    VM_ON_BOTH_HOSTS = "vm-on-both-hosts"
+
+
 SEVERITY_BLOCKER = Severity.BLOCKER
 SEVERITY_WARNING = Severity.WARNING
 SEVERITY_INFO = Severity.INFO
@@ -412,7 +455,7 @@ class PreflightInput:
 class Concern:
     """One finding: `id` is stable (e.g. `switch-missing`), `severity` is blocker, warning or info."""
 
-    id: str
+    id: ConcernId
     severity: Severity
     message: str
     remedy: str = ""

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterRoleSnapshot,
         CompensationOutcome,
         ComputerDelegation,
+        ConcernId,
         DelegationHost,
         DelegationPolicy,
         EnsureDelegationInput,
@@ -297,7 +298,7 @@ class MigrateVmWorkflow:
         )
         self._report = report
         concern_ids = {c.id for c in report.concerns}
-        if "vm-already-on-destination" in concern_ids:
+        if ConcernId.VM_ALREADY_ON_DESTINATION in concern_ids:
             # An earlier request already moved it (or a resumed run after the move): never move it twice.
             facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, destination), VmFacts, timeout=_SHORT)
             return await self._verify(input, facts, already_there=True)
@@ -402,7 +403,9 @@ class MigrateVmWorkflow:
 
         # 6. the move: fix what can be fixed, hold a slot on both hosts, clean leftovers, move, watch.
         self._set_step(Step.MOVE)
-        fixable = tuple(c.id for c in report.concerns if c.auto_remediable and c.id == "iso-missing-on-destination")
+        fixable = tuple(
+            c.id for c in report.concerns if c.auto_remediable and c.id == ConcernId.ISO_MISSING_ON_DESTINATION
+        )
         if fixable and policy.eject_missing_iso:
             await self._activity(ActivityName.REMEDIATE, RemediateInput(vm, source, fixable), RemediateResult)
         renewing = workflow.patched(_PATCH_SLOT_LEASE_RENEWAL)

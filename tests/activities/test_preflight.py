@@ -13,7 +13,7 @@ from activities.preflight import UNKNOWN_INCOMPATIBILITY, PreflightActivities
 from lab.lab import Lab
 from lab.model import checks
 from lab.model.topology import DEFAULT_TOPOLOGY, parse_topology
-from workflows.contracts import PreflightInput, PreflightReport
+from workflows.contracts import Concern, PreflightInput, PreflightReport
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -93,7 +93,7 @@ def test_problem_found(
 def test_side_concerns(activities: PreflightActivities) -> None:
     # HV-S1 keeps Hyper-V's defaults: live migration disabled, which the saga fixes.
     report = activities.preflight(PreflightInput("web05", "HV-S1", "HV-S2"))
-    found = {c.id: c for c in report.concerns}
+    found: dict[str, Concern] = {c.id: c for c in report.concerns}
     assert found["live-migration-disabled"].severity == "warning"
     assert found["live-migration-disabled"].auto_remediable
     # A clustered VM: info, the saga removes HA.

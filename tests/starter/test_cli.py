@@ -42,6 +42,7 @@ from workflows.contracts import (
     VM_NOT_FOUND,
     ApproveRequest,
     Concern,
+    ConcernId,
     GuestCheck,
     HaChoice,
     MigrateVmInput,
@@ -174,7 +175,7 @@ class FakeMigrateVm:
                 vm,
                 request.source,
                 request.destination,
-                (Concern("passthrough-disk", SEVERITY_BLOCKER, "a pass-through disk", "detach it"),),
+                (Concern(ConcernId.PASSTHROUGH_DISK, SEVERITY_BLOCKER, "a pass-through disk", "detach it"),),
             )
             raise ApplicationError(f"{vm}: preflight found 1 blocker(s)", report, type=PREFLIGHT_BLOCKED)
         if vm.startswith("broken"):
@@ -237,9 +238,11 @@ class FakePreflight:
                 "preflight", request, result_type=PreflightReport, start_to_close_timeout=_TIMEOUT
             )
             return report
-        concerns = [Concern("live-migration-disabled", SEVERITY_WARNING, "disabled", "the saga enables it", True)]
+        concerns = [
+            Concern(ConcernId.LIVE_MIGRATION_DISABLED, SEVERITY_WARNING, "disabled", "the saga enables it", True)
+        ]
         if request.vm.startswith("sql"):
-            concerns.insert(0, Concern("passthrough-disk", SEVERITY_BLOCKER, "pass-through disk", "detach it"))
+            concerns.insert(0, Concern(ConcernId.PASSTHROUGH_DISK, SEVERITY_BLOCKER, "pass-through disk", "detach it"))
         return PreflightReport(
             request.vm, request.source, request.destination, tuple(concerns), {"vm.state": "Running"}, {"HV-A": 5}
         )

@@ -31,6 +31,7 @@ from workflows.contracts import (
     ClusterRoleSnapshot,
     ComputerDelegation,
     Concern,
+    ConcernId,
     DelegationChange,
     DelegationHost,
     EnsureDelegationInput,
@@ -55,7 +56,7 @@ from workflows.contracts import (
     VmOnHost,
 )
 
-ISO_CONCERN = "iso-missing-on-destination"
+ISO_CONCERN = ConcernId.ISO_MISSING_ON_DESTINATION
 MOVE_BYTES = 6 * 2**30  # the VM's memory plus disks, as preflight estimates them
 
 

@@ -43,7 +43,7 @@ from activities.errors import (
 from activities.host_errors import ErrorInfo, classify
 from activities.hosts import NULL, Command, CommandResult, HostClient
 from activities.inventory import Inventory
-from activities.vms import resolve_vm, same_name
+from activities.vms import folder_name_problem, resolve_vm, same_name
 from workflows import contracts as c
 from workflows.contracts import (
     ActivityName,
@@ -824,6 +824,13 @@ class MigrationActivities:
                 f"Get-VMHost on {move.request.destination}: no VirtualMachinePath",
                 error_type=c.MOVE_FAILED,
                 remedy="give the move a storage path",
+            )
+        problem = folder_name_problem(move.request.vm)
+        if problem:
+            raise ConfigurationError(
+                f"Move-VM of {move.request.vm}: its files cannot go to a folder named after it under {base}: {problem}",
+                error_type=c.MOVE_FAILED,
+                remedy="give the move a storage path, or rename the VM",
             )
         return ntpath.join(base, move.request.vm)
 

@@ -37,7 +37,7 @@ from temporalio import activity
 from activities.errors import TransientError, UnknownError
 from activities.hosts import Command, CommandResult, HostClient
 from activities.inventory import Inventory
-from activities.vms import by_id, by_name, is_planned, list_vms, vm_commands, vm_id
+from activities.vms import by_id, by_name, folder_name_problem, is_planned, list_vms, vm_commands, vm_id
 from workflows.contracts import (
     CLUSTER_SERVICE_UNAVAILABLE,
     MIGRATION_NETWORK_ERROR,
@@ -593,6 +593,22 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
             )
 
 
+def _folder_checks(f: _Findings, dst: Mapping[str, Any], request: PreflightInput) -> None:
+    """Without a storage path the move puts the VM's files in a folder named after it, which Windows must be able
+    to create: a name snlm moves literally may hold characters no folder name can."""
+    if request.storage_path or not folder_name_problem(request.vm):
+        return
+    base = str(dst["host"].get("VirtualMachinePath") or "the destination's VirtualMachinePath")
+    f.add(
+        ConcernId.VM_NAME_NOT_A_FOLDER,
+        SEVERITY_BLOCKER,
+        f"without a storage path the files of '{request.vm}' would go to {base}\\{request.vm}, which Windows cannot "
+        f"create: {folder_name_problem(request.vm)}.",
+        "give the move a storage path (--storage-path), or rename the VM",
+        host=request.destination,
+    )
+
+
 def _ha_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], request: PreflightInput) -> None:
     """A highly available VM keeps HA only when the destination is a cluster node (the saga makes its role there)."""
     if not src["vm"].get("IsClustered"):
@@ -910,6 +926,7 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
         _host_checks(f, src, dst, request)
         _compare_checks(f, src, dst, request)
         _ha_checks(f, src, dst, request)
+        _folder_checks(f, dst, request)
     order = {SEVERITY_BLOCKER: 0, SEVERITY_WARNING: 1, SEVERITY_INFO: 2}
     concerns = tuple(sorted(f.concerns, key=lambda c: order.get(c.severity, 3)))
     summary = PreflightFacts()

@@ -21,6 +21,7 @@ __all__ = [
     "PLANNED",
     "by_id",
     "by_name",
+    "folder_name_problem",
     "is_planned",
     "list_vms",
     "resolve_vm",
@@ -30,6 +31,25 @@ __all__ = [
 ]
 
 PLANNED: Final = "PlannedVirtualMachine"
+# What a Windows folder name may not hold or be (Win32 naming rules): a VM name may hold any of these.
+_NOT_IN_FOLDER_NAMES: Final = frozenset('<>:"/\\|?*')
+_RESERVED_NAMES: Final = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
+
+
+def folder_name_problem(name: str) -> str:
+    """Why Windows cannot create a folder named `name` ("" when it can): the move's default storage path is one."""
+    bad = sorted({ch for ch in name if ch in _NOT_IN_FOLDER_NAMES or ord(ch) < 32})
+    if bad:
+        return "a folder name cannot hold " + " ".join(repr(ch) for ch in bad)
+    if name.endswith((".", " ")):
+        return "a folder name cannot end with a dot or a space"
+    if name.split(".", 1)[0].upper() in _RESERVED_NAMES:
+        return f"{name.split('.', 1)[0]} is a reserved device name"
+    if len(name) > 255:
+        return "a folder name holds at most 255 characters"
+    return ""
 
 
 def _upper(text: str) -> str:

@@ -425,6 +425,7 @@ class ConcernId(enum.StrEnum):
     VM_FILES_MISSING = "vm-files-missing"
     VM_NAME_AMBIGUOUS = "vm-name-ambiguous"
     VM_NAME_CLASH = "vm-name-clash"
+    VM_NAME_NOT_A_FOLDER = "vm-name-not-a-folder"
     VM_NOT_FOUND = "vm-not-found"
     VM_ON_BOTH_HOSTS = "vm-on-both-hosts"
 

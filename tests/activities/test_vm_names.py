@@ -21,6 +21,7 @@ from activities.errors import SnlmError
 from activities.inventory import load_inventory
 from activities.migration import ISO_MISSING, MigrationActivities
 from activities.preflight import PreflightActivities
+from activities.vms import folder_name_problem
 from lab.lab import Lab
 from lab.model import checks
 from tests.lab import hostile_names as h
@@ -83,6 +84,11 @@ def preflight(lab: Lab, vm: str, source: str = "HV-A", destination: str = "HV-B"
     return acts.preflight(PreflightInput(vm, source, destination))
 
 
+def lab_preflight_with_path(lab: Lab, vm: str) -> PreflightReport:
+    acts = PreflightActivities(load_inventory(lab.inventory_path), **FAST)
+    return acts.preflight(PreflightInput(vm, "HV-A", "HV-B", storage_path=r"D:\Hyper-V\elsewhere"))
+
+
 def migration(lab: Lab) -> MigrationActivities:
     return MigrationActivities(load_inventory(lab.inventory_path), poll_seconds=0.05, **FAST)
 
@@ -118,8 +124,14 @@ def test_each_name_finds_exactly_its_vm(lab: Lab) -> None:
         assert report.facts["vm.id"] == expected, name
         assert report.summary is not None
         assert report.summary.vm_id == expected, name
-        # The concerns a clean move may have; a VM named like a pattern is never "not found" nor "ambiguous".
-        assert set(ids(report)) <= {"iso-missing-on-destination"}, (name, report.concerns)
+        # The concerns a clean move may have; a VM named like a pattern is never "not found" nor "ambiguous". A
+        # name no Windows folder can have needs a storage path (the default path is a folder named after the VM).
+        allowed = {"iso-missing-on-destination"} | ({"vm-name-not-a-folder"} if folder_name_problem(name) else set())
+        assert set(ids(report)) <= allowed, (name, report.concerns)
+        if folder_name_problem(name):
+            assert "vm-name-not-a-folder" in ids(report), name
+            with_path = lab_preflight_with_path(lab, name)
+            assert "vm-name-not-a-folder" not in ids(with_path), name
         facts = acts.read_vm(VmOnHost(name, "HV-A"))
         assert (facts.vm, facts.vm_id.lower()) == (name, expected)
         assert facts.files, name
@@ -181,7 +193,7 @@ def test_another_vm_of_the_name_on_the_destination_is_a_clash_not_a_leftover(lab
 
 def test_remediate_ejects_the_iso_of_the_vm_named_only(fresh: Callable[..., Lab]) -> None:
     lab = fresh()
-    report = preflight(lab, h.QMARK)
+    report = lab_preflight_with_path(lab, h.QMARK)
     assert ids(report) == {"iso-missing-on-destination": "warning"}
     assert report.concerns[0].auto_remediable
     result = migration(lab).remediate(RemediateInput(h.QMARK, "HV-A", (ISO_MISSING,)))
@@ -204,7 +216,13 @@ def test_vms_named_like_patterns_move_alone(fresh: Callable[..., Lab]) -> None:
     env = ActivityEnvironment()
     for name in (h.BRACKETS, h.STAR, h.QUOTES, h.UNICODE, h.LONG):
         facts = acts.read_vm(VmOnHost(name, "HV-A"))
-        result = env.run(acts.start_or_attach_move, MoveInput(name, facts.vm_id, "HV-A", "HV-B"))
+        # A name no folder can have (`a*b`) moves with a storage path; without one the move says so, changing nothing.
+        storage = rf"D:\Hyper-V\moved-{facts.vm_id}" if folder_name_problem(name) else None
+        if storage is not None:
+            request = MoveInput(name, facts.vm_id, "HV-A", "HV-B")
+            refused = failure(lambda: acts.start_or_attach_move(request))  # noqa: B023 - called at once
+            assert "storage path" in refused.message, name
+        result = env.run(acts.start_or_attach_move, MoveInput(name, facts.vm_id, "HV-A", "HV-B", storage))
         assert result.started, name
         verified = acts.verify_move(VerifyInput(name, facts.vm_id, "HV-A", "HV-B", facts.files))
         assert verified.running_on_destination, name

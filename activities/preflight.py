@@ -596,14 +596,15 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
 def _folder_checks(f: _Findings, dst: Mapping[str, Any], request: PreflightInput) -> None:
     """Without a storage path the move puts the VM's files in a folder named after it, which Windows must be able
     to create: a name snlm moves literally may hold characters no folder name can."""
-    if request.storage_path or not folder_name_problem(request.vm):
+    problem = "" if request.storage_path else folder_name_problem(request.vm)
+    if not problem:
         return
     base = str(dst["host"].get("VirtualMachinePath") or "the destination's VirtualMachinePath")
     f.add(
         ConcernId.VM_NAME_NOT_A_FOLDER,
         SEVERITY_BLOCKER,
         f"without a storage path the files of '{request.vm}' would go to {base}\\{request.vm}, which Windows cannot "
-        f"create: {folder_name_problem(request.vm)}.",
+        f"create: {problem}.",
         "give the move a storage path (--storage-path), or rename the VM",
         host=request.destination,
     )

@@ -67,16 +67,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    started: list[Lab] = []
-
-    def make(**lab_options: Any) -> Lab:
-        lab = h.hostile_lab(tmp_path / f"lab-{len(started)}", **lab_options)
-        started.append(lab)
-        return lab
-
-    yield make
-    for lab in started:
-        lab.stop()
+    with h.hostile_labs(tmp_path) as make:
+        yield make
 
 
 def preflight(lab: Lab, vm: str, source: str = "HV-A", destination: str = "HV-B") -> PreflightReport:

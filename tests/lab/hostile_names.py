@@ -9,7 +9,9 @@ lab's tests of how Hyper-V resolves names and by the engine's tests of how snlm 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,23 @@ def topology(**lab_options: Any) -> dict[str, Any]:
             for host, allowed in delegation.items()
         },
     }
+
+
+@contextlib.contextmanager
+def hostile_labs(root: Path) -> Iterator[Callable[..., Lab]]:
+    """A maker of fresh hostile-name labs under `root` (for tests that change the estate); stops them all."""
+    started: list[Lab] = []
+
+    def make(**lab_options: Any) -> Lab:
+        lab = hostile_lab(root / f"lab-{len(started)}", **lab_options)
+        started.append(lab)
+        return lab
+
+    try:
+        yield make
+    finally:
+        for lab in started:
+            lab.stop()
 
 
 def hostile_lab(workdir: Path, **lab_options: Any) -> Lab:

@@ -29,16 +29,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def estate(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
-    started: list[Lab] = []
-
-    def make(**lab_options: Any) -> Lab:
-        lab = h.hostile_lab(tmp_path / f"lab-{len(started)}", **lab_options)
-        started.append(lab)
-        return lab
-
-    yield make
-    for lab in started:
-        lab.stop()
+    with h.hostile_labs(tmp_path) as make:
+        yield make
 
 
 def names(ps: PowerShell) -> list[str]:

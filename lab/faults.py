@@ -101,6 +101,7 @@ class FaultInjector:
         self._refuse_listeners: list[WinRMRefuseListener] = []
         self._slow_listeners: list[SlowListener] = []
         self._restart_hooks: list[VmmsRestartHook] = []
+        self._sweeping = False
 
     # -- registration ------------------------------------------------------------------------------------
     def on_winrm_refuse(self, listener: WinRMRefuseListener) -> None:
@@ -140,6 +141,9 @@ class FaultInjector:
         return fault
 
     def _live(self, kind: FaultKind) -> list[Fault]:
+        # A fault whose window has passed is ended here too, not only on the move engine's next tick, so
+        # whoever asks sees `ended` agree with what the query answers.
+        self.sweep()
         now = self._now()
         return [f for f in self._faults.values() if f.kind == kind and not f.ended and f.ends > now]
 
@@ -344,10 +348,16 @@ class FaultInjector:
     def sweep(self) -> None:
         """End every fault whose window has passed (the move engine calls this on each tick)."""
         with self.world.lock:
-            now = self._now()
-            for fault in list(self._faults.values()):
-                if not fault.ended and fault.ends <= now:
-                    self._end(fault)
+            if self._sweeping:  # ending a fault asks queries that sweep; one sweep at a time is enough
+                return
+            self._sweeping = True
+            try:
+                now = self._now()
+                for fault in list(self._faults.values()):
+                    if not fault.ended and fault.ends <= now:
+                        self._end(fault)
+            finally:
+                self._sweeping = False
             # Forget faults that ended long ago so a long rehearsal does not accumulate them.
             for fault_id in [i for i, f in self._faults.items() if f.ended and f.ends < now - 3600.0]:
                 del self._faults[fault_id]

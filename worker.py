@@ -11,14 +11,11 @@ or a file) to passwords. Before connecting to Temporal the worker reads every on
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -44,11 +41,12 @@ from workflows.contracts import (
     DelegationHost,
     EnsureDelegationInput,
     EnsureDelegationResult,
-    MoveHeartbeat,
     RevertDelegationResult,
+    move_task_queue,
 )
 from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
+from workflows.migration_slots import MigrationSlotsWorkflow
 
 log = logging.getLogger("snlm.worker")
 
@@ -81,43 +79,12 @@ class _NoDirectory:
         self._refuse()
 
 
-class ProgressSignals:
-    """Sends the move activity's progress to its workflow as the `move_progress` signal.
-
-    Called on an activity thread; the signal is sent on the worker's event loop without waiting for it, at most
-    once a second per workflow and only when the percent moved, so a long move adds a few dozen events at most.
-    """
-
-    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, *, min_interval: float = 1.0) -> None:
-        self._client = client
-        self._loop = loop
-        self._min_interval = min_interval
-        self._last: dict[str, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, workflow_id: str, beat: MoveHeartbeat) -> None:
-        now = time.monotonic()
-        with self._lock:
-            sent_at, percent = self._last.get(workflow_id, (float("-inf"), -1))
-            if beat.percent == percent or (now - sent_at < self._min_interval and beat.percent < 100):
-                return
-            self._last[workflow_id] = (now, beat.percent)
-        handle = self._client.get_workflow_handle(workflow_id)
-        future = asyncio.run_coroutine_threadsafe(handle.signal(MigrateVmWorkflow.move_progress, beat), self._loop)
-        future.add_done_callback(_log_signal_failure)
-
-
-def _log_signal_failure(future: concurrent.futures.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("move progress signal not delivered: %s", future.exception())
-
-
-def activities_for(
-    settings: Settings, inventory: Inventory, progress: Callable[[str, MoveHeartbeat], None] | None = None
-) -> list[Callable[..., Any]]:
+def activities_for(settings: Settings, inventory: Inventory) -> list[Callable[..., Any]]:
     """Every activity the workflows call, bound to this worker's inventory and directory, one per name of the
-    registry (`ActivityName`): a name left out, or registered under another name, stops the worker here."""
-    migration = MigrationActivities(inventory, poll_seconds=settings.move_poll_seconds, progress=progress)
+    registry (`ActivityName`): a name left out, or registered under another name, stops the worker here.
+
+    The move's percent travels in its heartbeat details, which `describe` shows: no signal, no workflow task."""
+    migration = MigrationActivities(inventory, poll_seconds=settings.move_poll_seconds)
     directory: DirectoryActivities | _NoDirectory = (
         DirectoryActivities(settings.directory) if settings.directory is not None else _NoDirectory()
     )
@@ -208,30 +175,71 @@ def checked_inventory(settings: Settings) -> Inventory:
     return inventory
 
 
-WORKFLOWS: Sequence[type] = (MigrateVmWorkflow, PreflightWorkflow, HostSlotsWorkflow)
+WORKFLOWS: Sequence[type] = (MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow)
 
 
-def build_worker(client: Client, settings: Settings, *, inventory: Inventory | None = None) -> Worker:
-    """The worker: workflows, and sync activities on a thread pool sized to the concurrent-activity limit.
+class Workers:
+    """The worker's two Temporal workers, started and stopped together.
 
-    Call it from the event loop the worker will run on (the progress signals are sent on it).
+    - the main one: every workflow and every activity, on `settings.task_queue`;
+    - the moves one: the move activity alone, on `move_task_queue(task_queue)`, with its own concurrency
+      (`max_concurrent_moves`) and threads. A move that holds both hosts' slots never waits for a worker slot
+      behind reads, and the reads of other moves never wait behind long moves.
+    The main worker still serves the move activity for runs started before the move queue existed.
     """
+
+    def __init__(self, main: Worker, moves: Worker, executors: Sequence[ThreadPoolExecutor]) -> None:
+        self.main = main
+        self.moves = moves
+        self.executors = tuple(executors)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Workers:
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(self.main)
+        await stack.enter_async_context(self.moves)
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+
+def build_worker(client: Client, settings: Settings, *, inventory: Inventory | None = None) -> Workers:
+    """The workers: workflows and activities on the task queue, the move activity on its own queue; sync activities
+    on thread pools sized to each worker's concurrency."""
     inventory = inventory or load_worker_inventory(settings)
+    activities = activities_for(settings, inventory)
+    by_name = {activity_name(fn): fn for fn in activities}
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="snlm-activity")
-    return Worker(
+    move_executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_moves, thread_name_prefix="snlm-move")
+    common: dict[str, Any] = {
+        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_seconds),
+        # The one place where the engine's errors become ApplicationErrors (type, remedy, retryability).
+        "interceptors": [ErrorBoundary()],
+        # Heartbeats go out at 0.8 x each activity's heartbeat timeout (the SDK's rule, uncapped): a cancel reaches
+        # a move within its policy's move_heartbeat_seconds, and a long move costs a few actions a minute, not 30.
+    }
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities_for(settings, inventory, ProgressSignals(client, asyncio.get_running_loop())),
+        activities=activities,
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
-        graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_seconds),
-        # Cancellation reaches a sync activity only through its heartbeats: cap the throttle so a cancelled move
-        # terminates its host job within seconds (reference: 0.8 x heartbeat timeout otherwise).
-        max_heartbeat_throttle_interval=timedelta(seconds=2),
-        # The one place where the engine's errors become ApplicationErrors (type, remedy, retryability).
-        interceptors=[ErrorBoundary()],
+        **common,
     )
+    moves = Worker(
+        client,
+        task_queue=move_task_queue(settings.task_queue),
+        activities=[by_name[ActivityName.START_OR_ATTACH_MOVE]],
+        activity_executor=move_executor,
+        max_concurrent_activities=settings.max_concurrent_moves,
+        **common,
+    )
+    return Workers(main, moves, (executor, move_executor))
 
 
 async def run_worker(
@@ -258,7 +266,12 @@ async def run_worker(
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
     worker = build_worker(client, settings, inventory=inventory)
-    log.info("worker serving task queue %s on %s", settings.task_queue, settings.temporal_address)
+    log.info(
+        "worker serving task queues %s and %s on %s",
+        settings.task_queue,
+        move_task_queue(settings.task_queue),
+        settings.temporal_address,
+    )
     try:
         async with worker:
             await stop.wait()
@@ -268,10 +281,9 @@ async def run_worker(
             loop.remove_signal_handler(sig)
 
 
-def release_worker(worker: Worker) -> None:
-    """Free the activity threads `build_worker` made, once the worker has shut down."""
-    executor = worker.config().get("activity_executor")
-    if isinstance(executor, ThreadPoolExecutor):
+def release_worker(workers: Workers) -> None:
+    """Free the activity threads `build_worker` made, once the workers have shut down."""
+    for executor in workers.executors:
         executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -54,7 +54,11 @@ class Settings(BaseSettings):
         directory: how to reach Active Directory for delegation; None when delegation is managed elsewhere
             (then moves must use the delegation policy `verify` or `skip`).
         delegation_policy: the default policy the CLI and the webhook put in a request.
-        max_concurrent_activities: activities run at once; each holds one WinRM or LDAP session.
+        max_concurrent_activities: activities other than moves run at once (each holds a WinRM or LDAP session
+            while it runs).
+        max_concurrent_moves: moves watched at once, on the move queue (a move mostly waits for its host's job: a
+            thread and, during each poll, a pooled session). Keep it above the moves the hosts' limits allow at
+            once, or a move granted its slots waits for a thread.
         move_poll_seconds: how often the move activity reads the host's migration job.
         graceful_shutdown_seconds: on SIGTERM, how long running activities may take to finish.
         metrics_bind: `host:port` where Temporal's runtime metrics (workflow and activity counts, latencies,
@@ -74,6 +78,7 @@ class Settings(BaseSettings):
     directory: DirectorySettings | None = None
     delegation_policy: DelegationPolicy = DelegationPolicy.MANAGE
     max_concurrent_activities: int = Field(default=32, ge=1, le=1024)
+    max_concurrent_moves: int = Field(default=64, ge=1, le=1024)
     move_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")

@@ -54,6 +54,7 @@ from workflows.contracts import (
     MigrateVmResult,
     MigrationPolicy,
     MigrationProgress,
+    MoveHeartbeat,
     PreflightInput,
     PreflightReport,
     Step,
@@ -224,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[c.value for c in GuestCheck],
         help="a guest still not OK then is a warning (default) or fails the run (the VM stays moved)",
     )
+    migrate.add_argument(
+        "--progress-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the move's heartbeat timeout: its percent is at most 0.8 x this old, a cancel reaches the host within "
+        "it, and each heartbeat is a billed Temporal action (2-120, default 30: 2.5 actions per minute of move)",
+    )
     migrate.add_argument("--require-approval", action="store_true", help="wait for `snlm approve` before changing")
     migrate.add_argument("--wait", action="store_true", help="follow the migration to its end and exit with it")
 
@@ -268,6 +277,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--storage-path is empty")
     if args.command == "migrate" and args.guest_timeout is not None and not 0 <= args.guest_timeout <= 86400:
         parser.error(f"--guest-timeout must be between 0 and 86400 seconds, not {args.guest_timeout:g}")
+    if args.command == "migrate" and args.progress_every is not None and not 2 <= args.progress_every <= 120:
+        parser.error(f"--progress-every must be between 2 and 120 seconds, not {args.progress_every:g}")
 
 
 def resolve_id(ref: str) -> str:
@@ -610,12 +621,12 @@ def _blockers_from_details(details: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 async def query_progress(handle: WorkflowHandle[Any, Any]) -> MigrationProgress | None:
-    """The `progress` query, with the move activity's retry attempt while the host copies.
+    """The `progress` query, with the move's percent and attempt while the host copies.
 
-    The workflow knows the percent (the move activity signals it as the host's job advances) but not which
-    attempt of the activity is running: Temporal retries it without telling the workflow, so during the move
-    the attempt comes from the pending activity in describe(). Best effort: None when no worker answers in time
-    or the workflow just closed.
+    The workflow knows its step, not how far the host's job is: the move activity reports that in its heartbeat
+    details (a MoveHeartbeat), which Temporal keeps with the pending activity and describe() shows, so a move's
+    progress costs no signal and no workflow task. Fresh to within 0.8 x the policy's move_heartbeat_seconds.
+    Best effort: None when no worker answers in time or the workflow just closed.
     """
     try:
         progress: MigrationProgress = await handle.query(
@@ -629,11 +640,33 @@ async def query_progress(handle: WorkflowHandle[Any, Any]) -> MigrationProgress 
         description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
     except Exception:
         return progress
-    attempt = max(
-        (p.attempt for p in description.raw_description.pending_activities if p.activity_type.name == MOVE_ACTIVITY),
-        default=0,
-    )
-    return dataclasses.replace(progress, attempt=attempt) if attempt > progress.attempt else progress
+    pending = [p for p in description.raw_description.pending_activities if p.activity_type.name == MOVE_ACTIVITY]
+    if not pending:
+        return progress
+    move = pending[0]
+    if move.attempt > progress.attempt:
+        progress = dataclasses.replace(progress, attempt=move.attempt)
+    beat = await _move_heartbeat(move.heartbeat_details.payloads)
+    if beat is not None and beat.percent >= progress.percent:
+        progress = dataclasses.replace(
+            progress, percent=beat.percent, bytes_done=beat.bytes_done, bytes_total=beat.bytes_total
+        )
+    return progress
+
+
+async def _move_heartbeat(payloads: Sequence[Any]) -> MoveHeartbeat | None:
+    """The move's last heartbeat details, decoded with the converter the client and worker use (None before the
+    first heartbeat)."""
+    from temporalio.converter import DataConverter
+
+    if not payloads:
+        return None
+    try:
+        values = await DataConverter.default.decode(list(payloads[:1]), [MoveHeartbeat])
+    except Exception:
+        return None  # a heartbeat of another shape (an older worker): the query's answer stands
+    beat = values[0] if values else None
+    return beat if isinstance(beat, MoveHeartbeat) else None
 
 
 async def _warn_without_worker(client: Client, task_queue: str, out: Output) -> None:
@@ -717,6 +750,8 @@ def _policy(args: argparse.Namespace, delegation: DelegationPolicy) -> Migration
         fields["guest_timeout_seconds"] = args.guest_timeout
     if args.guest_check:
         fields["guest_check"] = GuestCheck(args.guest_check)
+    if args.progress_every is not None:
+        fields["move_heartbeat_seconds"] = args.progress_every
     return MigrationPolicy(**fields)
 
 

@@ -464,7 +464,8 @@ async def run_campaign(
             source=move.source,
             destination=move.destination,
             storage_path=move.storage_path,
-            policy=MigrationPolicy(delegation=delegation),
+            # Heartbeats every 2.4 s instead of 24: the demo's moves take seconds and are there to be watched.
+            policy=MigrationPolicy(delegation=delegation, move_heartbeat_seconds=3.0),
             campaign=CAMPAIGN,
         )
         handle, _ = await start_migration(client, request, task_queue=task_queue)

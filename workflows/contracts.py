@@ -375,6 +375,148 @@ class HostSlotsStatus:
     peak_in_use: int
 
 
+# -- Pair slots: one entity grants both hosts of a move together (workflows/migration_slots.py) ------------
+#
+# A move needs a slot on its source AND its destination. Granted host by host, a move holds one host's slot idle
+# while it queues for the other's (on a ring of moves, most slot time was spent so). MigrationSlots keeps every
+# host's slots in one place and grants a move both of its slots in one step, or nothing.
+
+MIGRATION_SLOTS_WORKFLOW_PREFIX = "snlm-slots@"
+
+
+def migration_slots_workflow_id(task_queue: str) -> str:
+    """`snlm-slots@<task queue>`: one book per task queue, run by that queue's workers.
+
+    A task queue is a site (workers near their hosts), and a site's hosts are its own: the book lives where the
+    moves that use it run, so it never waits for a worker of another site.
+    """
+    return MIGRATION_SLOTS_WORKFLOW_PREFIX + task_queue
+
+# How many later requests may take a slot on a host that an earlier waiting request needs before that host is
+# reserved for the earlier one: a pair never starves, and a free slot is not left unused for a long queue head.
+SLOT_BYPASS_LIMIT = 4
+
+
+@dataclass(frozen=True)
+class HostLimit:
+    """A host's own MaximumVirtualMachineMigrations, as the move read it."""
+
+    host: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """One host's slots: its own limit, and the capacity granted (policy may set it below the limit; 0 = the limit)."""
+
+    host: str
+    host_limit: int
+    capacity: int = 0
+
+    @property
+    def effective(self) -> int:
+        return min(self.capacity or self.host_limit, self.host_limit)
+
+
+@dataclass(frozen=True)
+class PairRequest:
+    """Ask for a slot on each of `hosts` (one or two), granted together; idempotent by `holder_id`.
+
+    Attributes:
+        holder_id: who asks (a MigrateVm workflow id, a ticket, an operator).
+        hosts: the hosts of the move (a host named twice counts once).
+        lease_seconds: the grant's lease. A workflow holder (`reply_to` set) need not renew it: when the lease
+            runs out the entity asks the holder's workflow (a signal) and keeps the grant while it still runs.
+            A client holder renews with the `renew` update, or loses the slots when the lease runs out.
+        wait_seconds: the `acquire` update waits at most this long, then answers "not yet" with the queue place.
+        reply_to: for workflow callers (signal `request_pair`): the workflow id the grant is signalled to.
+        host_limits: the hosts' own limits as the caller read them (a host seen for the first time starts with
+            this, HYPERV_DEFAULT_MAX_MIGRATIONS when none is given; a known host's limit follows the newest reading).
+    """
+
+    holder_id: str
+    hosts: tuple[str, ...]
+    lease_seconds: float = 300.0
+    wait_seconds: float = 60.0
+    reply_to: str = ""
+    host_limits: tuple[HostLimit, ...] = ()
+
+
+@dataclass(frozen=True)
+class PairHolder:
+    """A granted pair: both hosts' slots, one lease."""
+
+    holder_id: str
+    hosts: tuple[str, ...]
+    lease_seconds: float
+    expires_at: float
+    reply_to: str = ""
+    granted_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PairWaiter:
+    """A queued request, in arrival order; `bypassed` counts later requests granted a slot on one of its hosts."""
+
+    holder_id: str
+    hosts: tuple[str, ...]
+    lease_seconds: float
+    reply_to: str = ""
+    since: float = 0.0
+    bypassed: int = 0
+
+
+@dataclass(frozen=True)
+class PairGrant:
+    """The answer to a pair request: granted with its lease expiry, or still queued at `position` (1 = first)."""
+
+    holder_id: str
+    hosts: tuple[str, ...]
+    granted: bool
+    expires_at: float = 0.0
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class SetHostCapacityRequest:
+    """Set one host's capacity (0: its own limit); `host_limit` 0 keeps the known limit. Never revokes a slot."""
+
+    host: str
+    capacity: int
+    host_limit: int = 0
+
+
+@dataclass(frozen=True)
+class HostUse:
+    """One host in the `status` answer: slots granted now and at most during this run, and requests waiting."""
+
+    host: str
+    host_limit: int
+    capacity: int
+    in_use: int
+    peak_in_use: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class MigrationSlotsStatus:
+    hosts: tuple[HostUse, ...]
+    holders: tuple[PairHolder, ...]
+    waiters: tuple[PairWaiter, ...]
+
+
+@dataclass(frozen=True)
+class MigrationSlotsInput:
+    """Start (or continue as new) the pair-slot entity, with everything carried across runs."""
+
+    hosts: tuple[HostCapacity, ...] = ()
+    holders: tuple[PairHolder, ...] = ()
+    waiters: tuple[PairWaiter, ...] = ()
+    peaks: tuple[HostLimit, ...] = ()
+    bypass_limit: int = SLOT_BYPASS_LIMIT
+    continue_as_new_after_events: int = 0
+
+
 # -- Preflight: read-only facts from both hosts -> a report of concerns ------------------------------------
 
 
@@ -509,6 +651,14 @@ class PreflightReport:
 # -- The migration saga: one VM from its source to its destination ----------------------------------------
 
 TASK_QUEUE = "snlm-migrations"
+# The move activity runs on a queue of its own, with its own concurrency: a move holding both hosts' slots never
+# waits behind reads for a worker, and reads never queue behind long moves.
+MOVE_TASK_QUEUE_SUFFIX = "-moves"
+
+
+def move_task_queue(task_queue: str) -> str:
+    """The queue of the move activity for workflows on `task_queue`."""
+    return task_queue + MOVE_TASK_QUEUE_SUFFIX
 
 
 class ActivityName(enum.StrEnum):
@@ -653,11 +803,14 @@ class MigrationPolicy:
         max_migrations_per_host: never ask a host for more concurrent moves than this (the host's own
             limit always applies as well).
         move_timeout_seconds: the longest a single move may run before it is cancelled.
-        slot_lease_seconds: the lease of the move's slot on each host (HostSlots), renewed while the move runs:
-            a run terminated mid-move frees its hosts' slots within this time. So does a move whose workers are
-            all down for longer (the host's own limit then still refuses a move too many: event 21501, requeued).
-            Between SLOT_LEASE_MIN_SECONDS and SLOT_LEASE_MAX_SECONDS, and long enough for move_timeout_seconds
-            (see slot_lease_problem).
+        slot_lease_seconds: the lease of the move's slots (MigrationSlots): each time it runs out the entity asks
+            the move's workflow, one signal, and keeps the slots while it runs, so a run terminated mid-move frees
+            both hosts within this time, and a move whose workers are down keeps them. Between
+            SLOT_LEASE_MIN_SECONDS and SLOT_LEASE_MAX_SECONDS (see slot_lease_problem; runs started before the
+            pair grant renew it themselves).
+        move_heartbeat_seconds: the move activity's heartbeat timeout. The percent a status shows is as fresh as
+            0.8 x this, a cancel reaches the host's job within it, a dead worker's move is retried after it, and
+            every heartbeat is a billed Temporal action: 30 s costs 2.5 actions per minute of move.
         guest_timeout_seconds: how long verify waits for the moved guest's heartbeat to read OK (a guest shows
             NoContact or LostCommunication for a while after some moves; catalogue 6.4).
         guest_check: what a guest that is still not OK then means (GuestCheck).
@@ -677,6 +830,7 @@ class MigrationPolicy:
     max_migrations_per_host: int | None = None
     move_timeout_seconds: float = 12 * 3600
     slot_lease_seconds: float = 300.0
+    move_heartbeat_seconds: float = 30.0
     guest_timeout_seconds: float = 120.0
     guest_check: GuestCheck = GuestCheck.WARN
 

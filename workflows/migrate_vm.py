@@ -76,9 +76,11 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         VmFacts,
         VmOnHost,
+        move_task_queue,
         slot_lease_problem,
     )
     from workflows.host_slots import SlotPair, acquire_pair
+    from workflows.migration_slots import acquire_slots
 
 T = TypeVar("T")
 
@@ -95,9 +97,11 @@ _COMPENSATION_RETRY = RetryPolicy(
 )
 _SHORT = timedelta(minutes=2)
 _READ = timedelta(minutes=5)
-# The move activity heartbeats on every poll of the host's job; a worker that dies is noticed this fast, and a
-# cancellation reaches the activity within 0.8 x this (reference/temporal-notes.md).
+# Before the cheap-moves patch: the move activity's heartbeat timeout (the policy sets it since).
 _MOVE_HEARTBEAT = timedelta(seconds=20)
+# A heartbeat timeout shorter than this makes the move cost an action every second or two; longer, and a cancel
+# takes minutes to reach the host's job.
+_MOVE_HEARTBEAT_RANGE = (2.0, 120.0)
 # A host refusing a move for its concurrency limit (event 21501) is admission, not failure: wait and ask again.
 _ADMISSION_BACKOFF = timedelta(seconds=30)
 
@@ -105,6 +109,9 @@ _ADMISSION_BACKOFF = timedelta(seconds=30)
 # recorded histories in tests/workflows/histories/ replay both sides of each.
 _PATCH_CLUSTER_FROM_PREFLIGHT = "cluster-snapshot-from-preflight"
 _PATCH_SLOT_LEASE_RENEWAL = "slot-lease-renewal"
+# Both hosts' slots granted together by MigrationSlots (no renewals), the move activity on its own task queue with
+# the policy's heartbeat timeout, and one search-attribute upsert per step change.
+_PATCH_CHEAP_MOVES = "cheap-moves"
 
 _KEYS = {
     name: SearchAttributeKey.for_keyword(name)
@@ -198,6 +205,8 @@ class MigrateVmWorkflow:
         self._compensations: list[_Compensation] = []
         self._outcomes: list[CompensationOutcome] = []
         self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
+        self._cheap = False
+        self._attributes: list[Any] = []  # search attributes for the next upsert
 
     # -- queries, updates, signals ------------------------------------------------------------------------------
     @workflow.query
@@ -244,15 +253,17 @@ class MigrateVmWorkflow:
     # -- the saga ----------------------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: MigrateVmInput) -> MigrateVmResult:
-        workflow.upsert_search_attributes(
-            [
-                _KEYS[SA_VM].value_set(input.vm),
-                _KEYS[SA_SOURCE].value_set(input.source),
-                _KEYS[SA_DESTINATION].value_set(input.destination),
-                _KEYS[SA_CAMPAIGN].value_set(input.campaign),
-                _KEYS[SA_TICKET].value_set(input.ticket),
-            ]
-        )
+        # Decided once, first: a run that started before the patch keeps its old command sequence to the end.
+        self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
+        self._attributes = [
+            _KEYS[SA_VM].value_set(input.vm),
+            _KEYS[SA_SOURCE].value_set(input.source),
+            _KEYS[SA_DESTINATION].value_set(input.destination),
+            _KEYS[SA_CAMPAIGN].value_set(input.campaign),
+            _KEYS[SA_TICKET].value_set(input.ticket),
+        ]
+        if not self._cheap:
+            self._upsert()
         try:
             return await self._saga(input)
         except BaseException as error:
@@ -286,6 +297,14 @@ class MigrateVmWorkflow:
         problem = slot_lease_problem(policy.slot_lease_seconds, policy.move_timeout_seconds)
         if problem:
             raise ApplicationError(f"{vm}: {problem}", type=SLOT_LEASE_INVALID, non_retryable=True)
+        low, high = _MOVE_HEARTBEAT_RANGE
+        if self._cheap and not low <= policy.move_heartbeat_seconds <= high:
+            raise ApplicationError(
+                f"{vm}: move_heartbeat_seconds {policy.move_heartbeat_seconds:g} is outside {low:g}-{high:g} s. "
+                "Remedy: 30 s (a cancel reaches the host within it; each heartbeat is a billed action)",
+                type=SLOT_LEASE_INVALID,
+                non_retryable=True,
+            )
 
         # 1. preflight: read-only; blockers stop the run before any change.
         self._set_step(Step.PREFLIGHT)
@@ -408,6 +427,46 @@ class MigrateVmWorkflow:
         )
         if fixable and policy.eject_missing_iso:
             await self._activity(ActivityName.REMEDIATE, RemediateInput(vm, source, fixable), RemediateResult)
+        if self._cheap:
+            await self._move_with_slots(input, facts, limits)
+        else:
+            await self._move_with_host_slots(input, facts, limits)
+
+        # 7. verify, and make the VM highly available again on the destination when asked.
+        result = await self._verify(input, facts, already_there=False)
+        return replace(
+            result,
+            delegation_added=added,
+            settings_changed=tuple(settings_changed),
+            warnings=warnings + result.warnings,
+        )
+
+    async def _move_with_slots(self, input: MigrateVmInput, facts: VmFacts, limits: dict[str, int]) -> None:
+        """Both hosts' slots granted together (nothing held while waiting), the move, the slots given back."""
+        source, destination = input.source, input.destination
+        self._waiting_for = f"migration slots on {source} and {destination}"
+        held = await acquire_slots(
+            source,
+            destination,
+            workflow.info().workflow_id,
+            lease_seconds=input.policy.slot_lease_seconds,
+            host_limits=limits,
+        )
+        self._waiting_for = ""
+        try:
+            cleanup = CleanupInput(input.vm, facts.vm_id, destination)
+            self._register(
+                f"clean leftovers on {destination}",
+                lambda: self._compensation_activity(ActivityName.CLEAN_DESTINATION, cleanup),
+            )
+            await self._run_move(input, facts)
+            self._moved(input, facts)
+        finally:
+            await held.release()
+
+    async def _move_with_host_slots(self, input: MigrateVmInput, facts: VmFacts, limits: dict[str, int]) -> None:
+        """Runs started before the cheap-moves patch: a slot per host entity, taken in sorted order."""
+        vm, source, destination, policy = input.vm, input.source, input.destination, input.policy
         renewing = workflow.patched(_PATCH_SLOT_LEASE_RENEWAL)
         # A lease of minutes, renewed while the move runs: a run terminated mid-move (no compensation, no release)
         # frees both hosts within one lease, where a lease as long as the move (before the patch) held them for hours.
@@ -434,15 +493,6 @@ class MigrateVmWorkflow:
             self._moved(input, facts)
         finally:
             await slots.release()
-
-        # 7. verify, and make the VM highly available again on the destination when asked.
-        result = await self._verify(input, facts, already_there=False)
-        return replace(
-            result,
-            delegation_added=added,
-            settings_changed=tuple(settings_changed),
-            warnings=warnings + result.warnings,
-        )
 
     def _moved(self, input: MigrateVmInput, facts: VmFacts) -> None:
         """The VM is on the destination: undoing what came before (its role on the source, the hosts' settings)
@@ -479,8 +529,11 @@ class MigrateVmWorkflow:
                     ActivityName.START_OR_ATTACH_MOVE,
                     move,
                     result_type=MoveResult,
+                    task_queue=move_task_queue(workflow.info().task_queue) if self._cheap else None,
                     start_to_close_timeout=timedelta(seconds=input.policy.move_timeout_seconds),
-                    heartbeat_timeout=_MOVE_HEARTBEAT,
+                    heartbeat_timeout=(
+                        timedelta(seconds=input.policy.move_heartbeat_seconds) if self._cheap else _MOVE_HEARTBEAT
+                    ),
                     retry_policy=_MOVE_RETRY,
                     # The host's job must be terminated before compensation starts (temporal-notes: TRY_CANCEL
                     # would let the compensation race the still-running migration).
@@ -618,8 +671,15 @@ class MigrateVmWorkflow:
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _set_step(self, step: Step) -> None:
+        if self._cheap and step == self._step:
+            return  # no upsert (an event, and an index update) for a step that did not change
         self._step = step
-        workflow.upsert_search_attributes([_KEYS[SA_STEP].value_set(str(step))])
+        self._attributes.append(_KEYS[SA_STEP].value_set(str(step)))
+        self._upsert()
+
+    def _upsert(self) -> None:
+        attributes, self._attributes = self._attributes, []
+        workflow.upsert_search_attributes(attributes)
 
     async def _activity(
         self,

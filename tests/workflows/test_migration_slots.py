@@ -1,0 +1,298 @@
+"""MigrationSlots against a real Temporal dev server: pairs granted together, host limits, leases checked with the
+holder's workflow instead of renewed, the entity started only when a signal finds none, the book carried across
+continue-as-new, and a cancelled wait leaving the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC
+
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts import (
+        HostCapacity,
+        HostLimit,
+        MigrationSlotsInput,
+        MigrationSlotsStatus,
+        PairGrant,
+        PairRequest,
+        ReleaseSlotRequest,
+        SetHostCapacityRequest,
+        migration_slots_workflow_id,
+    )
+    from workflows.migration_slots import MigrationSlotsWorkflow, acquire_slots
+
+
+@dataclass(frozen=True)
+class MoveInput:
+    source: str
+    destination: str
+    hold_seconds: float
+    lease_seconds: float = 300.0
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class Held:
+    hosts: list[str]
+    acquired_at: float
+    released_at: float
+
+
+@workflow.defn
+class SlotMoveWorkflow:
+    """Stands in for the MigrateVm move step: both slots together, a while, release on every path."""
+
+    @workflow.run
+    async def run(self, input: MoveInput) -> Held:
+        limits = {input.source: input.limit, input.destination: input.limit} if input.limit else None
+        held = await acquire_slots(
+            input.source,
+            input.destination,
+            workflow.info().workflow_id,
+            lease_seconds=input.lease_seconds,
+            host_limits=limits,
+        )
+        acquired_at = workflow.now().timestamp()
+        try:
+            await workflow.sleep(input.hold_seconds)
+        finally:
+            await held.release()
+        return Held(list(held.hosts), acquired_at, workflow.now().timestamp())
+
+
+def _host() -> str:
+    return f"HV-{uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def _worker(client: Client, task_queue: str, *, cached: int = 100) -> AsyncIterator[list[WorkflowHandle]]:
+    """A worker; the entity of its task queue is terminated at the end (its timers must not outlive the test)."""
+    started: list[WorkflowHandle] = []
+    try:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[MigrationSlotsWorkflow, SlotMoveWorkflow],
+            max_cached_workflows=cached,
+        ):
+            yield started
+    finally:
+        for handle in [*started, client.get_workflow_handle(migration_slots_workflow_id(task_queue))]:
+            with contextlib.suppress(RPCError):
+                await handle.terminate(reason="end of the test")
+
+
+def _entity(client: Client, task_queue: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(MigrationSlotsWorkflow.run, migration_slots_workflow_id(task_queue))
+
+
+async def _start_entity(client: Client, task_queue: str, **input: object) -> WorkflowHandle:
+    await client.start_workflow(
+        MigrationSlotsWorkflow.run,
+        MigrationSlotsInput(**input),  # type: ignore[arg-type]
+        id=migration_slots_workflow_id(task_queue),
+        task_queue=task_queue,
+    )
+    return _entity(client, task_queue)
+
+
+async def _status(handle: WorkflowHandle) -> MigrationSlotsStatus:
+    status: MigrationSlotsStatus = await handle.query(MigrationSlotsWorkflow.status)
+    return status
+
+
+async def _until(handle: WorkflowHandle, check: Callable[[MigrationSlotsStatus], bool]) -> MigrationSlotsStatus:
+    status = None
+    for _ in range(600):
+        with contextlib.suppress(RPCError):
+            status = await _status(handle)
+            if check(status):
+                return status
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"condition never met; last status {status}")
+
+
+def _use(status: MigrationSlotsStatus, host: str) -> tuple[int, int]:
+    use = next(h for h in status.hosts if h.host.casefold() == host.casefold())
+    return use.in_use, use.peak_in_use
+
+
+async def _acquire(handle: WorkflowHandle, holder: str, *hosts: str, lease: float = 600) -> PairGrant:
+    while True:
+        try:
+            grant: PairGrant = await handle.execute_update(
+                MigrationSlotsWorkflow.acquire, PairRequest(holder, hosts, lease_seconds=lease, wait_seconds=10)
+            )
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            continue  # reached a run in the instant it continued as new: the request kept its place
+        if grant.granted:
+            return grant
+
+
+async def _events(handle: WorkflowHandle, kind: int) -> int:
+    return len([event async for event in handle.fetch_history_events() if event.event_type == kind])
+
+
+async def test_a_ring_of_moves_never_exceeds_a_host_and_never_holds_half_a_pair(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    hosts = sorted(_host() for _ in range(4))
+    async with _worker(client, task_queue) as started:
+        entity = await _start_entity(client, task_queue, hosts=tuple(HostCapacity(h, 1) for h in hosts))
+        # Each VM from host k to host k+1, three rounds: every host sends and receives, with a limit of 1.
+        for n in range(12):
+            source, destination = hosts[n % 4], hosts[(n + 1) % 4]
+            started.append(
+                await client.start_workflow(
+                    SlotMoveWorkflow.run,
+                    MoveInput(source, destination, 0.3),
+                    id=f"move-{n}-{uuid.uuid4()}",
+                    task_queue=task_queue,
+                )
+            )
+        done = await asyncio.wait_for(asyncio.gather(*(h.result() for h in started)), 90)
+        # Intervals over each host never overlap: a limit of 1 held by one move at a time.
+        for host in hosts:
+            spans = sorted((d.acquired_at, d.released_at) for d in done if host in d.hosts)
+            assert len(spans) == 6
+            assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        status = await _until(entity, lambda s: not s.holders)
+        assert all(_use(status, h) == (0, 1) for h in hosts)
+        assert status.waiters == ()
+
+
+async def test_the_first_move_starts_the_entity_and_later_ones_only_signal_it(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    a, b = _host(), _host()
+    async with _worker(client, task_queue):
+        first = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(a, b, 0.1, limit=3), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await first.result()
+        second = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(b, a, 0.1), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+        )
+        await second.result()
+        starts = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        assert await _events(first, starts) == 1
+        assert await _events(second, starts) == 0
+        status = await _status(_entity(client, task_queue))
+        # The limit the first move read is the hosts' capacity.
+        assert {(h.host_limit, h.capacity) for h in status.hosts} == {(3, 3)}
+
+
+async def test_a_terminated_holder_frees_both_hosts_within_one_lease_and_a_running_one_keeps_them(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    lease = 3.0
+    a, b = sorted([_host(), _host()])
+    async with _worker(client, task_queue, cached=0) as started:
+        entity = await _start_entity(client, task_queue, hosts=(HostCapacity(a, 1), HostCapacity(b, 1)))
+        keeper = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(a, b, 4 * lease, lease), id=f"keep-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(keeper)
+        # Kept for four leases without a single renewal from the holder.
+        kept = await asyncio.wait_for(keeper.result(), 60)
+        assert kept.released_at - kept.acquired_at >= 4 * lease
+        # It sent its request and its release, nothing else; the entity asked it once per lease (signals in).
+        assert await _events(keeper, EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED) == 2
+        assert await _events(keeper, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) >= 4
+
+        first = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(a, b, 3600, lease), id=f"first-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(first)
+        await _until(entity, lambda s: [h.holder_id for h in s.holders] == [first.id])
+        second = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(b, a, 0.1, lease), id=f"second-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(second)
+        await _until(entity, lambda s: [w.holder_id for w in s.waiters] == [second.id])
+        await first.terminate(reason="test: a move terminated mid-move")
+        terminated_at = None
+        async for event in first.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+                terminated_at = event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+        assert terminated_at is not None
+        held = await asyncio.wait_for(second.result(), 60)
+        assert terminated_at < held.acquired_at <= terminated_at + lease + 1
+        status = await _until(entity, lambda s: not s.holders)
+        assert _use(status, a) == (0, 1)
+        assert _use(status, b) == (0, 1)
+
+
+async def test_a_cancelled_wait_leaves_the_queue_holding_nothing(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    a, b = _host(), _host()
+    async with _worker(client, task_queue) as started:
+        entity = await _start_entity(client, task_queue, hosts=(HostCapacity(a, 1), HostCapacity(b, 1)))
+        await _acquire(entity, "someone-else", a)
+        move = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(b, a, 60), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(move)
+        status = await _until(entity, lambda s: [w.holder_id for w in s.waiters] == [move.id])
+        assert _use(status, b) == (0, 0)  # waiting for a, it holds nothing on b
+        await move.cancel()
+        for _ in range(400):
+            if (await move.describe()).status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.025)
+        assert (await move.describe()).status == WorkflowExecutionStatus.CANCELED
+        status = await _until(entity, lambda s: s.waiters == ())
+        assert [h.holder_id for h in status.holders] == ["someone-else"]
+
+
+async def test_clients_acquire_release_and_set_capacity_across_continue_as_new(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    a, b = sorted([_host(), _host()])
+    async with _worker(client, task_queue):
+        entity = await _start_entity(
+            client, task_queue, hosts=(HostCapacity(a, 2), HostCapacity(b, 2)), continue_as_new_after_events=40
+        )
+        for n in range(6):
+            grant = await _acquire(entity, f"c{n}", a, b)
+            assert grant.hosts == (a, b)
+            await entity.execute_update(MigrationSlotsWorkflow.release, ReleaseSlotRequest(f"c{n}"))
+        await _acquire(entity, "held", a, b)
+        await entity.execute_update(MigrationSlotsWorkflow.set_capacity, SetHostCapacityRequest(a, 1))
+        # A limit the next request reads is taken; the lowered capacity stays below it.
+        await entity.signal(
+            MigrationSlotsWorkflow.request_pair,
+            PairRequest("waiting", (a,), host_limits=(HostLimit(a, 4),), reply_to=""),
+        )
+        status = await _until(entity, lambda s: any(w.holder_id == "waiting" for w in s.waiters))
+        use = next(h for h in status.hosts if h.host == a)
+        assert (use.host_limit, use.capacity, use.in_use, use.waiting) == (4, 1, 1, 1)
+        assert [h.holder_id for h in status.holders] == ["held"]
+        # It continued as new (14 updates and a signal are well past 40 events), and the book came along.
+        query = f"WorkflowId = '{migration_slots_workflow_id(task_queue)}'"
+        runs: list[object] = []
+        for _ in range(200):  # visibility is eventually consistent
+            runs = [w async for w in client.list_workflows(query)]
+            if len(runs) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(runs) >= 2

@@ -1,0 +1,387 @@
+"""MigrationSlots: the one entity workflow that grants a move the slots of both its hosts together.
+
+A host refuses a move beyond its MaximumVirtualMachineMigrations (event 21501), so every move first takes a slot on
+its source and its destination. Taken host by host (workflows/host_slots.py, the per-host entities that runs started
+before this existed still use), a move held one host's slot idle while it queued for the other's. Here every host's
+slots live in one book (workflows/slot_book.py: the pure grant rule) and a move is granted both slots in one step.
+
+Two ways in, on the same book:
+- clients (operators, tests, later the campaign's tools) use the updates `acquire` (long-poll up to `wait_seconds`,
+  then "not yet" with the queue place, the request staying queued), `release`, `renew`, `set_capacity`, and the
+  query `status`;
+- workflows (the MigrateVm saga) use `acquire_slots` below, which speaks signals both ways: `request_pair` with the
+  caller's workflow id as `reply_to`, the grant signalled back, `release_pair` when done.
+
+Leases: a client holder renews its lease or loses the slots when it runs out. A workflow holder renews nothing: when
+its lease runs out the entity signals the grant to it again; the signal fails only when that workflow has ended
+(completed, terminated, reset away), and then its slots are reclaimed at once, otherwise the lease starts over. So
+a move pays one signal per lease, not a timer and a signal per renewal, a run terminated mid-move frees its hosts
+within one lease, and a move whose workers are down for hours (its host job still copying) keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts import (
+        SLOT_CAPACITY_INVALID,
+        SLOT_NOT_HELD,
+        SLOT_REQUEST_INVALID,
+        SLOT_WAIT_TIMEOUT,
+        HostLimit,
+        MigrationSlotsInput,
+        MigrationSlotsStatus,
+        PairGrant,
+        PairHolder,
+        PairRequest,
+        ReleaseSlotRequest,
+        ReleaseSlotResult,
+        RenewSlotRequest,
+        SetHostCapacityRequest,
+        migration_slots_workflow_id,
+    )
+    from workflows.slot_book import SlotBook, pair_hosts
+
+REQUEST_PAIR_SIGNAL = "request_pair"
+RELEASE_PAIR_SIGNAL = "release_pair"
+PAIR_GRANTED_SIGNAL = "snlm_pair_granted"
+
+# An idle entity still wakes up now and then: every wait in the workflow is bounded.
+_IDLE_TICK = timedelta(hours=1)
+
+
+@workflow.defn(name="MigrationSlots")
+class MigrationSlotsWorkflow:
+    """Grants moves the slots of both their hosts together, never more on a host than its capacity."""
+
+    @workflow.init
+    def __init__(self, input: MigrationSlotsInput) -> None:
+        # Built here, not in `run`: on a new run the first signals and updates are handled before `run` starts.
+        self._book = SlotBook(
+            input.hosts, input.holders, input.waiters, peaks=input.peaks, bypass_limit=input.bypass_limit
+        )
+        self._outbox: dict[str, PairHolder] = {}  # grants to signal to workflow holders, by holder id
+        self._changed = False
+        self._draining = False
+
+    @workflow.run
+    async def run(self, input: MigrationSlotsInput) -> None:
+        while True:
+            self._settle()
+            await self._send_grants()
+            await self._check_expired()
+            if self._should_continue_as_new(input.continue_as_new_after_events):
+                break
+            self._changed = False
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: (
+                        self._changed
+                        or bool(self._outbox)
+                        or self._should_continue_as_new(input.continue_as_new_after_events)
+                    ),
+                    timeout=self._next_wake(),
+                )
+        # Let handlers end first (waiting acquires answer "not yet"; their callers ask the next run), then carry
+        # the whole book.
+        self._draining = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._settle()
+        await self._send_grants()
+        book = self._book
+        workflow.continue_as_new(
+            MigrationSlotsInput(
+                hosts=book.hosts,
+                holders=book.holders,
+                waiters=book.waiters,
+                peaks=book.peaks(),
+                bypass_limit=book.bypass_limit,
+                continue_as_new_after_events=input.continue_as_new_after_events,
+            )
+        )
+
+    # -- updates and queries (clients) ----------------------------------------------------------------------
+    @workflow.update
+    async def acquire(self, request: PairRequest) -> PairGrant:
+        """Take a slot on each of the request's hosts together, waiting at most `wait_seconds`."""
+        self._request(request)
+        holder_id = request.holder_id
+        if self._book.holder(holder_id) is None:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: (
+                        self._book.holder(holder_id) is not None
+                        or self._draining
+                        or not self._book.is_waiting(holder_id)
+                    ),
+                    timeout=request.wait_seconds,
+                )
+        return self._book.answer(holder_id)
+
+    @acquire.validator
+    def _validate_acquire(self, request: PairRequest) -> None:
+        _check_request(request)
+
+    @workflow.update
+    def release(self, request: ReleaseSlotRequest) -> ReleaseSlotResult:
+        """Give the slots back or leave the queue; releasing twice, or after expiry, does nothing."""
+        return self._release(request.holder_id)
+
+    @workflow.update
+    def renew(self, request: RenewSlotRequest) -> PairGrant:
+        """Extend a held lease from now; SlotNotHeld when it already ran out or was released."""
+        self._reclaim_client_holders()  # an expired lease must not be revived
+        if self._book.renew(request.holder_id, self._now(), request.lease_seconds) is None:
+            raise ApplicationError(f"{request.holder_id} holds no migration slots", type=SLOT_NOT_HELD)
+        self._changed = True
+        return self._book.answer(request.holder_id)
+
+    @workflow.update
+    def set_capacity(self, request: SetHostCapacityRequest) -> MigrationSlotsStatus:
+        """Set a host's capacity (0: its own limit); holders above a lowered capacity keep their slots."""
+        self._book.set_capacity(request.host, request.capacity, request.host_limit)
+        self._changed = True
+        self._settle()
+        return self._book.status()
+
+    @set_capacity.validator
+    def _validate_set_capacity(self, request: SetHostCapacityRequest) -> None:
+        limit = request.host_limit or next(
+            (h.host_limit for h in self._book.hosts if h.host.casefold() == request.host.casefold()), 0
+        )
+        if not request.host or limit < 1 or not 0 <= request.capacity <= limit:
+            raise ApplicationError(
+                f"capacity {request.capacity} of {request.host or '(no host)'} must be between 1 and the host's "
+                f"limit ({limit or 'unknown: give host_limit'}), or 0 for the limit itself",
+                type=SLOT_CAPACITY_INVALID,
+                non_retryable=True,
+            )
+
+    @workflow.query
+    def status(self) -> MigrationSlotsStatus:
+        return self._book.status()
+
+    # -- signals (workflow callers, see acquire_slots) -------------------------------------------------------
+    @workflow.signal(name=REQUEST_PAIR_SIGNAL)
+    def request_pair(self, request: PairRequest) -> None:
+        try:
+            _check_request(request)
+        except ApplicationError as error:
+            workflow.logger.warning("ignoring slot request: %s", error)
+            return
+        self._request(request)
+        holder = self._book.holder(request.holder_id)
+        if holder is not None and holder.reply_to:
+            # A repeated request from a holder: answer again (the caller may have been reset since the grant).
+            self._outbox[holder.holder_id] = holder
+
+    @workflow.signal(name=RELEASE_PAIR_SIGNAL)
+    def release_pair(self, request: ReleaseSlotRequest) -> None:
+        self._release(request.holder_id)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return workflow.now().timestamp()
+
+    def _request(self, request: PairRequest) -> None:
+        if self._book.request(request, self._now()):
+            self._changed = True
+            self._settle()
+
+    def _release(self, holder_id: str) -> ReleaseSlotResult:
+        released = self._book.release(holder_id)
+        self._outbox.pop(holder_id, None)
+        if released.released or released.dequeued:
+            self._changed = True
+            self._settle()
+        return ReleaseSlotResult(released=released.released, dequeued=released.dequeued)
+
+    def _settle(self) -> None:
+        self._reclaim_client_holders()
+        for holder in self._book.settle(self._now()):
+            self._changed = True
+            if holder.reply_to:
+                self._outbox[holder.holder_id] = holder
+
+    def _reclaim_client_holders(self) -> None:
+        for holder in self._book.expired(self._now()):
+            if not holder.reply_to:
+                workflow.logger.info("lease of %s ran out: slots on %s reclaimed", holder.holder_id, holder.hosts)
+                self._book.release(holder.holder_id)
+                self._changed = True
+
+    async def _check_expired(self) -> None:
+        """Workflow holders whose lease ran out: re-signal the grant; a holder that has ended loses its slots."""
+        for holder in self._book.expired(self._now()):
+            if holder.reply_to and holder.holder_id not in self._outbox:
+                renewed = self._book.renew(holder.holder_id, self._now())
+                if renewed is not None:
+                    self._outbox[holder.holder_id] = renewed
+        await self._send_grants()
+
+    def _next_wake(self) -> float:
+        wake = _IDLE_TICK.total_seconds()
+        soonest = self._book.next_expiry()
+        if soonest is not None:
+            wake = min(wake, soonest - self._now())
+        return max(wake, 0.001)
+
+    async def _send_grants(self) -> None:
+        while self._outbox:
+            batch = list(self._outbox.values())
+            self._outbox.clear()
+            results = await asyncio.gather(
+                *(
+                    workflow.get_external_workflow_handle(holder.reply_to).signal(
+                        PAIR_GRANTED_SIGNAL, self._book.answer(holder.holder_id)
+                    )
+                    for holder in batch
+                ),
+                return_exceptions=True,
+            )
+            for holder, result in zip(batch, results, strict=True):
+                if isinstance(result, FailureError):
+                    # The holder's workflow has ended: nobody will use or release these slots.
+                    workflow.logger.warning("%s has ended (%s): its slots are reclaimed", holder.reply_to, result)
+                    self._release(holder.holder_id)
+                elif isinstance(result, BaseException):
+                    raise result
+            self._settle()
+
+    def _should_continue_as_new(self, after_events: int) -> bool:
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return True
+        return after_events > 0 and info.get_current_history_length() >= after_events
+
+
+def _check_request(request: PairRequest) -> None:
+    hosts = pair_hosts(request.hosts)
+    if not request.holder_id or not 1 <= len(hosts) <= 2 or request.lease_seconds <= 0 or request.wait_seconds <= 0:
+        raise ApplicationError(
+            f"invalid slot request {request!r}: a holder id, one or two hosts, and a positive lease and wait",
+            type=SLOT_REQUEST_INVALID,
+            non_retryable=True,
+        )
+
+
+# -- acquire_slots: both hosts of a move, for workflow code ----------------------------------------------------
+class _PairInbox:
+    """The caller workflow's inbox for grant signals, registered once per run."""
+
+    def __init__(self) -> None:
+        self.grants: dict[str, PairGrant] = {}
+
+    def on_grant(self, grant: PairGrant) -> None:
+        if grant.granted:
+            self.grants[grant.holder_id] = grant
+
+    @staticmethod
+    def installed() -> _PairInbox:
+        handler = workflow.get_signal_handler(PAIR_GRANTED_SIGNAL)
+        owner = getattr(handler, "__self__", None)
+        if isinstance(owner, _PairInbox):
+            return owner
+        inbox = _PairInbox()
+        workflow.set_signal_handler(PAIR_GRANTED_SIGNAL, inbox.on_grant)
+        return inbox
+
+
+@dataclass
+class HeldSlots:
+    """The slots of a move's hosts, granted together."""
+
+    hosts: tuple[str, ...]
+    holder_id: str
+    grant: PairGrant
+
+    async def release(self) -> None:
+        """Give both slots back; idempotent. Call it on every path (a `finally` of the move step)."""
+        await _entity().signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(self.holder_id))
+
+
+def _entity() -> workflow.ExternalWorkflowHandle:
+    return workflow.get_external_workflow_handle(migration_slots_workflow_id(workflow.info().task_queue))
+
+
+async def _signal_request(request: PairRequest) -> None:
+    """Signal the entity; start it first only when the signal finds none (the usual case costs one signal)."""
+    try:
+        await _entity().signal(REQUEST_PAIR_SIGNAL, request)
+        return
+    except FailureError:
+        pass  # no entity running (a first move, or it was terminated by hand)
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # another move started it meanwhile
+        await workflow.start_child_workflow(
+            MigrationSlotsWorkflow.run,
+            MigrationSlotsInput(),
+            id=migration_slots_workflow_id(workflow.info().task_queue),
+            # It outlives the move that happened to start it.
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
+    await _entity().signal(REQUEST_PAIR_SIGNAL, request)
+
+
+async def acquire_slots(
+    source: str,
+    destination: str,
+    holder_id: str,
+    lease_seconds: float = 300.0,
+    *,
+    host_limits: Mapping[str, int] | None = None,
+    timeout_seconds: float = 6 * 3600.0,
+    poll_seconds: float = 600.0,
+) -> HeldSlots:
+    """Take a migration slot on both hosts together: both granted, or nothing held.
+
+    Args:
+        source, destination: the two hosts (case-insensitive; the same host twice takes one slot).
+        holder_id: the holder, usually the MigrateVm workflow id; a retry with the same id takes no second pair.
+        lease_seconds: how often the entity checks that this workflow still runs once granted (no renewal needed).
+        host_limits: MaximumVirtualMachineMigrations per host as the move read it (the entity's capacity follows).
+        timeout_seconds: the bound on the whole wait; then SlotWaitTimeout, with nothing held or queued.
+        poll_seconds: how often a waiting request is repeated (idempotent; it keeps its queue place).
+
+    If anything fails or the caller is cancelled before the grant, the request is withdrawn before the error
+    propagates (a grant that raced the withdrawal is released with it).
+    """
+    hosts = pair_hosts((source, destination))
+    inbox = _PairInbox.installed()
+    inbox.grants.pop(holder_id, None)
+    limits = tuple(HostLimit(host, limit) for host, limit in sorted((host_limits or {}).items()) if limit > 0)
+    request = PairRequest(
+        holder_id,
+        hosts,
+        lease_seconds=lease_seconds,
+        wait_seconds=poll_seconds,
+        reply_to=workflow.info().workflow_id,
+        host_limits=limits,
+    )
+    deadline = workflow.now().timestamp() + timeout_seconds
+    try:
+        while True:
+            await _signal_request(request)
+            remaining = deadline - workflow.now().timestamp()
+            if remaining <= 0:
+                raise ApplicationError(
+                    f"no migration slots on {' and '.join(hosts)} for {holder_id} within {timeout_seconds:g} s",
+                    type=SLOT_WAIT_TIMEOUT,
+                )
+            try:
+                await workflow.wait_condition(lambda: holder_id in inbox.grants, timeout=min(poll_seconds, remaining))
+            except TimeoutError:
+                continue  # ask again: idempotent, and it re-sends a grant already made
+            return HeldSlots(hosts, holder_id, inbox.grants[holder_id])
+    except BaseException:
+        # A timeout, a failure or a cancellation: leave the queue (or give back a grant that just arrived).
+        with contextlib.suppress(FailureError):  # no entity: nothing queued there either
+            await _entity().signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(holder_id))
+        raise

@@ -381,16 +381,18 @@ class HostSlotsStatus:
 # while it queues for the other's (on a ring of moves, most slot time was spent so). MigrationSlots keeps every
 # host's slots in one place and grants a move both of its slots in one step, or nothing.
 
-MIGRATION_SLOTS_WORKFLOW_PREFIX = "snlm-slots@"
+MIGRATION_SLOTS_WORKFLOW_ID = "snlm-slots"
 
 
-def migration_slots_workflow_id(task_queue: str) -> str:
-    """`snlm-slots@<task queue>`: one book per task queue, run by that queue's workers.
+def migration_slots_workflow_id(book: str = "") -> str:
+    """`snlm-slots` (the namespace's one book of host slots), or `snlm-slots@<book>` for a book of its own.
 
-    A task queue is a site (workers near their hosts), and a site's hosts are its own: the book lives where the
-    moves that use it run, so it never waits for a worker of another site.
+    A deployment whose sites have disjoint hosts and workers of their own may give each site its book
+    (MigrationPolicy.slot_book), so that no site's moves wait for another site's workers; the book runs on the task
+    queue of the move that started it.
     """
-    return MIGRATION_SLOTS_WORKFLOW_PREFIX + task_queue
+    return f"{MIGRATION_SLOTS_WORKFLOW_ID}@{book}" if book else MIGRATION_SLOTS_WORKFLOW_ID
+
 
 # How many later requests may take a slot on a host that an earlier waiting request needs before that host is
 # reserved for the earlier one: a pair never starves, and a free slot is not left unused for a long queue head.
@@ -808,6 +810,8 @@ class MigrationPolicy:
             both hosts within this time, and a move whose workers are down keeps them. Between
             SLOT_LEASE_MIN_SECONDS and SLOT_LEASE_MAX_SECONDS (see slot_lease_problem; runs started before the
             pair grant renew it themselves).
+        slot_book: which book of host slots the move takes its slots from ("" the namespace's one; see
+            migration_slots_workflow_id).
         move_heartbeat_seconds: the move activity's heartbeat timeout. The percent a status shows is as fresh as
             0.8 x this, a cancel reaches the host's job within it, a dead worker's move is retried after it, and
             every heartbeat is a billed Temporal action: 30 s costs 2.5 actions per minute of move.
@@ -830,6 +834,7 @@ class MigrationPolicy:
     max_migrations_per_host: int | None = None
     move_timeout_seconds: float = 12 * 3600
     slot_lease_seconds: float = 300.0
+    slot_book: str = ""
     move_heartbeat_seconds: float = 30.0
     guest_timeout_seconds: float = 120.0
     guest_check: GuestCheck = GuestCheck.WARN

@@ -451,6 +451,7 @@ class MigrateVmWorkflow:
             workflow.info().workflow_id,
             lease_seconds=input.policy.slot_lease_seconds,
             host_limits=limits,
+            book=input.policy.slot_book,
         )
         self._waiting_for = ""
         try:

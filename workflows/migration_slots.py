@@ -1,4 +1,4 @@
-"""MigrationSlots: the one entity workflow that grants a move the slots of both its hosts together.
+"""MigrationSlots: the entity workflow that grants a move the slots of both its hosts together.
 
 A host refuses a move beyond its MaximumVirtualMachineMigrations (event 21501), so every move first takes a slot on
 its source and its destination. Taken host by host (workflows/host_slots.py, the per-host entities that runs started
@@ -303,19 +303,21 @@ class HeldSlots:
     holder_id: str
     grant: PairGrant
 
+    book: str = ""
+
     async def release(self) -> None:
         """Give both slots back; idempotent. Call it on every path (a `finally` of the move step)."""
-        await _entity().signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(self.holder_id))
+        await _entity(self.book).signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(self.holder_id))
 
 
-def _entity() -> workflow.ExternalWorkflowHandle:
-    return workflow.get_external_workflow_handle(migration_slots_workflow_id(workflow.info().task_queue))
+def _entity(book: str) -> workflow.ExternalWorkflowHandle:
+    return workflow.get_external_workflow_handle(migration_slots_workflow_id(book))
 
 
-async def _signal_request(request: PairRequest) -> None:
+async def _signal_request(request: PairRequest, book: str) -> None:
     """Signal the entity; start it first only when the signal finds none (the usual case costs one signal)."""
     try:
-        await _entity().signal(REQUEST_PAIR_SIGNAL, request)
+        await _entity(book).signal(REQUEST_PAIR_SIGNAL, request)
         return
     except FailureError:
         pass  # no entity running (a first move, or it was terminated by hand)
@@ -323,11 +325,11 @@ async def _signal_request(request: PairRequest) -> None:
         await workflow.start_child_workflow(
             MigrationSlotsWorkflow.run,
             MigrationSlotsInput(),
-            id=migration_slots_workflow_id(workflow.info().task_queue),
+            id=migration_slots_workflow_id(book),
             # It outlives the move that happened to start it.
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
         )
-    await _entity().signal(REQUEST_PAIR_SIGNAL, request)
+    await _entity(book).signal(REQUEST_PAIR_SIGNAL, request)
 
 
 async def acquire_slots(
@@ -339,6 +341,7 @@ async def acquire_slots(
     host_limits: Mapping[str, int] | None = None,
     timeout_seconds: float = 6 * 3600.0,
     poll_seconds: float = 600.0,
+    book: str = "",
 ) -> HeldSlots:
     """Take a migration slot on both hosts together: both granted, or nothing held.
 
@@ -349,6 +352,7 @@ async def acquire_slots(
         host_limits: MaximumVirtualMachineMigrations per host as the move read it (the entity's capacity follows).
         timeout_seconds: the bound on the whole wait; then SlotWaitTimeout, with nothing held or queued.
         poll_seconds: how often a waiting request is repeated (idempotent; it keeps its queue place).
+        book: which book of slots (see migration_slots_workflow_id); "" the namespace's one.
 
     If anything fails or the caller is cancelled before the grant, the request is withdrawn before the error
     propagates (a grant that raced the withdrawal is released with it).
@@ -368,7 +372,7 @@ async def acquire_slots(
     deadline = workflow.now().timestamp() + timeout_seconds
     try:
         while True:
-            await _signal_request(request)
+            await _signal_request(request, book)
             remaining = deadline - workflow.now().timestamp()
             if remaining <= 0:
                 raise ApplicationError(
@@ -379,9 +383,9 @@ async def acquire_slots(
                 await workflow.wait_condition(lambda: holder_id in inbox.grants, timeout=min(poll_seconds, remaining))
             except TimeoutError:
                 continue  # ask again: idempotent, and it re-sends a grant already made
-            return HeldSlots(hosts, holder_id, inbox.grants[holder_id])
+            return HeldSlots(hosts, holder_id, inbox.grants[holder_id], book)
     except BaseException:
         # A timeout, a failure or a cancellation: leave the queue (or give back a grant that just arrived).
         with contextlib.suppress(FailureError):  # no entity: nothing queued there either
-            await _entity().signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(holder_id))
+            await _entity(book).signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(holder_id))
         raise

@@ -42,6 +42,7 @@ class MoveInput:
     hold_seconds: float
     lease_seconds: float = 300.0
     limit: int = 0
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class SlotMoveWorkflow:
             workflow.info().workflow_id,
             lease_seconds=input.lease_seconds,
             host_limits=limits,
+            book=input.book,
         )
         acquired_at = workflow.now().timestamp()
         try:
@@ -159,7 +161,7 @@ async def test_a_ring_of_moves_never_exceeds_a_host_and_never_holds_half_a_pair(
             started.append(
                 await client.start_workflow(
                     SlotMoveWorkflow.run,
-                    MoveInput(source, destination, 0.3),
+                    MoveInput(source, destination, 0.3, book=task_queue),
                     id=f"move-{n}-{uuid.uuid4()}",
                     task_queue=task_queue,
                 )
@@ -182,11 +184,17 @@ async def test_the_first_move_starts_the_entity_and_later_ones_only_signal_it(
     a, b = _host(), _host()
     async with _worker(client, task_queue):
         first = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(a, b, 0.1, limit=3), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run,
+            MoveInput(a, b, 0.1, limit=3, book=task_queue),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
         )
         await first.result()
         second = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(b, a, 0.1), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run,
+            MoveInput(b, a, 0.1, book=task_queue),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
         )
         await second.result()
         starts = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
@@ -206,7 +214,10 @@ async def test_a_terminated_holder_frees_both_hosts_within_one_lease_and_a_runni
     async with _worker(client, task_queue, cached=0) as started:
         entity = await _start_entity(client, task_queue, hosts=(HostCapacity(a, 1), HostCapacity(b, 1)))
         keeper = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(a, b, 4 * lease, lease), id=f"keep-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run,
+            MoveInput(a, b, 4 * lease, lease, book=task_queue),
+            id=f"keep-{uuid.uuid4()}",
+            task_queue=task_queue,
         )
         started.append(keeper)
         # Kept for four leases without a single renewal from the holder.
@@ -217,12 +228,18 @@ async def test_a_terminated_holder_frees_both_hosts_within_one_lease_and_a_runni
         assert await _events(keeper, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) >= 4
 
         first = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(a, b, 3600, lease), id=f"first-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run,
+            MoveInput(a, b, 3600, lease, book=task_queue),
+            id=f"first-{uuid.uuid4()}",
+            task_queue=task_queue,
         )
         started.append(first)
         await _until(entity, lambda s: [h.holder_id for h in s.holders] == [first.id])
         second = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(b, a, 0.1, lease), id=f"second-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run,
+            MoveInput(b, a, 0.1, lease, book=task_queue),
+            id=f"second-{uuid.uuid4()}",
+            task_queue=task_queue,
         )
         started.append(second)
         await _until(entity, lambda s: [w.holder_id for w in s.waiters] == [second.id])
@@ -248,7 +265,7 @@ async def test_a_cancelled_wait_leaves_the_queue_holding_nothing(
         entity = await _start_entity(client, task_queue, hosts=(HostCapacity(a, 1), HostCapacity(b, 1)))
         await _acquire(entity, "someone-else", a)
         move = await client.start_workflow(
-            SlotMoveWorkflow.run, MoveInput(b, a, 60), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+            SlotMoveWorkflow.run, MoveInput(b, a, 60, book=task_queue), id=f"move-{uuid.uuid4()}", task_queue=task_queue
         )
         started.append(move)
         status = await _until(entity, lambda s: [w.holder_id for w in s.waiters] == [move.id])

@@ -27,7 +27,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -59,18 +59,21 @@ from workflows.contracts import (
     HaChoice,
     HaOutcome,
     HostMigrationSettings,
-    HostSlotsStatus,
     MigrateVmInput,
     MigrateVmResult,
     MigrationPolicy,
+    MigrationSlotsStatus,
     MoveInput,
+    PairHolder,
     RestoreClusterRoleInput,
     Step,
     VerifyInput,
-    host_slots_workflow_id,
+    migration_slots_workflow_id,
+    move_task_queue,
 )
 from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow
+from workflows.migration_slots import MigrationSlotsWorkflow
 
 TIMEOUT = 30.0  # the bound on every wait (each run takes well under a second)
 VM = "app04"
@@ -110,32 +113,52 @@ class Move:
 
     @asynccontextmanager
     async def worker(self, stubs: SagaStubs) -> AsyncIterator[Worker]:
-        async with Worker(
-            self.client,
-            task_queue=self.task_queue,
-            workflows=[MigrateVmWorkflow, HostSlotsWorkflow],
-            activities=stubs.activities(),
-            # A cancel reaches a stub through its heartbeats: let them through at once instead of every 30 s.
-            max_heartbeat_throttle_interval=timedelta(milliseconds=50),
-            default_heartbeat_throttle_interval=timedelta(milliseconds=50),
-        ) as worker:
+        # As the real worker: every activity on the task queue, the move also alone on its own queue.
+        throttle: dict[str, Any] = {
+            # A cancel reaches a stub through its heartbeats: let them through at once instead of every 24 s.
+            "max_heartbeat_throttle_interval": timedelta(milliseconds=50),
+            "default_heartbeat_throttle_interval": timedelta(milliseconds=50),
+        }
+        async with (
+            Worker(
+                self.client,
+                task_queue=self.task_queue,
+                workflows=[MigrateVmWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow],
+                activities=stubs.activities(),
+                **throttle,
+            ) as worker,
+            Worker(
+                self.client,
+                task_queue=move_task_queue(self.task_queue),
+                activities=[stubs.start_or_attach_move],
+                **throttle,
+            ),
+        ):
             yield worker
 
     async def start(self, policy: MigrationPolicy = EVERYTHING) -> WorkflowHandle[Any, MigrateVmResult]:
         handle = await self.client.start_workflow(
             MigrateVmWorkflow.run,
-            MigrateVmInput(VM, self.source, self.destination, policy=policy),
+            # A book of slots of this test's own, like its hosts and queue.
+            MigrateVmInput(VM, self.source, self.destination, policy=replace(policy, slot_book=self.task_queue)),
             id=self.workflow_id,
             task_queue=self.task_queue,
         )
         self.started.append(handle)
         return handle
 
-    async def slots(self, host: str) -> HostSlotsStatus:
-        status: HostSlotsStatus = await self.client.get_workflow_handle(host_slots_workflow_id(host)).query(
-            HostSlotsWorkflow.status
-        )
-        return status
+    async def slots(self, host: str) -> HostHolders:
+        status: MigrationSlotsStatus = await self.client.get_workflow_handle(
+            migration_slots_workflow_id(self.task_queue)
+        ).query(MigrationSlotsWorkflow.status)
+        return HostHolders(tuple(h for h in status.holders if host in h.hosts))
+
+
+@dataclass(frozen=True)
+class HostHolders:
+    """Who holds a slot on one host."""
+
+    holders: tuple[PairHolder, ...]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -143,10 +166,10 @@ async def move(env: WorkflowEnvironment) -> AsyncIterator[Move]:
     tag = uuid.uuid4().hex[:8]
     fresh = Move(env.client, f"HV-S-{tag}", f"HV-D-{tag}", f"saga-{tag}", f"snlm-vm-{VM}@hv-s-{tag}")
     yield fresh
-    # The HostSlots entities outlive the move, on this test's queue that no worker polls any more. Left running,
-    # the next timer of theirs the server skips to opens a workflow task nobody takes, and the test server stops
-    # skipping time until it is done: a later test's 30 s admission timer would then take 30 real seconds.
-    handles = [*fresh.started, *(env.client.get_workflow_handle(host_slots_workflow_id(h)) for h in fresh.hosts)]
+    # The slots entity outlives the move, on this test's queue that no worker polls any more. Left running, the next
+    # timer of its the server skips to opens a workflow task nobody takes, and the test server stops skipping time
+    # until it is done: a later test's 30 s admission timer would then take 30 real seconds.
+    handles = [*fresh.started, env.client.get_workflow_handle(migration_slots_workflow_id(fresh.task_queue))]
     for handle in handles:
         with contextlib.suppress(RPCError):  # already closed, or never started (no move reached the slots)
             await handle.terminate("the test is over")
@@ -158,9 +181,9 @@ async def move(env: WorkflowEnvironment) -> AsyncIterator[Move]:
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
             continue
-        replayed = await Replayer(workflows=[MigrateVmWorkflow, HostSlotsWorkflow]).replay_workflow(
-            history, raise_on_replay_failure=False
-        )
+        replayed = await Replayer(
+            workflows=[MigrateVmWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow]
+        ).replay_workflow(history, raise_on_replay_failure=False)
         assert replayed.replay_failure is None, f"{handle.id}: {replayed.replay_failure!r}"
 
 

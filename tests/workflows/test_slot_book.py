@@ -116,7 +116,8 @@ def test_leases_renew_and_run_out() -> None:
     book.settle(0)
     assert book.expired(29) == ()
     renewed = book.renew("m", 20)
-    assert renewed is not None and renewed.expires_at == 50
+    assert renewed is not None
+    assert renewed.expires_at == 50
     assert [h.holder_id for h in book.expired(50)] == ["m"]
     assert book.renew("nobody", 0) is None
     assert book.next_expiry() == 50
@@ -209,4 +210,5 @@ def test_random_arrivals_keep_every_property(seed: int) -> None:
             book.release(book.holders[0].holder_id)
         now += 1
         book.settle(now)
-    assert book.waiters == () and book.holders == ()
+    assert book.waiters == ()
+    assert book.holders == ()

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import pytest
 
-from workflows.contracts import HostCapacity, HostLimit, PairRequest
+from workflows.contracts import HostCapacity, HostLimit, PairHolder, PairRequest
 from workflows.slot_book import SlotBook, pair_hosts
 
 
@@ -140,7 +140,7 @@ def test_the_book_survives_a_hand_over() -> None:
 HOSTS = ("H1", "h2", "H3", "H4", "H5", "H6")
 
 
-def _check(book: SlotBook, capacity_at_grant: dict[str, int], granted_now: tuple) -> None:  # type: ignore[type-arg]
+def _check(book: SlotBook, capacity_at_grant: dict[str, int], granted_now: tuple[PairHolder, ...]) -> None:
     # Every holder holds every host it asked for, and the counts are exactly the holders'.
     counted: dict[str, int] = defaultdict(int)
     for holder in book.holders:

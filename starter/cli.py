@@ -707,6 +707,9 @@ async def start_migration(
     )
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
+    if not request.policy.slot_book:
+        # The book of host slots of the queue's workers: a site's moves never wait on another site's workers.
+        request = dataclasses.replace(request, policy=dataclasses.replace(request.policy, slot_book=task_queue))
     workflow_id = migrate_vm_workflow_id(request.vm, request.source)
     # Set at the start as well as by the workflow itself, so the UI can filter the run before its first task.
     attributes = TypedSearchAttributes(

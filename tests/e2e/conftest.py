@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from config.settings import Settings
 from lab.lab import Lab
 from lab.model.ldap_directory import LdapDirectory
 from lab.model.topology import parse_topology
+from starter.cli import query_progress
 from tests.samba import SambaDomain
 from worker import build_worker, release_worker
 from workflows.contracts import (
@@ -40,6 +42,7 @@ from workflows.contracts import (
     MigrationProgress,
     host_slots_workflow_id,
     migrate_vm_workflow_id,
+    migration_slots_workflow_id,
 )
 from workflows.migrate_vm import MigrateVmWorkflow
 
@@ -200,13 +203,28 @@ class E2E:
     ) -> WorkflowHandle[MigrateVmWorkflow, MigrateVmResult]:
         handle = await self.client.start_workflow(
             MigrateVmWorkflow.run,
-            MigrateVmInput(vm, source, destination, storage_path=storage_path, policy=policy or MigrationPolicy()),
+            MigrateVmInput(
+                vm,
+                source,
+                destination,
+                storage_path=storage_path,
+                policy=self._policy(policy or MigrationPolicy()),
+            ),
             id=migrate_vm_workflow_id(vm, source),
             task_queue=self.task_queue,
             execution_timeout=timedelta(minutes=5),
         )
         self.started.append(handle)
         return handle
+
+    def _policy(self, policy: MigrationPolicy) -> MigrationPolicy:
+        return dataclasses.replace(
+            policy,
+            # The test's own book of host slots, as the CLI gives each task queue its own.
+            slot_book=self.task_queue,
+            # The tests watch moves of seconds: the percent in the heartbeats every 2.4 s instead of 24.
+            move_heartbeat_seconds=min(policy.move_heartbeat_seconds, 3.0),
+        )
 
     async def migrate(self, vm: str, source: str, destination: str, **kwargs: Any) -> MigrateVmResult:
         """Start MigrateVm and wait (bounded) for its result; raises WorkflowFailureError when it fails."""
@@ -220,12 +238,13 @@ class E2E:
         *,
         timeout: float = 30.0,
     ) -> MigrationProgress:
-        """Poll the `progress` query until `predicate` holds (bounded)."""
+        """Poll the progress a user sees (`snlm status`: the query, and the move's heartbeat) until `predicate`
+        holds (bounded)."""
 
         async def poll() -> MigrationProgress:
             while True:
-                progress = await handle.query(MigrateVmWorkflow.progress)
-                if predicate(progress):
+                progress = await query_progress(handle)
+                if progress is not None and predicate(progress):
                     return progress
                 await asyncio.sleep(0.05)
 
@@ -343,6 +362,7 @@ async def _stop_workflows(client: Client, world: E2E, names: Names) -> None:
     handles: list[WorkflowHandle[Any, Any]] = [
         *world.started,
         *(client.get_workflow_handle(host_slots_workflow_id(host)) for host in names.hosts()),
+        client.get_workflow_handle(migration_slots_workflow_id(world.task_queue)),
     ]
     for handle in handles:
         with contextlib.suppress(RPCError):

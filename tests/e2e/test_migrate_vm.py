@@ -26,7 +26,7 @@ from workflows.contracts import (
     MigrationPolicy,
     PreflightReport,
     Step,
-    host_slots_workflow_id,
+    migration_slots_workflow_id,
 )
 from workflows.migrate_vm import MigrateVmWorkflow
 
@@ -357,9 +357,8 @@ async def test_no_password_is_in_the_event_history(e2e: E2E) -> None:
     assert result.delegation_added
 
     histories = [(await handle.fetch_history()).to_json()]
-    for host in (n.s1, n.s2):
-        entity = e2e.client.get_workflow_handle(host_slots_workflow_id(host))
-        histories.append((await entity.fetch_history()).to_json())
+    entity = e2e.client.get_workflow_handle(migration_slots_workflow_id(e2e.task_queue))
+    histories.append((await entity.fetch_history()).to_json())
     assert "ensure_delegation" in histories[0]
     assert "start_or_attach_move" in histories[0]
     for text in histories:

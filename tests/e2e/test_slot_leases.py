@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
@@ -18,16 +19,19 @@ from temporalio.worker import Replayer
 
 from tests.e2e.conftest import E2E, result_of
 from workflows.contracts import (
-    HostSlotsStatus,
     MigrationPolicy,
     MigrationProgress,
+    MigrationSlotsStatus,
+    PairHolder,
+    PairWaiter,
     Step,
-    host_slots_workflow_id,
+    migration_slots_workflow_id,
 )
 from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
+from workflows.migration_slots import MigrationSlotsWorkflow
 
-LEASE = 20.0  # renewed every ~6.7 s while the move runs
+LEASE = 20.0  # checked with the running move each time it runs out
 MARGIN = 20.0  # the grant's signal, the second move's next workflow tasks, a busy machine
 POLICY = MigrationPolicy(slot_lease_seconds=LEASE, max_migrations_per_host=1, move_timeout_seconds=600)
 WATCHABLE = 5.0  # the lab's clock while the first move starts: big1's 100 GB copy takes many seconds
@@ -70,14 +74,28 @@ async def watching_jobs(e2e: E2E) -> AsyncIterator[dict[str, int]]:
             await sampler
 
 
-async def slots_of(e2e: E2E, host: str) -> HostSlotsStatus:
-    handle = e2e.client.get_workflow_handle_for(HostSlotsWorkflow.run, host_slots_workflow_id(host))
-    status: HostSlotsStatus = await handle.query(HostSlotsWorkflow.status)
-    return status
+@dataclass(frozen=True)
+class HostSlots:
+    """One host's view of the book: who holds a slot there, who waits for one, the most held at once."""
+
+    holders: tuple[PairHolder, ...]
+    waiters: tuple[PairWaiter, ...]
+    peak_in_use: int
 
 
-async def wait_slots(e2e: E2E, host: str, predicate: Any, *, timeout: float = 30.0) -> HostSlotsStatus:
-    async def poll() -> HostSlotsStatus:
+async def slots_of(e2e: E2E, host: str) -> HostSlots:
+    handle = e2e.client.get_workflow_handle_for(MigrationSlotsWorkflow.run, migration_slots_workflow_id(e2e.task_queue))
+    status: MigrationSlotsStatus = await handle.query(MigrationSlotsWorkflow.status)
+    use = next((h for h in status.hosts if h.host.casefold() == host.casefold()), None)
+    return HostSlots(
+        tuple(h for h in status.holders if host in h.hosts),
+        tuple(w for w in status.waiters if host in w.hosts),
+        use.peak_in_use if use is not None else 0,
+    )
+
+
+async def wait_slots(e2e: E2E, host: str, predicate: Any, *, timeout: float = 30.0) -> HostSlots:
+    async def poll() -> HostSlots:
         while True:
             status = await slots_of(e2e, host)
             if predicate(status):
@@ -90,7 +108,7 @@ async def wait_slots(e2e: E2E, host: str, predicate: Any, *, timeout: float = 30
 async def replays(handle: WorkflowHandle[Any, Any]) -> None:
     """The run's history, renewals included, replays on today's code without nondeterminism."""
     history = await handle.fetch_history()
-    replayer = Replayer(workflows=[MigrateVmWorkflow, PreflightWorkflow, HostSlotsWorkflow])
+    replayer = Replayer(workflows=[MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{handle.id}: {result.replay_failure!r}"
 
@@ -111,12 +129,13 @@ async def test_a_terminated_move_frees_its_slots_within_one_lease(e2e: E2E) -> N
         await e2e.wait_progress(second, lambda p: p.step == Step.MOVE and waiting_for_slots(p))
         held = await wait_slots(e2e, hosts[0], lambda s: [w.holder_id for w in s.waiters] == [second.id])
         assert [h.holder_id for h in held.holders] == [first.id]
-        # The running move renews its lease: it outlives the lease it was granted, and the second move still waits.
+        # The running move keeps its slots past the lease it was granted (the book asked it, and it runs), and the
+        # second move still waits, holding nothing.
+        granted = held.holders[0].expires_at  # one lease for the pair
+        await wait_slots(e2e, hosts[0], lambda s: s.holders[0].expires_at > granted, timeout=LEASE + MARGIN)
         for host in hosts:
-            granted = (await slots_of(e2e, host)).holders[0].expires_at
-            await wait_slots(e2e, host, lambda s, g=granted: s.holders[0].expires_at > g, timeout=LEASE)
-            renewed = await slots_of(e2e, host)
-            assert [h.holder_id for h in renewed.holders] == [first.id]
+            kept = await slots_of(e2e, host)
+            assert [h.holder_id for h in kept.holders] == [first.id]
         assert waiting_for_slots(await second.query(MigrateVmWorkflow.progress))
 
         # Terminated: nothing of the saga runs any more, neither compensation nor release.
@@ -144,6 +163,6 @@ async def test_a_terminated_move_frees_its_slots_within_one_lease(e2e: E2E) -> N
         assert status.peak_in_use == 1, status  # never more than the policy's one slot per host
         assert status.holders == ()  # the second move released its slots at the end
         assert 1 <= peak.get(host, 0) <= limits[host], (host, peak, limits)
-    # Both recorded histories, the terminated one with its renewals, replay on today's code.
+    # Both recorded histories, the terminated one with its lease checks, replay on today's code.
     await replays(first)
     await replays(second)

@@ -618,6 +618,12 @@ class PreflightFacts:
         cluster: the source's cluster when the VM is clustered.
         destination_cluster: the cluster the destination is a node of ("" when it is none).
         move_bytes: memory plus VHD file bytes: what the move carries at least.
+        vm_files: the VM's files on the source as `read_vm` reports them (configuration files that exist, then
+            VHD paths), when `vm_read` is True.
+        vm_read: preflight read the VM as `read_vm` does (its Id, files, clustered flag): the saga uses these
+            facts instead of reading them again, unless it waited (approval) in between.
+        settings: the live-migration settings of the source and the destination as preflight read them, what a
+            settings step restores when the move fails (empty: the saga reads them itself).
     """
 
     vm_id: str = ""
@@ -625,6 +631,9 @@ class PreflightFacts:
     cluster: str = ""
     destination_cluster: str = ""
     move_bytes: int = 0
+    vm_files: tuple[str, ...] = ()
+    vm_read: bool = False
+    settings: tuple[HostMigrationSettings, ...] = ()
 
 
 @dataclass(frozen=True)

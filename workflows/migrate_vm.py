@@ -337,6 +337,7 @@ class MigrateVmWorkflow:
         if policy.require_approval:
             self._set_step(Step.APPROVAL)
             self._waiting_for = "approval"
+            self._flush()
             try:
                 await workflow.wait_condition(
                     lambda: self._approval is not None, timeout=timedelta(seconds=policy.approval_timeout_seconds)
@@ -357,11 +358,17 @@ class MigrateVmWorkflow:
                     non_retryable=True,
                 )
 
-        facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, source), VmFacts, timeout=_SHORT)
+        summary = _summary(report)
+        if self._cheap and summary.vm_read and not policy.require_approval:
+            # Preflight read the VM moments ago, exactly as read_vm would: no second session for the same answer.
+            facts = VmFacts(vm, summary.vm_id, source, summary.vm_files, summary.clustered)
+        else:
+            facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, source), VmFacts, timeout=_SHORT)
 
         # 3. cluster HA: snapshot the role, register its restore on the source, then remove it.
         self._set_step(Step.CLUSTER)
-        if not _summary(report).clustered and workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT):
+        # A cheap-moves run is newer than that patch: no second marker (and search-attribute event) to say so.
+        if not _summary(report).clustered and (self._cheap or workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT)):
             # Preflight already read IsClustered: no second session just to learn there is no role. (Should the VM
             # be clustered in between, Move-VM refuses it as clustered, non-retryable, and nothing is lost.)
             snapshot = ClusterRoleSnapshot(vm=vm, host=source, clustered=False)
@@ -403,13 +410,17 @@ class MigrateVmWorkflow:
         self._set_step(Step.SETTINGS)
         limits: dict[str, int] = {}
         settings_changed: list[str] = []
+        read_by_preflight = {s.host.casefold(): s for s in summary.settings} if self._cheap else {}
         for host in (source, destination):
             if policy.restore_settings:
                 # Read before changing, and register the restore with what was read: a retried ensure would
-                # otherwise report its own first attempt's change as "previous".
-                previous = await self._activity(
-                    ActivityName.READ_MIGRATION_SETTINGS, HostRef(host), HostMigrationSettings
-                )
+                # otherwise report its own first attempt's change as "previous". Preflight's reading, seconds old,
+                # is such a reading (after an approval wait it is read again).
+                previous = read_by_preflight.get(host.casefold()) if not policy.require_approval else None
+                if previous is None:
+                    previous = await self._activity(
+                        ActivityName.READ_MIGRATION_SETTINGS, HostRef(host), HostMigrationSettings
+                    )
                 self._register(f"restore settings on {host}", self._settings_restorer(previous))
             ensured_settings = await self._activity(
                 ActivityName.ENSURE_MIGRATION_SETTINGS,
@@ -445,6 +456,7 @@ class MigrateVmWorkflow:
         """Both hosts' slots granted together (nothing held while waiting), the move, the slots given back."""
         source, destination = input.source, input.destination
         self._waiting_for = f"migration slots on {source} and {destination}"
+        self._flush()
         held = await acquire_slots(
             source,
             destination,
@@ -525,6 +537,7 @@ class MigrateVmWorkflow:
         )
         while True:
             self._attempt += 1
+            self._flush()
             try:
                 return await workflow.execute_activity(
                     ActivityName.START_OR_ATTACH_MOVE,
@@ -648,6 +661,7 @@ class MigrateVmWorkflow:
                 self._outcomes.append(CompensationOutcome(compensation.step, ok=False, detail=_message(error)))
 
     async def _compensation_activity(self, name: ActivityName, argument: Any) -> None:
+        self._flush()
         await workflow.execute_activity(name, argument, start_to_close_timeout=_READ, retry_policy=_COMPENSATION_RETRY)
 
     async def _revert_delegation(self, ensuring: asyncio.Future[EnsureDelegationResult]) -> None:
@@ -656,6 +670,7 @@ class MigrateVmWorkflow:
         except Exception:
             return  # the ensure failed and undid its own writes
         if ensured.changed:
+            self._flush()
             await workflow.execute_activity(
                 ActivityName.REVERT_DELEGATION,
                 ensured,
@@ -672,11 +687,24 @@ class MigrateVmWorkflow:
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _set_step(self, step: Step) -> None:
+        """The step the `progress` query reports at once; the search attribute follows at the next wait.
+
+        Steps that pass without waiting for anything (a skipped delegation, a VM without cluster role) would each
+        cost an upsert event and an index update that nobody could ever see: the step's attribute is written when
+        the run next waits (`_flush`), and always when it ends.
+        """
         if self._cheap and step == self._step:
-            return  # no upsert (an event, and an index update) for a step that did not change
+            return
         self._step = step
+        self._attributes = [a for a in self._attributes if a.key.name != SA_STEP]
         self._attributes.append(_KEYS[SA_STEP].value_set(str(step)))
-        self._upsert()
+        if not self._cheap or step in (Step.DONE, Step.FAILED, Step.CANCELLED):
+            self._upsert()
+
+    def _flush(self) -> None:
+        """Write the search attributes that changed since the last wait (cheap-moves runs)."""
+        if self._cheap and self._attributes:
+            self._upsert()
 
     def _upsert(self) -> None:
         attributes, self._attributes = self._attributes, []
@@ -691,6 +719,7 @@ class MigrateVmWorkflow:
         timeout: timedelta = _SHORT,
         heartbeat: timedelta | None = None,
     ) -> T:
+        self._flush()
         result: T = await workflow.execute_activity(
             name,
             argument,

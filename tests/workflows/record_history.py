@@ -12,14 +12,15 @@ lab's `pair.yaml` topology (delegation already in the lab's directory, so the sa
 - `migrate_vm_preflight_blocked`: a VM no host has, so preflight reports the blocker `vm-not-found` and the run
   fails with PreflightBlocked before changing anything;
 - `preflight`: the Preflight workflow alone (vm-a3);
-- `host_slots_HV-A`, `host_slots_HV-B`: the HostSlots entities the moves took their slots from (still running:
-  a replay of a running workflow's history stops at its last event).
+- `migration_slots`: the MigrationSlots entity (the namespace's book) the moves took their slots from (still
+  running: a replay of a running workflow's history stops at its last event).
 
 Files named `<name>@<commit>.json` are histories recorded with the code of an earlier commit and kept on purpose:
 when a change to a workflow's commands goes behind `workflow.patched` (invariant 8), rename the current files that
 way before re-recording, so the tests replay both sides of the patch (the runs in flight recorded without the
 marker, the new ones with it). `migrate_vm_*@cc8a0c5.json` are from before the patch
-"cluster-snapshot-from-preflight". Commit the files: a replay failure then means a change broke determinism
+"cluster-snapshot-from-preflight"; `*@c83c511.json` from before "cheap-moves" (slots per host entity,
+renewed). Commit the files: a replay failure then means a change broke determinism
 for runs that are in flight.
 """
 
@@ -48,8 +49,8 @@ from workflows.contracts import (
     MigrationPolicy,
     PreflightInput,
     Step,
-    host_slots_workflow_id,
     migrate_vm_workflow_id,
+    migration_slots_workflow_id,
 )
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
 
@@ -99,8 +100,8 @@ async def _wait_for_step(client: Client, workflow_id: str, step: Step) -> None:
 async def record(client: Client, lab: Lab, *, task_queue: str, suffix: str = "") -> dict[str, WorkflowHistory]:
     """Run the recorded workflows on a worker serving `task_queue` and return their histories by name.
 
-    `suffix` makes the workflow ids unique on a server that already ran them. The HostSlots entities are
-    started on `task_queue` by the first move: use a server on which no other queue has started them.
+    `suffix` makes the workflow ids unique on a server that already ran them. The namespace's slot book is
+    started on `task_queue` by the first move: use a server on which no other queue has started it.
     """
     histories: dict[str, WorkflowHistory] = {}
     settings = Settings(inventory=lab.inventory_path, task_queue=task_queue, move_poll_seconds=0.1)
@@ -162,9 +163,8 @@ async def record(client: Client, lab: Lab, *, task_queue: str, suffix: str = "")
         histories["migrate_vm_approved"] = await approved.fetch_history()
         histories["migrate_vm_preflight_blocked"] = await blocked.fetch_history()
         histories["preflight"] = await preflight.fetch_history()
-        for host in ("HV-A", "HV-B"):
-            entity = client.get_workflow_handle(host_slots_workflow_id(host))
-            histories[f"host_slots_{host}"] = await entity.fetch_history()
+        entity = client.get_workflow_handle(migration_slots_workflow_id())
+        histories["migration_slots"] = await entity.fetch_history()
     return histories
 
 

@@ -32,15 +32,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contracts import MigrateVmInput
     from workflows.host_slots import HostSlotsWorkflow
     from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
+    from workflows.migration_slots import MigrationSlotsWorkflow
 
-WORKFLOWS = [MigrateVmWorkflow, PreflightWorkflow, HostSlotsWorkflow]
+WORKFLOWS = [MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow]
 EXPECTED = {
     "migrate_vm_success",
     "migrate_vm_approved",
     "migrate_vm_preflight_blocked",
     "preflight",
-    "host_slots_HV-A",
-    "host_slots_HV-B",
+    "migration_slots",
 }
 COMMITTED = sorted(HISTORIES.glob("*.json"))
 
@@ -77,7 +77,7 @@ async def test_a_changed_workflow_fails_replay() -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def recording_server() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server of this module's own: the runs start the HostSlots entities on this module's task queue."""
+    """A dev server of this module's own: the runs start the namespace's slot book on this module's task queue."""
     env = await start_dev_server(_binary("temporal"))
     try:
         yield env

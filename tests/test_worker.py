@@ -231,12 +231,12 @@ async def test_readable_references_let_the_worker_start_and_stop(
             if not line:
                 return
             seen.append(line)
-            if f"worker serving task queue {task_queue}" in line:
+            if f"worker serving task queues {task_queue} and {task_queue}-moves" in line:
                 return
 
     try:
         await asyncio.wait_for(until_serving(), timeout=REFUSAL_SECONDS)
-        assert any("worker serving task queue" in line for line in seen), "".join(seen)
+        assert any("worker serving task queues" in line for line in seen), "".join(seen)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

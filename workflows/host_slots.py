@@ -1,5 +1,11 @@
 """HostSlots: one entity workflow per Hyper-V host that grants migration slots (DESIGN.md invariant 5).
 
+Runs of MigrateVm started before the `cheap-moves` patch take their slots here, host by host; every newer run takes
+both hosts' slots together from MigrationSlots (workflows/migration_slots.py). This stays registered until no run of
+the older kind is in flight (their histories replay against it in tests/workflows/test_replay.py). While both kinds
+run at once, a host may see one move more than its slots allow; the host's own limit then refuses it (event 21501)
+and the saga requeues it.
+
 A host refuses a move beyond its MaximumVirtualMachineMigrations (event 21501); rather than let hosts refuse,
 every move first takes a slot on both of its hosts from the host's HostSlots workflow (`snlm-host-<host>`),
 which never grants more slots at once than its capacity (the host's limit, or less by policy).

@@ -5,7 +5,7 @@ break hosts, so every request but GET /health needs `Authorization: Bearer <toke
 per lab and sits in a 0600 file beside the inventory, so only the lab's own user can drive it.
 
     GET    /health                  liveness (no token needed, says nothing else)
-    GET    /truth                   lab.truth.world_truth() plus the active faults and endpoints
+    GET    /truth                   lab.truth.world_truth() plus the active faults, endpoints and WinRM quota use
     GET    /faults                  the active faults
     POST   /faults/<kind>           inject one; JSON arguments (see FAULT_KINDS); 201 with the fault
     DELETE /faults/<id>             end it now; 404 when no such fault is active
@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import unquote
@@ -31,6 +32,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lab.model.state import World
+from lab.truth import WinRMUsageSource, winrm_truth
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +278,9 @@ class LabControl(Protocol):
 
     def truth(self) -> dict[str, Any]: ...
 
+    @property
+    def endpoints(self) -> Mapping[str, WinRMUsageSource]: ...
+
     def list_faults(self) -> list[dict[str, Any]]: ...
 
     def inject_fault(self, kind: str, **args: Any) -> dict[str, Any]: ...
@@ -377,7 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
         control = self.server.control
         match (method, parts):
             case ("GET", ["truth"]):
-                return 200, control.truth()
+                truth = control.truth()
+                truth.setdefault("winrm", winrm_truth(control.endpoints))
+                return 200, truth
             case ("GET", ["faults"]):
                 return 200, {"faults": control.list_faults()}
             case ("POST", ["faults", kind]):

@@ -60,8 +60,8 @@ from lab.model.directory import (
 from lab.model.migration import MoveEngine
 from lab.model.state import GIB, World
 from lab.model.topology import DEFAULT_TOPOLOGY, TopologySpec, build_world, load_topology
-from lab.truth import DocumentedProblem, documented_problems, world_truth
-from lab.wsman import CertificateAuthority, HostEndpoint
+from lab.truth import DocumentedProblem, documented_problems, winrm_truth, world_truth
+from lab.wsman import CertificateAuthority, HostEndpoint, WinRMQuotas
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,8 @@ class Lab:
                 auth_modes=_DEFAULT_HOST_AUTH | {access.auth},
                 # WinRM's AllowUnencrypted: only when the inventory asks for Basic over plain HTTP.
                 allow_unencrypted=access.auth == "basic" and access.scheme == "http",
+                # The shells and pipelines Windows allows a user (catalogue 6.3), as the topology sets them.
+                quotas=WinRMQuotas(**self.spec.lab.winrm.model_dump()),
             )
             endpoint.start()
             self._endpoints[name] = endpoint
@@ -351,6 +353,7 @@ class Lab:
             for name, e in self._endpoints.items()
         }
         truth["documented_problems"] = [{"id": p.id, "text": p.text} for p in self.documented_problems()]
+        truth["winrm"] = winrm_truth(self._endpoints)
         return truth
 
     # -- inventory ---------------------------------------------------------------------------------------------

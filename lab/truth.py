@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -161,6 +162,20 @@ def _job(job: MigrationJob) -> dict[str, Any]:
         "time_submitted": _plain(job.time_submitted),
         "end_time": _plain(job.end_time),
     }
+
+
+class WinRMUsageSource(Protocol):
+    """A host's WinRM service as the truth reads it (`lab.wsman.HostEndpoint`)."""
+
+    def winrm_usage(self) -> dict[str, Any]: ...
+
+
+def winrm_truth(endpoints: Mapping[str, WinRMUsageSource]) -> dict[str, Any]:
+    """Per host, WinRM's quotas and what the clients use of them, so a test or benchmark can check that a
+    client stays under them: `max_shells_per_user`, `max_commands_per_shell`, `shells_per_user` (user ->
+    open shells), `shells` (every open shell with its user and the Commands it has run), and `refused`
+    (`shells`, `commands`: what the quotas refused since the lab started)."""
+    return {name: endpoint.winrm_usage() for name, endpoint in endpoints.items()}
 
 
 def world_truth(world: World, engine: JobSource | None = None) -> dict[str, Any]:

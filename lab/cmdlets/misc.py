@@ -1,4 +1,4 @@
-"""klist (an executable: raw arguments, text output) and Select-Object."""
+"""klist (an executable: raw arguments, text output), Select-Object and Write-Output."""
 
 from __future__ import annotations
 
@@ -103,3 +103,26 @@ def select_object(ctx: Context) -> Iterable[Any]:
         ]
         out.append(custom_object([(name, get_prop(item, expression)) for name, expression in selected], type_names))
     return out
+
+
+@cmdlet(
+    CmdletInfo(
+        "Write-Output",
+        "Microsoft.PowerShell.Commands.WriteOutputCommand",
+        (
+            Param("InputObject", Kind.ANYS, position=0, mandatory=True, pipeline=True),
+            Param("NoEnumerate", Kind.SWITCH),
+        ),
+    )
+)
+def write_output(ctx: Context) -> Iterable[Any]:
+    """Windows PowerShell 5.1's Write-Output (InputObject is PSObject[]): an array given on the command line
+    is written element by element, one level deep; each pipeline object is written as it came.
+
+    -NoEnumerate is accepted and changes nothing: 5.1 enumerates a named -InputObject even with it (its
+    documentation says so); that a positional argument would pass through whole is not modelled.
+    """
+    items = ctx.bound.get("InputObject")
+    if ctx.bound.pipeline_param == "InputObject":
+        return list(ctx.input)
+    return list(items) if isinstance(items, list) else [items]

@@ -222,6 +222,17 @@ class ComputerAccountSpec(_Model):
     sensitive: bool = False
 
 
+class WinRMSpec(_Model):
+    """WinRM's quotas on every host of the lab (catalogue 6.3); the field names are those of
+    `lab.wsman.WinRMQuotas`, which the lab builds from them."""
+
+    # Shells (runspace pools) one user may have open at once on a host: the lower of the Winrs (30) and the
+    # PowerShell endpoint (25) defaults.
+    max_shells_per_user: Annotated[int, Field(ge=1)] = 25
+    # Pipelines one shell may run over its whole life (the endpoint's MaxConcurrentCommandsPerShell).
+    max_commands_per_shell: Annotated[int, Field(ge=1)] = 1000
+
+
 class LabSpec(_Model):
     domain: str = "lab.test"
     netbios_domain: str = "LAB"
@@ -229,6 +240,7 @@ class LabSpec(_Model):
     # Compare-VM MessageIds by check, over lab/model/checks.py MESSAGE_IDS: a rehearsal can give the ids a
     # real host sends, and a test can show that a client does not depend on them.
     compare_vm_message_ids: dict[str, int] = Field(default_factory=dict)
+    winrm: WinRMSpec = Field(default_factory=WinRMSpec)
 
     @field_validator("compare_vm_message_ids")
     @classmethod

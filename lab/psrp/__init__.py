@@ -1,7 +1,7 @@
 """The lab's PSRP engine: runspace pools and pipelines on psrpcore's server classes."""
 
 from lab.psrp.engine import PoolShell, ReceiveResult, ShellClosedError, UnknownPipelineError, payload_budget
-from lab.psrp.pipeline import PipelineRun, PipelineStoppedError, parse_commands
+from lab.psrp.pipeline import PipelineRun, PipelineStoppedError, parse_commands, parse_statements, stops_batch
 from lab.psrp.records import error_record, runtime_error_spec
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "UnknownPipelineError",
     "error_record",
     "parse_commands",
+    "parse_statements",
     "payload_budget",
     "runtime_error_spec",
+    "stops_batch",
 ]

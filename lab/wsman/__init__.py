@@ -13,7 +13,7 @@ Run one simulated host::
 from lab.wsman.auth import AUTH_MODES, Identity, NtlmUserStore
 from lab.wsman.faults import FaultCode, WSManFault
 from lab.wsman.server import EndpointStats, HostEndpoint, RequestLog
-from lab.wsman.service import WSManService
+from lab.wsman.service import WinRMQuotas, WSManService
 from lab.wsman.tls import CertificateAuthority, TlsMaterial, make_tls_material
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "TlsMaterial",
     "WSManFault",
     "WSManService",
+    "WinRMQuotas",
     "make_tls_material",
 ]

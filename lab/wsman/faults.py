@@ -25,6 +25,7 @@ class FaultCode(enum.IntEnum):
     INVALID_SELECTORS = 0x8033803D
     UNEXPECTED_SELECTORS = 0x8033805B  # 2150858843: what Windows sends for a shell that does not exist
     ACCESS_DENIED = 5  # ERROR_ACCESS_DENIED: a shell used by someone other than its creator
+    QUOTA_MAX_SHELLS = 0x803381A5  # 2150859173: the user's MaxShellsPerUser is reached (catalogue 6.3)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,20 @@ _SHAPES: dict[FaultCode, _FaultShape] = {
         "selectors for the resource.",
     ),
     FaultCode.ACCESS_DENIED: _FaultShape("s:Sender", "w:AccessDenied", "Access is denied."),
+    # A captured Windows fault (catalogue 6.3): s:Sender, w:QuotaLimit, this generic reason, and the limit in
+    # the f:Message.
+    FaultCode.QUOTA_MAX_SHELLS: _FaultShape(
+        "s:Sender",
+        "w:QuotaLimit",
+        "The WS-Management service cannot process the request. The maximum number of concurrent shells for this "
+        "user has been exceeded. Close existing shells or raise the quota for this user.",
+    ),
 }
+
+COMMANDS_PER_SHELL_MESSAGE = (
+    "The WS-Management service cannot process the request. The maximum number of concurrent commands per shell "
+    "has been exceeded. Retry the request later or raise the Maximum Commands per Shell quota."
+)
 
 
 def shell_not_found_message(shell_id: str) -> str:
@@ -97,18 +111,42 @@ def shell_not_found_message(shell_id: str) -> str:
 
 
 class WSManFault(Exception):
-    """Raised by the SOAP layer; the server answers it as a SOAP fault with HTTP 500."""
+    """Raised by the SOAP layer; the server answers it as a SOAP fault with HTTP 500.
 
-    def __init__(self, code: FaultCode, message: str | None = None) -> None:
+    `detail=False` renders a fault without the f:WSManFault element, `message` then being the s:Reason text:
+    pypsrp reports such a fault with the subcode (`w:InternalError`) as its code and no machine.
+    """
+
+    def __init__(self, code: FaultCode, message: str | None = None, *, detail: bool = True) -> None:
         self.code = code
         self.shape = _SHAPES[code]
         self.message = message or self.shape.reason
-        super().__init__(f"WSMan fault {int(code)}: {self.message}")
+        self.detail = detail
+        super().__init__(f"WSMan fault {int(code) if detail else self.shape.subcode}: {self.message}")
 
     @classmethod
     def shell_not_found(cls, shell_id: str) -> WSManFault:
         """The fault for a missing shell, e.g. after a WinRM service restart (`drop_all_shells`)."""
         return cls(FaultCode.UNEXPECTED_SELECTORS, shell_not_found_message(shell_id))
+
+    @classmethod
+    def shell_quota(cls, limit: int) -> WSManFault:
+        """The fault for one shell more than the user's MaxShellsPerUser (code 2150859173)."""
+        return cls(
+            FaultCode.QUOTA_MAX_SHELLS,
+            f"The WS-Management service cannot process the request. This user is allowed a maximum number of "
+            f"{limit} concurrent shells, which has been exceeded. Close existing shells or raise the quota for this "
+            "user.",
+        )
+
+    @classmethod
+    def commands_per_shell(cls) -> WSManFault:
+        """The fault for a Command on a shell that has run MaxConcurrentCommandsPerShell pipelines.
+
+        The one public capture (pypsrp#148, Windows Server 2012 R2) shows pypsrp reporting the code
+        `w:InternalError` and no machine: a fault without f:WSManFault, so no numeric code is sent.
+        """
+        return cls(FaultCode.PROVIDER_FAILURE, COMMANDS_PER_SHELL_MESSAGE, detail=False)
 
     @classmethod
     def timed_out(cls) -> WSManFault:

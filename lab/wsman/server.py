@@ -24,7 +24,7 @@ from typing import Any
 from lab.commands import CommandRunner
 from lab.wsman.auth import AUTH_MODES, Authenticator, ConnectionAuth, CredentialTable, Identity, NtlmUserStore
 from lab.wsman.encryption import EncryptionError, is_encrypted, unwrap, wrap
-from lab.wsman.service import ServiceCounters, WSManService
+from lab.wsman.service import ServiceCounters, WinRMQuotas, WSManService
 from lab.wsman.tls import TlsMaterial
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class HostEndpoint:
     `credentials` maps `DOMAIN\\user` (or `user`) to its password. `tls` enables the HTTPS listener.
     `allow_unencrypted` is WinRM's AllowUnencrypted: Basic and unsealed bodies over plain HTTP.
     `long_poll_seconds` bounds how long an empty Receive waits before the timeout fault (pypsrp re-polls).
+    `quotas` are WinRM's shell and command quotas (default: Windows' own, `WinRMQuotas()`).
     """
 
     def __init__(
@@ -174,6 +175,7 @@ class HostEndpoint:
         allow_unencrypted: bool = False,
         long_poll_seconds: float = 15.0,
         stop_grace_seconds: float = 2.0,
+        quotas: WinRMQuotas | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -200,6 +202,7 @@ class HostEndpoint:
                 pool_opened=lambda: self.stats.add("pools_opened"),
                 pipeline_started=lambda: self.stats.add("commands_run"),
             ),
+            quotas=quotas,
         )
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
@@ -284,6 +287,10 @@ class HostEndpoint:
         count = self.service.drop_all_shells()
         log.info("lab host %s dropped %d shells", self.name, count)
         return count
+
+    def winrm_usage(self) -> dict[str, Any]:
+        """The WinRM quotas and their use: open shells per user, Commands per open shell, refusals."""
+        return self.service.usage()
 
     @property
     def accepting(self) -> bool:

@@ -4,6 +4,11 @@
 status and the response envelope. It dispatches Create / Command / Send / Receive / Signal / Delete on the
 PowerShell resource URI and Get on the shell (pypsrp's `RunspacePool.is_alive()`) to `lab.psrp.PoolShell`.
 
+WinRM's quotas are enforced per service (`WinRMQuotas`): at most `max_shells_per_user` shells open at once
+per authenticated user (one more Create gets fault 2150859173), and at most `max_commands_per_shell` Commands
+over a shell's whole life (the next one gets the commands-per-shell fault, catalogue 6.3). A deleted or
+dropped shell frees its place. `usage()` reports both for the lab's truth.
+
 A client whose read timed out resends the identical envelope (pypsrp retries a Receive up to 5 times with the
 same MessageID): every shell keeps a bounded cache of its recent responses by MessageID and answers a repeat
 with the identical bytes, so output already dequeued for the lost answer is never lost (wire notes).
@@ -19,6 +24,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from psrpcore import PSRPCoreError
 
@@ -69,12 +75,31 @@ class ResponseCache:
             return self._entries.get(message_id)
 
 
+@dataclass(frozen=True)
+class WinRMQuotas:
+    """The WinRM quotas a runspace pool meets on Windows (catalogue 6.3).
+
+    `max_shells_per_user`: shells one user may have open at once; 25 is the lower of the Winrs
+    MaxShellsPerUser (30) and the PowerShell endpoint's (25). `max_commands_per_shell`: pipelines one shell
+    may run over its whole life, the endpoint's MaxConcurrentCommandsPerShell (1000), which Windows counts
+    in total rather than at once.
+    """
+
+    max_shells_per_user: int = 25
+    max_commands_per_shell: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_shells_per_user < 1 or self.max_commands_per_shell < 1:
+            raise ValueError("WinRM quotas must be at least 1")
+
+
 @dataclass
 class _Shell:
     engine: PoolShell
     owner: str
     client_ip: str
     cache: ResponseCache = field(default_factory=ResponseCache)
+    commands: int = 0  # Commands accepted over the shell's life
 
 
 @dataclass
@@ -96,14 +121,19 @@ class WSManService:
         long_poll_seconds: float = 15.0,
         stop_grace_seconds: float = 2.0,
         counters: ServiceCounters | None = None,
+        quotas: WinRMQuotas | None = None,
     ) -> None:
         self.machine = machine
+        # Read on every Create and Command: a new value applies to the next one.
+        self.quotas = quotas or WinRMQuotas()
         self.runner = runner
         self.long_poll_seconds = long_poll_seconds
         self.stop_grace_seconds = stop_grace_seconds
         self.counters = counters or ServiceCounters()
         self._shells: dict[str, _Shell] = {}
         self._lock = threading.Lock()
+        self._refused_shells = 0
+        self._refused_commands = 0
 
     # --- public ------------------------------------------------------------------------------------------
 
@@ -165,6 +195,25 @@ class WSManService:
         """Number of open shells (runspace pools)."""
         with self._lock:
             return len(self._shells)
+
+    def usage(self) -> dict[str, Any]:
+        """The quotas and what the clients use of them, as plain JSON: open shells per user, the Commands
+        each open shell has run, and how many Creates and Commands the quotas refused."""
+        with self._lock:
+            shells = list(self._shells.values())
+            refused = {"shells": self._refused_shells, "commands": self._refused_commands}
+        per_user: dict[str, int] = {}
+        for shell in shells:
+            per_user[shell.owner] = per_user.get(shell.owner, 0) + 1
+        return {
+            "max_shells_per_user": self.quotas.max_shells_per_user,
+            "max_commands_per_shell": self.quotas.max_commands_per_shell,
+            "shells_per_user": per_user,
+            "shells": [
+                {"shell_id": shell.engine.shell_id, "user": shell.owner, "commands": shell.commands} for shell in shells
+            ],
+            "refused": refused,
+        }
 
     # --- dispatch ------------------------------------------------------------------------------------------
 
@@ -246,6 +295,11 @@ class WSManService:
         with self._lock:
             if shell_id in self._shells:
                 raise WSManFault(FaultCode.PROVIDER_FAILURE, f"A shell with ShellId {shell_id} already exists.")
+            limit = self.quotas.max_shells_per_user
+            # WinRM counts a user's shells by the authenticated account, whatever the case of its name.
+            if sum(1 for s in self._shells.values() if s.owner.lower() == identity.user.lower()) >= limit:
+                self._refused_shells += 1
+                raise WSManFault.shell_quota(limit)
             self._shells[shell_id] = shell
         entry, _ = shell.cache.claim(request.message_id)
         try:
@@ -271,7 +325,7 @@ class WSManService:
             if action == Action.GET:
                 return soap.response_action(action), soap.shell_xml(engine.shell_id, shell.owner, shell.client_ip, 7200)
             if action == Action.COMMAND:
-                return soap.response_action(action), self._command(request, engine)
+                return soap.response_action(action), self._command(request, shell)
             if action == Action.SEND:
                 self._send(request, engine)
                 return soap.response_action(action), "<rsp:SendResponse/>"
@@ -298,10 +352,16 @@ class WSManService:
             raise WSManFault(FaultCode.PROVIDER_FAILURE, f"The PowerShell plugin rejected the data: {exc}") from None
         raise WSManFault(FaultCode.ACTION_NOT_SUPPORTED)
 
-    def _command(self, request: WSManRequest, engine: PoolShell) -> str:
+    def _command(self, request: WSManRequest, shell: _Shell) -> str:
         body = request.body
         if body is None or body.tag != soap.qname(NS_SHELL, "CommandLine"):
             raise WSManFault(FaultCode.INVALID_SOAP_BODY)
+        engine = shell.engine
+        with self._lock:
+            if shell.commands >= self.quotas.max_commands_per_shell:
+                self._refused_commands += 1
+                raise WSManFault.commands_per_shell()
+            shell.commands += 1
         command_id = body.get("CommandId") or str(uuid.uuid4()).upper()
         arguments = soap.find_text(body, NS_SHELL, "Arguments")
         engine.create_pipeline(_uuid(command_id), _b64(arguments or ""))

@@ -184,8 +184,16 @@ def envelope(action: str, relates_to: str | None, body: str) -> bytes:
 
 
 def fault_envelope(fault: WSManFault, relates_to: str | None, machine: str, locale: str = "en-US") -> bytes:
-    """The SOAP fault Windows sends: s:Code/s:Subcode, s:Reason and a f:WSManFault with Code and Machine."""
+    """The SOAP fault Windows sends: s:Code/s:Subcode, s:Reason and a f:WSManFault with Code and Machine (or,
+    for a fault without detail, the message as s:Reason and nothing else)."""
     shape = fault.shape
+    if not fault.detail:
+        body = (
+            f"<s:Fault><s:Code><s:Value>{shape.code}</s:Value><s:Subcode><s:Value>{shape.subcode}</s:Value>"
+            f"</s:Subcode></s:Code><s:Reason><s:Text xml:lang={quoteattr(locale)}>{escape(fault.message)}"
+            "</s:Text></s:Reason></s:Fault>"
+        )
+        return envelope(Action.FAULT, relates_to, body)
     body = (
         f"<s:Fault><s:Code><s:Value>{shape.code}</s:Value><s:Subcode><s:Value>{shape.subcode}</s:Value>"
         f"</s:Subcode></s:Code><s:Reason><s:Text xml:lang={quoteattr(locale)}>{escape(shape.reason)}"

@@ -5,7 +5,9 @@ exception (0x8009030E...), FullyQualifiedErrorId prefixes, exception types (Para
 error categories, WSMan fault codes, and transport exceptions (requests, pypsrp, CredSSP) — to one of the
 engine's error classes (activities/errors.py), a stable `error_type` (workflows/contracts.py) and a remedy.
 The first matching rule wins, so the most specific signatures come first; anything unrecognised becomes
-`UnknownError` carrying the full error record (or the exception's class and text) in its details.
+`UnknownError` carrying the full error record (or the exception's class and text) in its details. A rule also
+says whether the PowerShell session it came through can still be used (`breaks_session`): an error record
+never breaks one, most transport failures and some WSMan faults do (`breaks_session()`).
 
 `classify()` (an error record) and `classify_exception()` (an exception raised while talking to a host) are
 pure functions, testable offline; `ErrorInfo` is an ErrorRecord as plain, JSON-serialisable data. Every
@@ -40,6 +42,7 @@ __all__ = [
     "ErrorInfo",
     "Match",
     "Rule",
+    "breaks_session",
     "classify",
     "classify_exception",
 ]
@@ -141,14 +144,18 @@ class Match(enum.Enum):
     FQID = "fqid"  # a FullyQualifiedErrorId prefix (case-insensitive)
     EXCEPTION_TYPE = "exception_type"  # a .NET exception type name among the record's exception types
     CATEGORY = "category"  # an ErrorCategory int
-    WSMAN_FAULT = "wsman_fault"  # a WSManFault code (pypsrp WSManFaultError.code)
+    WSMAN_FAULT = "wsman_fault"  # a WSManFault code (pypsrp WSManFaultError.code): an int, or the SOAP subcode
+    WSMAN_FAULT_TEXT = "wsman_fault_text"  # a regular expression searched in a WSManFault's message
     TRANSPORT = "transport"  # a Python exception class, by dotted name, anywhere in the raised type's MRO
 
 
 @dataclass(frozen=True)
 class Rule:
     """One row of the table. `meaning` and `remedy` may name `{host}`, `{command}`, `{user}`, `{address}`,
-    `{port}` and `{password_ref}` (where the inventory points for the password: a reference, never a value)."""
+    `{port}` and `{password_ref}` (where the inventory points for the password: a reference, never a value).
+
+    `breaks_session`: the PowerShell session (runspace pool) the failure came through cannot be used again; the
+    host client's pool closes it and opens a fresh one (activities/hosts.py `HostSessions`)."""
 
     match: Match
     keys: tuple[Any, ...]
@@ -157,6 +164,7 @@ class Rule:
     meaning: str
     remedy: str = ""
     auto_remediable: bool = False
+    breaks_session: bool = False
 
     def matches_record(self, info: ErrorInfo) -> bool:
         if self.match is Match.TEXT:
@@ -180,7 +188,14 @@ class Rule:
 
     def matches_exception(self, exc: BaseException) -> bool:
         if self.match is Match.WSMAN_FAULT:
-            return isinstance(exc, WSManFaultError) and _fault_code(exc) in self.keys
+            if not isinstance(exc, WSManFaultError):
+                return False
+            # pypsrp gives the WSManFault's Code when there is one, else the SOAP subcode ("w:QuotaLimit").
+            code, text = _fault_code(exc), str(exc.code or "").lower()
+            return any(key.lower() == text if isinstance(key, str) else key == code for key in self.keys)
+        if self.match is Match.WSMAN_FAULT_TEXT:
+            said = str(exc.reason or "") if isinstance(exc, WSManFaultError) else ""
+            return any(re.search(key, said, re.IGNORECASE) for key in self.keys)
         if self.match is Match.TRANSPORT:
             names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
             return any(key in names for key in self.keys)
@@ -191,6 +206,12 @@ _RETRY_NOTE = "retried with backoff"
 _NETWORK_REMEDY = (
     "check that the destination's vmms listens on TCP 6600 (firewall rule 'Hyper-V (MIG-TCP-In)') and that "
     "the migration network between the hosts is up; " + _RETRY_NOTE
+)
+
+_SHELLS_REMEDY = (
+    "close the PowerShell sessions {user} holds on {host} (each snlm worker keeps at most its per_host sessions "
+    "per host), or raise MaxShellsPerUser (WinRM's winrs quota and the Microsoft.PowerShell endpoint's; the lower "
+    "one binds); " + _RETRY_NOTE
 )
 
 # The one table. Order matters: the first matching rule wins, so the most specific signatures come first
@@ -418,6 +439,50 @@ RULES: Final[tuple[Rule, ...]] = (
         "give the account {user} the rights it needs on {host}",
     ),
     # --- WSMan faults (MS-WSMV; reference/psrp-wire-notes.md) ---
+    # A shell refuses its 1001st pipeline on 2012 R2 (pypsrp#148, catalogue 6.3): w:InternalError, no code.
+    Rule(
+        Match.WSMAN_FAULT_TEXT,
+        (r"maximum number of concurrent commands per shell",),
+        TransientError,
+        c.HOST_SESSION_LOST,
+        "the PowerShell session ran out of commands (the host's MaxConcurrentCommandsPerShell quota)",
+        "a new session is opened on retry (snlm replaces a session before it runs max_pipelines commands; keep "
+        "that below the host's quota)",
+        breaks_session=True,
+    ),
+    Rule(
+        Match.WSMAN_FAULT,
+        (2150859173,),
+        TransientError,
+        c.HOST_BUSY,
+        "{user} holds as many PowerShell sessions on the host as its quota allows (MaxShellsPerUser)",
+        _SHELLS_REMEDY,
+    ),
+    Rule(
+        Match.WSMAN_FAULT,
+        (2150859174,),
+        TransientError,
+        c.HOST_BUSY,
+        "{user} runs as many WinRM operations on the host as its quota allows (MaxConcurrentOperationsPerUser)",
+        "other clients of {user} are busy on {host}, or raise MaxConcurrentOperationsPerUser "
+        "(winrm/config/Service); " + _RETRY_NOTE,
+    ),
+    Rule(
+        Match.WSMAN_FAULT_TEXT,
+        (r"maximum number of \d+ concurrent shells", r"maximum number of concurrent shells"),
+        TransientError,
+        c.HOST_BUSY,
+        "{user} holds as many PowerShell sessions on the host as its quota allows (MaxShellsPerUser)",
+        _SHELLS_REMEDY,
+    ),
+    Rule(
+        Match.WSMAN_FAULT,
+        ("w:QuotaLimit",),
+        TransientError,
+        c.HOST_BUSY,
+        "a WinRM quota of {user} on the host is reached",
+        "close other sessions of {user} on {host} or raise the quota the message names; " + _RETRY_NOTE,
+    ),
     Rule(
         Match.WSMAN_FAULT,
         (2150858843,),
@@ -425,6 +490,7 @@ RULES: Final[tuple[Rule, ...]] = (
         c.HOST_SESSION_LOST,
         "the PowerShell session is gone from the host (WinRM restarted?)",
         "a new session is opened on retry",
+        breaks_session=True,
     ),
     Rule(
         Match.WSMAN_FAULT,
@@ -433,6 +499,7 @@ RULES: Final[tuple[Rule, ...]] = (
         c.HOST_OPERATION_TIMEOUT,
         "the WinRM operation timed out",
         _RETRY_NOTE,
+        breaks_session=True,
     ),
     Rule(
         Match.WSMAN_FAULT,
@@ -451,6 +518,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "TLS validation failed for {host}",
         "set ca_file in the inventory to the CA that signed {host}'s WinRM certificate, and check that the "
         "certificate names {address}",
+        breaks_session=True,
     ),
     Rule(
         Match.TRANSPORT,
@@ -464,6 +532,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "wrong credentials for {user} on {host}",
         "check the inventory's password reference ({password_ref}) for {user}, and that the account may log "
         "on to {host} over WinRM",
+        breaks_session=True,
     ),
     Rule(
         Match.TRANSPORT,
@@ -472,6 +541,7 @@ RULES: Final[tuple[Rule, ...]] = (
         c.HOST_TIMEOUT,
         "the host did not answer in time",
         _RETRY_NOTE,
+        breaks_session=True,
     ),
     Rule(
         Match.TRANSPORT,
@@ -485,6 +555,7 @@ RULES: Final[tuple[Rule, ...]] = (
         c.HOST_UNREACHABLE,
         "host unreachable at {address}:{port}",
         "check that {host} is up and WinRM listens on {address}:{port}; " + _RETRY_NOTE,
+        breaks_session=True,
     ),
     Rule(
         Match.TRANSPORT,
@@ -500,11 +571,25 @@ RULES: Final[tuple[Rule, ...]] = (
         c.HOST_SESSION_LOST,
         "the PowerShell session with the host broke",
         "a new session is opened on retry",
+        breaks_session=True,
     ),
 )
 
 
 # -- classification ---------------------------------------------------------------------------------------
+def _rule_for_exception(exc: BaseException) -> Rule | None:
+    return next((r for r in RULES if r.matches_exception(exc)), None)
+
+
+def breaks_session(exc: BaseException) -> bool:
+    """Whether the PowerShell session an exception came through is finished: its rule says so, and an exception
+    nobody recognised is not trusted either (the exchange it interrupted is in an unknown state)."""
+    if isinstance(exc, SnlmError):
+        return False
+    rule = _rule_for_exception(exc)
+    return rule.breaks_session if rule is not None else True
+
+
 def _fault_code(exc: WSManFaultError) -> int | None:
     try:
         return int(exc.code)
@@ -598,7 +683,7 @@ def classify_exception(
     """The engine's error for an exception raised while talking to a host (transport, WSMan fault, PSRP)."""
     if isinstance(exc, SnlmError):
         return exc
-    rule = next((r for r in RULES if r.matches_exception(exc)), None)
+    rule = _rule_for_exception(exc)
     details: dict[str, Any] = {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"}
     said = str(exc)
     if isinstance(exc, WSManFaultError):

@@ -1,11 +1,18 @@
 """The host client: structured PowerShell commands on a Hyper-V host over WinRM/PSRP.
 
-`HostClient(entry)` is a context manager that opens ONE runspace pool for its life (one activity attempt:
-a short-lived pool, because a WinRM session that broke cannot be trusted again, reference/psrp-wire-notes.md)
-and runs structured commands on it: cmdlet + named parameters + switches + positional arguments, never
-PowerShell text (DESIGN.md invariant 2; there is no `add_script` in this module). Every result is checked
-for `had_errors` AND the error stream: pypsrp 0.9.1 reports a non-terminating error (Hyper-V's usual way:
-`Get-VM -Name ghost`, a failed `Move-VM`) with state Completed and `had_errors` False.
+`HostClient(entry)` holds ONE runspace pool (a shell on the host) and runs structured commands on it: cmdlet +
+named parameters + switches + positional arguments, never PowerShell text (DESIGN.md invariant 2; there is no
+`add_script` in this module). `run` and `pipeline` cost one round trip each; `batch` runs several statements in
+one. Every result is checked for `had_errors` AND the error stream: pypsrp 0.9.1 reports a non-terminating
+error (Hyper-V's usual way: `Get-VM -Name ghost`, a failed `Move-VM`) with state Completed and `had_errors`
+False.
+
+A HostClient is a context manager of its own (open, commands, close: tests and tools), or one of the worker's
+`HostSessions`: open pools kept per host and checked out by one activity at a time, around the commands it
+runs, so that a step pays for no open and no close. A session that broke (reference/psrp-wire-notes.md: a
+WinRM session that broke cannot be trusted again) is closed and replaced, and so is one near the host's quota
+of pipelines per shell; the pool never holds more shells on a host than Windows allows one user
+(reference/hyperv-fidelity-catalogue.md section 6.3).
 
 Whatever goes wrong, the caller gets one of the engine's errors (activities/errors.py): every error record
 and every exception raised while talking to the host goes through the one table of what hosts say,
@@ -17,11 +24,15 @@ client's own password handed over to be scrubbed out of anything raised. `props(
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import time
+import uuid
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -32,16 +43,22 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from activities.errors import SnlmError, TransientError
-from activities.host_errors import ErrorInfo, classify, classify_exception
-from activities.inventory import HostEntry
+from activities.host_errors import ErrorInfo, breaks_session, classify, classify_exception
+from activities.inventory import HostEntry, Inventory
 from workflows import contracts as c
 
 __all__ = [
+    "MAX_SHELLS_PER_USER",
     "NULL",
     "Command",
     "CommandResult",
     "HostClient",
+    "HostSessions",
     "ProgressInfo",
+    "SessionReport",
+    "SessionStats",
+    "Statement",
+    "add_session_observer",
     "props",
 ]
 
@@ -142,7 +159,7 @@ class CommandResult:
         progress: the progress records.
         records: every error record, as ErrorInfo.
         errors: the engine's error for each record (only ever non-empty with `check=False`).
-        state: "Completed", "Failed" or "Stopped".
+        state: "Completed", "Failed" or "Stopped"; "Unknown" for a statement of a batch whose end was not seen.
     """
 
     host: str
@@ -164,7 +181,11 @@ class CommandResult:
 # -- observers ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SessionReport:
-    """What one closed session did: its host, round trips and commands (no arguments, so no data leaks)."""
+    """What one use of a session did: its host, round trips and commands (no arguments, so no data leaks).
+
+    A standalone HostClient reports once, as it closes (its open and close included); a session of a
+    `HostSessions` pool reports at the end of each checkout (its open included when that checkout opened it;
+    closes the pool does later belong to no checkout)."""
 
     host: str
     round_trips: int
@@ -175,15 +196,28 @@ _observers: list[Callable[[SessionReport], None]] = []
 
 
 def add_session_observer(observer: Callable[[SessionReport], None]) -> Callable[[], None]:
-    """Call `observer` as each HostClient closes (on the activity's thread, so `activity.info()` says which
-    step it served); returns the function that removes it. Used for round-trip accounting per step."""
+    """Call `observer` as each standalone HostClient closes and as each pooled session is checked back in (on
+    the activity's thread, so `activity.info()` says which step it served); returns the function that removes
+    it. Used for round-trip accounting per step."""
     _observers.append(observer)
     return lambda: _observers.remove(observer)
 
 
+def _notify(report: SessionReport) -> None:
+    for observer in list(_observers):
+        try:
+            observer(report)
+        except Exception:  # accounting must never break a host session
+            log.warning("a session observer failed", exc_info=True)
+
+
 # -- the client -----------------------------------------------------------------------------------------
+# A statement of a batch: one command, or a pipeline of them (`A | B`).
+Statement = Command | Sequence[Command]
+
+
 class HostClient:
-    """One host, one runspace pool, for the life of a `with` block (an activity attempt).
+    """One host, one runspace pool: for the life of a `with` block, or as long as a `HostSessions` pool keeps it.
 
     Args:
         entry: the host's inventory entry (address, auth, password reference, TLS).
@@ -192,9 +226,14 @@ class HostClient:
         operation_timeout: the WSMan OperationTimeout (seconds a Receive may long-poll on the host).
         command_timeout: the default bound on one command, start to end; a command still running then is
             stopped and TransientError(HostTimeout) raised. Per call: `run(..., timeout=)`.
+        report_on_close: call the session observers as it closes (a pool reports per checkout instead).
 
     `round_trips` counts the pool's open and close and every command invoked (for the benchmark "PSRP round
-    trips per migration, by step"); `calls` counts commands by cmdlet.
+    trips per migration, by step"); `calls` counts commands by cmdlet; `pipelines` counts the pipelines the
+    host's shell ran (Windows refuses a shell its 1001st, catalogue 6.3). `broken` says the session cannot be
+    trusted again: a transport failure or a WSMan fault its rule says ends the session
+    (activities/host_errors.py), a command stopped at its timeout, or an exception thrown into the thread in
+    the middle of an exchange (an activity's cancellation).
     """
 
     def __init__(
@@ -205,6 +244,7 @@ class HostClient:
         read_timeout: float = 30.0,
         operation_timeout: int = 20,
         command_timeout: float = 600.0,
+        report_on_close: bool = True,
     ) -> None:
         if read_timeout <= operation_timeout:
             raise ValueError(
@@ -221,11 +261,19 @@ class HostClient:
         self.command_timeout = command_timeout
         self.round_trips = 0
         self.calls: Counter[str] = Counter()
+        self.pipelines = 0
+        self.broken = False
+        self._report_on_close = report_on_close
+        self._usage_mark: tuple[int, Counter[str]] = (0, Counter())
         self._pool: RunspacePool | None = None
         self._password: SecretStr | None = None
 
     def __repr__(self) -> str:
         return f"HostClient({self.host!r}, {self.entry.scheme}://{self.entry.address}:{self.entry.effective_port})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
 
     # -- context -----------------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
@@ -248,6 +296,16 @@ class HostClient:
 
     def _fail(self, exc: BaseException, command: str) -> SnlmError:
         return classify_exception(exc, self.host, command, context=self._context(), secrets=self._secrets())
+
+    # -- accounting --------------------------------------------------------------------------------------
+    def begin_usage(self) -> None:
+        """Start counting a new use (a pool's checkout): `usage()` reports what was done since."""
+        self._usage_mark = (self.round_trips, Counter(self.calls))
+
+    def usage(self) -> SessionReport:
+        """Round trips and commands since `begin_usage()` (for a standalone client: since it was made)."""
+        trips, calls = self._usage_mark
+        return SessionReport(self.host, self.round_trips - trips, dict(self.calls - calls))
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def open(self) -> HostClient:
@@ -282,6 +340,8 @@ class HostClient:
         except Exception as exc:
             raise self._fail(exc, "opening a PowerShell session") from exc
         self._pool = pool
+        self.broken = False
+        self.pipelines = 0
         log.debug("opened a runspace pool on %s", self.host)
         return self
 
@@ -296,12 +356,8 @@ class HostClient:
             pool.close()
         except Exception as exc:
             log.warning("closing the PowerShell session on %s failed: %s", self.host, self._fail(exc, "close"))
-        report = SessionReport(self.host, self.round_trips, dict(self.calls))
-        for observer in list(_observers):
-            try:
-                observer(report)
-            except Exception:  # accounting must never break a host session
-                log.warning("a session observer failed", exc_info=True)
+        if self._report_on_close:
+            _notify(self.usage())
 
     def __enter__(self) -> HostClient:
         return self if self._pool is not None else self.open()
@@ -346,34 +402,140 @@ class HostClient:
         """Run several commands as ONE pipeline (`A | B`), in one round trip."""
         if not commands:
             raise ValueError("a pipeline needs at least one command")
-        pool = self._pool
-        if pool is None:
-            raise RuntimeError(f"{self!r} is not open: use it as a context manager")
-        name = " | ".join(command.cmdlet for command in commands)
-        ps = PowerShell(pool)
+        ps = PowerShell(self._open_pool())
         for command in commands:
-            ps.add_cmdlet(command.cmdlet)
-            for parameter, value in command.parameters.items():
-                if value is NULL:
-                    ps.add_parameter(parameter, None)
-                elif value is not None:
-                    ps.add_parameter(parameter, value)
-            for switch in command.switches:
-                ps.add_parameter(switch)
-            for argument in command.arguments:
-                ps.add_argument(argument)
-            if error_action_stop:
-                ps.add_parameter("ErrorAction", "Stop")
-            self.calls[command.cmdlet] += 1
+            self._add(ps, command, error_action_stop=error_action_stop)
+        name = " | ".join(command.cmdlet for command in commands)
+        pipeline_input: Any = list(input) if input is not None else None
+        self._invoke(ps, name, timeout, pipeline_input)
+        records, errors = self._errors(ps, check, lambda info: name)
+        return CommandResult(
+            host=self.host,
+            command=name,
+            output=tuple(_output_value(item) for item in ps.output),
+            raw_output=tuple(ps.output),
+            records=records,
+            errors=errors,
+            state=_state_name(ps.state),
+            **self._streams(ps),
+        )
+
+    def batch(
+        self, statements: Sequence[Statement], *, check: bool = True, timeout: float | None = None
+    ) -> list[CommandResult]:
+        """Run several statements (each a Command, or a sequence of them run as a pipeline `A | B`) as ONE
+        pipeline of the host, in one round trip; one CommandResult per statement, in order.
+
+        The host sends one output stream for the whole batch, so a marker (`Write-Output -InputObject
+        <random>:<index>`) goes before each statement and the outputs between two markers are the statement's.
+        Error records carry no position: each goes to the statement whose cmdlets include the one that wrote it
+        (the record's CategoryInfo activity, else the cmdlet its FullyQualifiedErrorId names, else its target
+        for a command not found), the first such statement; one that names none goes to the statement that was
+        running when the batch ended. So two statements with the same cmdlet should not be batched when errors
+        are expected from them. Warnings, verbose and progress records cannot be placed either: every result
+        carries all of them.
+
+        The statements run one after the other as their own pipelines. A terminating error in one ends the
+        batch for the client (state Failed) while the statements after it may still run on the host, unseen
+        (Windows PowerShell's batch invocation): those read state "Unknown" with no output. So a batch holds
+        reads, or changes that do not depend on each other; never a change that must not happen after a failure.
+
+        Raises the engine's error for the first error record (`check=True`, the default), as `run` does, or
+        returns each statement's records in its own result (`check=False`).
+        """
+        groups = [(statement,) if isinstance(statement, Command) else tuple(statement) for statement in statements]
+        if not groups:
+            raise ValueError("a batch needs at least one statement")
+        if any(not group for group in groups):
+            raise ValueError("a statement needs at least one command")
+        ps = PowerShell(self._open_pool())
+        tag = uuid.uuid4().hex
+        markers = {f"{tag}:{index}": index for index in range(len(groups))}
+        for marker, group in zip(markers, groups, strict=True):
+            ps.add_cmdlet("Write-Output").add_parameter("InputObject", marker).add_statement()
+            for command in group:
+                self._add(ps, command, error_action_stop=False)
+            ps.add_statement()
+        names = [" | ".join(command.cmdlet for command in group) for group in groups]
+        self._invoke(ps, "; ".join(names), timeout, None)
+
+        outputs: list[list[Any]] = [[] for _ in groups]
+        current = -1
+        for item in ps.output:
+            if isinstance(item, str) and item in markers:
+                current = markers[item]
+            else:
+                outputs[max(current, 0)].append(item)
+        # `current` is the last statement seen to start: the batch ended with it (or after it, when it is the
+        # last statement and all went well); what came after it, if anything ran, the client did not see.
+        last = max(current, 0)
+        state = _state_name(ps.state)
+        batch_name = "; ".join(names)
+
+        def name_of(info: ErrorInfo) -> str:
+            index = _statement_of(info, groups)
+            return batch_name if index is None else names[index]
+
+        records, errors = self._errors(ps, check, name_of)
+        placed = [where if (where := _statement_of(info, groups)) is not None else last for info in records]
+        streams = self._streams(ps)
+        results = []
+        for index, (name, output) in enumerate(zip(names, outputs, strict=True)):
+            mine = [i for i, where in enumerate(placed) if where == index]
+            if current < 0 or index > last:
+                statement_state = "Unknown"
+            elif index < last:
+                statement_state = "Completed"  # the next one started: this one did not end the batch
+            else:
+                statement_state = state if state != "Completed" or index == len(groups) - 1 else "Unknown"
+            results.append(
+                CommandResult(
+                    host=self.host,
+                    command=name,
+                    output=tuple(_output_value(item) for item in output),
+                    raw_output=tuple(output),
+                    records=tuple(records[i] for i in mine),
+                    errors=tuple(errors[i] for i in mine),
+                    state=statement_state,
+                    **streams,
+                )
+            )
+        return results
+
+    # -- the wire ------------------------------------------------------------------------------------------
+    def _open_pool(self) -> RunspacePool:
+        if self._pool is None:
+            raise RuntimeError(f"{self!r} is not open: use it as a context manager")
+        return self._pool
+
+    def _add(self, ps: PowerShell, command: Command, *, error_action_stop: bool) -> None:
+        ps.add_cmdlet(command.cmdlet)
+        for parameter, value in command.parameters.items():
+            if value is NULL:
+                ps.add_parameter(parameter, None)
+            elif value is not None:
+                ps.add_parameter(parameter, value)
+        for switch in command.switches:
+            ps.add_parameter(switch)
+        for argument in command.arguments:
+            ps.add_argument(argument)
+        if error_action_stop:
+            ps.add_parameter("ErrorAction", "Stop")
+        self.calls[command.cmdlet] += 1
+
+    def _invoke(self, ps: PowerShell, name: str, timeout: float | None, pipeline_input: Any) -> None:
+        """Run `ps` to its end within the timeout (stopped and HostTimeout past it)."""
         self.round_trips += 1
+        self.pipelines += 1
         limit = self.command_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         try:
-            pipeline_input: Any = list(input) if input is not None else None
             ps.begin_invoke(input=pipeline_input)
             while ps.state == PSInvocationState.RUNNING:
                 if time.monotonic() > deadline:
                     self._stop(ps)
+                    # A stopped pipeline may still be winding down on the host: do not run the next on this shell.
+                    self.broken = True
                     raise TransientError(
                         f"{name} on {self.host}: still running after {limit:g} s; stopped",
                         error_type=c.HOST_TIMEOUT,
@@ -384,8 +546,12 @@ class HostClient:
         except SnlmError:
             raise
         except Exception as exc:
+            self.broken = self.broken or breaks_session(exc)
             raise self._fail(exc, name) from exc
-        return self._result(ps, name, check)
+        except BaseException:
+            # Thrown into this thread mid-exchange (an activity's cancellation): the host's answer is unread.
+            self.broken = True
+            raise
 
     @staticmethod
     def _stop(ps: PowerShell) -> None:
@@ -394,13 +560,17 @@ class HostClient:
         except Exception as exc:
             log.debug("stopping a pipeline failed: %s", type(exc).__name__)
 
-    def _result(self, ps: PowerShell, name: str, check: bool) -> CommandResult:
+    def _errors(
+        self, ps: PowerShell, check: bool, name_of: Callable[[ErrorInfo], str]
+    ) -> tuple[tuple[ErrorInfo, ...], tuple[SnlmError, ...]]:
+        """The pipeline's error records and the engine's error for each (named after the cmdlet that wrote it,
+        else `name_of(record)`); with `check`, the first one raised."""
         records = tuple(ErrorInfo.from_record(record) for record in ps.streams.error)
         if ps.had_errors and not records:
             # Failed without a record: still a failure (pypsrp sets had_errors only for state Failed).
             records = (ErrorInfo(message=f"the pipeline ended {_state_name(ps.state)} without an error record"),)
         errors = tuple(
-            classify(info, self.host, info.activity or name, context=self._context(), secrets=self._secrets())
+            classify(info, self.host, info.activity or name_of(info), context=self._context(), secrets=self._secrets())
             for info in records
         )
         if errors and check:
@@ -408,18 +578,318 @@ class HostClient:
             if len(errors) > 1:
                 first.details["other_errors"] = [str(error) for error in errors[1:5]]
             raise first
-        return CommandResult(
-            host=self.host,
-            command=name,
-            output=tuple(_output_value(item) for item in ps.output),
-            raw_output=tuple(ps.output),
-            warnings=tuple(str(getattr(record, "message", record)) for record in ps.streams.warning),
-            verbose=tuple(str(getattr(record, "message", record)) for record in ps.streams.verbose),
-            progress=tuple(_progress(record) for record in ps.streams.progress),
-            records=records,
-            errors=errors,
-            state=_state_name(ps.state),
-        )
+        return records, errors
+
+    @staticmethod
+    def _streams(ps: PowerShell) -> dict[str, Any]:
+        return {
+            "warnings": tuple(str(getattr(record, "message", record)) for record in ps.streams.warning),
+            "verbose": tuple(str(getattr(record, "message", record)) for record in ps.streams.verbose),
+            "progress": tuple(_progress(record) for record in ps.streams.progress),
+        }
+
+
+def _compact(name: str) -> str:
+    return name.replace("-", "").lower()
+
+
+def _statement_of(info: ErrorInfo, groups: Sequence[Sequence[Command]]) -> int | None:
+    """The statement of a batch that wrote an error record (see `HostClient.batch`), None when it names none."""
+    cmdlets = [{command.cmdlet.lower() for command in group} for group in groups]
+    # "InvalidParameter,Microsoft.HyperV.PowerShell.Commands.GetVM" names the cmdlet's class, GetVM.
+    fq_class = info.fq_error.rsplit(",", 1)[-1].rsplit(".", 1)[-1].lower() if "," in info.fq_error else ""
+    clues: list[Callable[[set[str]], bool]] = [
+        lambda names: bool(info.activity) and info.activity.lower() in names,
+        lambda names: bool(fq_class) and fq_class in {_compact(name) for name in names},
+        lambda names: bool(info.target) and info.target.lower() in names,
+    ]
+    for clue in clues:
+        for index, names in enumerate(cmdlets):
+            if clue(names):
+                return index
+    return None
+
+
+# -- the worker's sessions --------------------------------------------------------------------------------------
+def _close_pools(pools: Mapping[str, _HostPool]) -> None:
+    for pool in pools.values():
+        idle, pool.idle = pool.idle, []
+        for pooled in idle:
+            pooled.client.close()
+
+
+# The most shells Windows lets one user hold on a host by default (MaxShellsPerUser of the PowerShell endpoint,
+# catalogue 6.3); a worker's pool stays within it by construction.
+MAX_SHELLS_PER_USER: Final = 25
+# HTTP.sys closes a keep-alive connection idle for 120 s; with NTLM or CredSSP message encryption that
+# connection carried the session's security context (reference/psrp-wire-notes.md), so a session idle that long
+# is dead whatever `idle_seconds` says.
+_KEEPALIVE_SECONDS: Final = 110.0
+
+
+@dataclass(eq=False)
+class _Pooled:
+    client: HostClient
+    generation: int
+    idle_since: float = 0.0
+
+
+@dataclass
+class _HostPool:
+    idle: list[_Pooled] = field(default_factory=list)  # the most recently returned last
+    busy: int = 0
+    opening: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.idle) + self.busy + self.opening
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """Counts of a HostSessions pool since it was made.
+
+    Attributes:
+        checkouts: sessions handed out.
+        opened: sessions opened (a checkout that found none idle).
+        reused: checkouts served by a session already open.
+        replaced: sessions closed because they ran `max_pipelines` pipelines.
+        discarded: sessions closed because they broke (or a sibling on the same host broke).
+        idle_closed: sessions closed because they sat idle past `idle_seconds`.
+        waited: checkouts that had to wait for a session to come back.
+        open: sessions open now, by host (idle and checked out).
+        checked_out: sessions checked out now, by host.
+    """
+
+    checkouts: int
+    opened: int
+    reused: int
+    replaced: int
+    discarded: int
+    idle_closed: int
+    waited: int
+    open: dict[str, int]
+    checked_out: dict[str, int]
+
+
+class HostSessions:
+    """The worker's open sessions (HostClients), per host, reused across activities.
+
+    `with sessions.session("HV01") as client:` checks out an open session of that host for the block alone (no
+    other thread or block uses it meanwhile), opening one when none is idle and fewer than `per_host` exist,
+    else waiting for one to come back, up to `wait_seconds` (then TransientError HostBusy). Opening is the
+    checkout's first round trip; a reused session costs none.
+
+    When the block ends the session goes back to the pool, unless it is `broken` (a transport failure, a WSMan
+    fault such as the shell being gone, a command stopped at its timeout: HostClient says which): then it is
+    closed, best effort, with every idle session of that host (what broke one, a WinRM restart, broke them
+    all), and the next checkout opens a fresh one. An error record from the host (a VM not found, a failed
+    move) leaves the session as good as it was.
+
+    Args:
+        inventory: the hosts (addresses and credential references); sessions are kept per inventory entry,
+            so a NetBIOS name and its FQDN share them.
+        per_host: the most sessions open on one host at once; at most MAX_SHELLS_PER_USER (25), the shells
+            Windows lets one user hold by default.
+        idle_seconds: a session idle this long is closed, as sessions are checked out and in and by
+            `close_idle()` (and none idle for 110 s or more is reused: HTTP.sys has dropped its connection).
+        max_pipelines: a session that has run this many pipelines is closed when it comes back (Windows
+            refuses a shell its 1001st pipeline by default, catalogue 6.3): keep the gap to the host's quota
+            above the most pipelines one checkout runs.
+        wait_seconds: how long a checkout waits for a session of a host whose `per_host` are all checked out.
+        client_options: HostClient keyword arguments (connect_timeout, read_timeout, operation_timeout,
+            command_timeout).
+
+    Round trips are reported to the session observers at the end of each checkout (`add_session_observer`).
+    `close_all()` closes every session (one checked out now as it comes back); the worker calls it at shutdown.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        per_host: int = 4,
+        idle_seconds: float = 120.0,
+        max_pipelines: int = 900,
+        wait_seconds: float = 60.0,
+        **client_options: Any,
+    ) -> None:
+        if not 1 <= per_host <= MAX_SHELLS_PER_USER:
+            raise ValueError(
+                f"per_host ({per_host}) must be between 1 and {MAX_SHELLS_PER_USER} (Windows' default "
+                "MaxShellsPerUser: more sessions than that are refused by the host)"
+            )
+        if idle_seconds <= 0 or wait_seconds < 0 or max_pipelines < 1:
+            raise ValueError("idle_seconds must be positive, wait_seconds not negative, max_pipelines at least 1")
+        # Fail now on options HostClient refuses, not at the first checkout.
+        HostClient(next(iter(inventory.hosts.values())), **client_options)
+        self.inventory = inventory
+        self.per_host = per_host
+        self.idle_seconds = idle_seconds
+        self.max_pipelines = max_pipelines
+        self.wait_seconds = wait_seconds
+        self.client_options: Mapping[str, Any] = dict(client_options)
+        self._pools: dict[str, _HostPool] = {}
+        self._generation = 0
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Condition()
+        # A pool nobody holds any more (an activities object made for one call) closes its shells, as a file
+        # object does: left open they would count against the host's MaxShellsPerUser for hours. Not at exit:
+        # the hosts may be gone by then, and Windows drops an idle shell by itself.
+        finalizer = weakref.finalize(self, _close_pools, self._pools)
+        finalizer.atexit = False
+
+    def __repr__(self) -> str:
+        return f"HostSessions(per_host={self.per_host}, hosts={sorted(self._pools)})"
+
+    # -- checkout ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, host: str) -> Iterator[HostClient]:
+        """An open session of `host` (a name the inventory knows), for this block alone."""
+        entry = self.inventory.host(host)
+        pooled = self._checkout(entry)
+        try:
+            yield pooled.client
+        finally:
+            self._checkin(entry.name, pooled)
+
+    def _checkout(self, entry: HostEntry) -> _Pooled:
+        to_close: list[HostClient] = []
+        deadline = time.monotonic() + self.wait_seconds
+        waited = False
+        pooled: _Pooled | None = None
+        busy: TransientError | None = None
+        with self._lock:
+            pool = self._pools.setdefault(entry.name, _HostPool())
+            while True:
+                to_close += self._sweep_locked()
+                if pool.idle:
+                    pooled = pool.idle.pop()
+                    pool.busy += 1
+                    self._counts["reused"] += 1
+                    break
+                if pool.size < self.per_host:
+                    pool.opening += 1
+                    pooled = None
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    busy = TransientError(
+                        f"{entry.name}: all {self.per_host} PowerShell sessions of this worker are in use "
+                        f"(waited {self.wait_seconds:g} s)",
+                        error_type=c.HOST_BUSY,
+                        remedy="the host is busy with this worker's other activities: retried with backoff "
+                        "(or raise per_host, up to the host's MaxShellsPerUser)",
+                        details={"host": entry.name, "per_host": self.per_host, "wait_seconds": self.wait_seconds},
+                    )
+                    break
+                if not waited:
+                    waited = True
+                    self._counts["waited"] += 1
+                self._lock.wait(remaining)
+            if busy is None:
+                self._counts["checkouts"] += 1
+            generation = self._generation
+        self._close(to_close)  # never under the lock: each close is a round trip
+        if busy is not None:
+            raise busy
+        if pooled is not None:
+            pooled.client.begin_usage()
+            return pooled
+        client = HostClient(entry, report_on_close=False, **self.client_options)
+        try:
+            client.open()
+        except BaseException:
+            with self._lock:
+                pool.opening -= 1
+                self._lock.notify()
+            if client.round_trips:
+                _notify(client.usage())
+            raise
+        with self._lock:
+            pool.opening -= 1
+            pool.busy += 1
+            self._counts["opened"] += 1
+        return _Pooled(client, generation)
+
+    def _checkin(self, host: str, pooled: _Pooled) -> None:
+        client = pooled.client
+        report = client.usage()
+        to_close: list[HostClient] = []
+        with self._lock:
+            pool = self._pools[host]
+            pool.busy -= 1
+            if client.broken or not client.is_open:
+                self._counts["discarded"] += 1 + len(pool.idle)
+                to_close += [client, *(sibling.client for sibling in pool.idle)]
+                pool.idle.clear()
+            elif client.pipelines >= self.max_pipelines:
+                self._counts["replaced"] += 1
+                to_close.append(client)
+            elif pooled.generation < self._generation:
+                to_close.append(client)  # close_all() ran while it was out
+            else:
+                pooled.idle_since = time.monotonic()
+                pool.idle.append(pooled)
+            to_close += self._sweep_locked()
+            self._lock.notify_all()
+        if report.round_trips:
+            _notify(report)
+        self._close(to_close)
+
+    # -- closing -------------------------------------------------------------------------------------------
+    def _sweep_locked(self) -> list[HostClient]:
+        """Take the sessions idle too long out of the pool (closed by the caller, outside the lock)."""
+        limit = min(self.idle_seconds, _KEEPALIVE_SECONDS)
+        now = time.monotonic()
+        stale: list[HostClient] = []
+        for pool in self._pools.values():
+            fresh = [pooled for pooled in pool.idle if now - pooled.idle_since < limit]
+            stale += [pooled.client for pooled in pool.idle if now - pooled.idle_since >= limit]
+            pool.idle[:] = fresh
+        self._counts["idle_closed"] += len(stale)
+        return stale
+
+    @staticmethod
+    def _close(clients: Iterable[HostClient]) -> None:
+        for client in clients:
+            client.close()  # logs a failure, never raises
+
+    def close_idle(self) -> int:
+        """Close the sessions idle for `idle_seconds` or more; returns how many."""
+        with self._lock:
+            stale = self._sweep_locked()
+            self._lock.notify_all()
+        self._close(stale)
+        return len(stale)
+
+    def close_all(self) -> int:
+        """Close every idle session now and every checked-out one as it comes back; returns how many were
+        closed now. The pool stays usable: a later checkout opens a new session."""
+        with self._lock:
+            self._generation += 1
+            idle = [pooled.client for pool in self._pools.values() for pooled in pool.idle]
+            for pool in self._pools.values():
+                pool.idle.clear()
+            self._lock.notify_all()
+        self._close(idle)
+        return len(idle)
+
+    # -- figures -------------------------------------------------------------------------------------------
+    def stats(self) -> SessionStats:
+        with self._lock:
+            counts = self._counts
+            return SessionStats(
+                checkouts=counts["checkouts"],
+                opened=counts["opened"],
+                reused=counts["reused"],
+                replaced=counts["replaced"],
+                discarded=counts["discarded"],
+                idle_closed=counts["idle_closed"],
+                waited=counts["waited"],
+                open={host: len(pool.idle) + pool.busy for host, pool in self._pools.items()},
+                checked_out={host: pool.busy for host, pool in self._pools.items()},
+            )
 
 
 def _state_name(state: int) -> str:

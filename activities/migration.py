@@ -41,7 +41,7 @@ from activities.errors import (
     UnknownError,
 )
 from activities.host_errors import ErrorInfo, classify
-from activities.hosts import NULL, Command, CommandResult, HostClient
+from activities.hosts import NULL, Command, CommandResult, HostClient, HostSessions
 from activities.inventory import Inventory
 from activities.vms import folder_name_problem, resolve_vm, same_name
 from workflows import contracts as c
@@ -188,11 +188,20 @@ def _seconds(duration: Any) -> float | None:
     return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
 
 
-def _raise_unexpected(result: CommandResult, *, ignore: Callable[[ErrorInfo], bool]) -> None:
-    """After a `check=False` probe: raise the first error that `ignore` does not accept."""
+def _raise_unexpected(result: CommandResult, *, ignore: Callable[[ErrorInfo], bool] = lambda info: False) -> None:
+    """After a `check=False` probe: raise the first error that `ignore` does not accept (and, for a statement
+    of a batch whose end the client did not see because an earlier one ended the batch, say so rather than read
+    it as empty)."""
     for info, error in zip(result.records, result.errors, strict=False):
         if not ignore(info):
             raise error
+    if result.state == "Unknown":
+        raise UnknownError(
+            f"{result.command} on {result.host}: no result (an earlier command of its batch ended it)",
+            error_type=c.HOST_COMMAND_FAILED,
+            remedy="retried; see the host's record of the earlier command",
+            details={"host": result.host, "command": result.command},
+        )
 
 
 def _not_found(info: ErrorInfo) -> bool:
@@ -200,11 +209,20 @@ def _not_found(info: ErrorInfo) -> bool:
 
 
 # -- reading a host ---------------------------------------------------------------------------------------------
+def _get_vm(vm_id: str) -> Command:
+    return Command("Get-VM", {"Id": [uuid.UUID(vm_id)]})
+
+
 def _vm_by_id(client: HostClient, vm_id: str) -> dict[str, Any] | None:
     """The VM with this id on the host (realized or planned), or None."""
-    result = client.run("Get-VM", {"Id": [uuid.UUID(vm_id)]}, check=False)
-    _raise_unexpected(result, ignore=lambda info: _error_type(client, info) == c.VM_NOT_FOUND)
-    found = _dicts(result)
+    return _vm_in(client, client.pipeline([_get_vm(vm_id)], check=False))
+
+
+def _vm_in(client: HostClient, *results: CommandResult) -> dict[str, Any] | None:
+    """The VM a `check=False` Get-VM -Id (and pipelines from it) found, or None; errors but VmNotFound raised."""
+    for result in results:
+        _raise_unexpected(result, ignore=lambda info: _error_type(client, info) == c.VM_NOT_FOUND)
+    found = _dicts(results[0])
     return found[0] if found else None
 
 
@@ -222,19 +240,23 @@ def _realized(vm: Mapping[str, Any] | None) -> bool:
 
 def _vm_commands(vm_id: str, *then: Command) -> list[Command]:
     """`Get-VM -Id <id> | <then>`: act on exactly this VM (a name may be shared by a planned VM)."""
-    return [Command("Get-VM", {"Id": [uuid.UUID(vm_id)]}), *then]
+    return [_get_vm(vm_id), *then]
 
 
-def _jobs(client: HostClient, *, vm_id: str | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
-    """Msvm_MigrationJob instances on the host, filtered by the VM's id or the job's InstanceID."""
+def _jobs_command(*, vm_id: str | None = None, job_id: str | None = None) -> Command:
+    """Get-CimInstance of Msvm_MigrationJob, filtered by the VM's id or the job's InstanceID."""
     if job_id is not None:
         wql = f"InstanceID='{_guid(job_id, 'job id')}'"
     elif vm_id is not None:
         wql = f"VirtualSystemName='{_guid(vm_id, 'VM id')}'"
     else:
         wql = None
-    result = client.run("Get-CimInstance", {"ClassName": MIGRATION_JOB, "Namespace": VIRT_NAMESPACE, "Filter": wql})
-    return _dicts(result)
+    return Command("Get-CimInstance", {"ClassName": MIGRATION_JOB, "Namespace": VIRT_NAMESPACE, "Filter": wql})
+
+
+def _jobs(client: HostClient, *, vm_id: str | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Msvm_MigrationJob instances on the host, filtered by the VM's id or the job's InstanceID."""
+    return _dicts(client.pipeline([_jobs_command(vm_id=vm_id, job_id=job_id)]))
 
 
 def _job_state(job: Mapping[str, Any]) -> int:
@@ -245,20 +267,32 @@ def _running(job: Mapping[str, Any]) -> bool:
     return _job_state(job) < JOB_COMPLETED
 
 
+def _test_paths(paths: Sequence[str]) -> Command:
+    """One Test-Path for all `paths` (a bool per path, in order)."""
+    return Command("Test-Path", {"LiteralPath": list(paths)})
+
+
+def _existing(paths: Sequence[str], result: CommandResult) -> list[str]:
+    return [path for path, found in zip(paths, result.output, strict=False) if found is True]
+
+
 def _file_exists(client: HostClient, paths: Sequence[str]) -> list[str]:
     """The paths among `paths` that exist on the host (one Test-Path for all)."""
     if not paths:
         return []
-    result = client.run("Test-Path", {"LiteralPath": list(paths)})
-    return [path for path, found in zip(paths, result.output, strict=False) if found is True]
+    return _existing(paths, client.pipeline([_test_paths(paths)]))
 
 
 def _remove_files(client: HostClient, paths: Sequence[str]) -> tuple[str, ...]:
     """Remove the files among `paths` that exist; returns those removed. A file in use stays (and is not listed)."""
-    existing = _file_exists(client, paths)
+    return _remove_existing(client, _file_exists(client, paths))
+
+
+def _remove_existing(client: HostClient, existing: Sequence[str]) -> tuple[str, ...]:
+    """Remove `existing` (files Test-Path found); returns those removed. A file in use stays (and is not listed)."""
     if not existing:
         return ()
-    result = client.run("Remove-Item", {"LiteralPath": existing}, switches=("Force",), check=False)
+    result = client.run("Remove-Item", {"LiteralPath": list(existing)}, switches=("Force",), check=False)
     failed: set[str] = set()
     for info, error in zip(result.records, result.errors, strict=False):
         if isinstance(error, TransientError) or not info.target:
@@ -301,13 +335,20 @@ def clean_destination(
 
 # -- host settings ----------------------------------------------------------------------------------------------
 def _read_settings(client: HostClient) -> HostMigrationSettings:
-    host = _dicts(client.run("Get-VMHost"))
-    vmhost = host[0] if host else {}
-    networks = tuple(
-        (_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in _dicts(client.run("Get-VMMigrationNetwork"))
+    """The host's live-migration settings: three independent reads in one round trip."""
+    host, migration_networks, rules = client.batch(
+        [
+            Command("Get-VMHost"),
+            Command("Get-VMMigrationNetwork"),
+            Command("Get-NetFirewallRule", {"Name": FIREWALL_RULE}),
+        ],
+        check=False,
     )
-    rules = client.run("Get-NetFirewallRule", {"Name": FIREWALL_RULE}, check=False)
+    _raise_unexpected(host)
+    _raise_unexpected(migration_networks)
     _raise_unexpected(rules, ignore=_not_found)
+    vmhost = _dicts(host)[0] if _dicts(host) else {}
+    networks = tuple((_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in _dicts(migration_networks))
     found = _dicts(rules)
     # MSFT_NetFirewallRule.Enabled: 1 True, 2 False. A host without the rule: nothing to enable or restore.
     firewall = not found or any(_int(r.get("Enabled")) == 1 or r.get("Enabled") is True for r in found)
@@ -338,27 +379,13 @@ def _set_vmhost(client: HostClient, now: HostMigrationSettings, want: HostMigrat
 # -- the move ---------------------------------------------------------------------------------------------------
 @dataclass
 class _Move:
-    """One attempt of start_or_attach_move: its clients and what it learned."""
+    """One attempt of start_or_attach_move: what it learned (sessions are checked out around each read)."""
 
     request: MoveInput
     vm_id: str
-    source: HostClient
-    destination_factory: Callable[[], HostClient]
     started: bool = False
     job_id: str = ""
     t0: float = field(default_factory=time.monotonic)
-    _destination: HostClient | None = None
-
-    @property
-    def destination(self) -> HostClient:
-        if self._destination is None:
-            self._destination = self.destination_factory().open()
-        return self._destination
-
-    def close(self) -> None:
-        if self._destination is not None:
-            self._destination.close()
-            self._destination = None
 
 
 def _previous_job_id() -> str:
@@ -427,8 +454,14 @@ class MigrationActivities:
             start-to-close timeout should be the tighter bound).
         progress: called with (workflow id, heartbeat) as a move advances, so the workflow can answer its
             `progress` query (the worker sends it as a signal); never allowed to fail the move.
+        sessions: the worker's host sessions, shared with the other activities; by default a pool of this
+            instance's own, over `inventory`.
         client_options: HostClient keyword arguments (connect_timeout, read_timeout, operation_timeout,
-            command_timeout).
+            command_timeout) for that pool of its own; a shared pool has its own.
+
+    Every activity checks a session out only around the commands it runs, never across a wait (the move
+    checks one out per poll of the host's job), and reads what it needs of one host in one batch where the
+    reads do not depend on each other.
     """
 
     def __init__(
@@ -439,11 +472,15 @@ class MigrationActivities:
         terminate_timeout: float = 120.0,
         max_move_seconds: float = 24 * 3600.0,
         progress: Callable[[str, MoveHeartbeat], None] | None = None,
+        sessions: HostSessions | None = None,
         **client_options: Any,
     ) -> None:
         if poll_seconds <= 0 or terminate_timeout <= 0 or max_move_seconds <= 0:
             raise ValueError("poll_seconds, terminate_timeout and max_move_seconds must be positive")
-        read_timeout = float(client_options.get("read_timeout", 30.0))
+        if sessions is not None and client_options:
+            raise ValueError("client options belong to the shared sessions: pass them to HostSessions")
+        self.sessions = sessions if sessions is not None else HostSessions(inventory, **client_options)
+        read_timeout = float(self.sessions.client_options.get("read_timeout", 30.0))
         if poll_seconds >= read_timeout:
             raise ValueError(f"poll_seconds ({poll_seconds}) must be shorter than the read timeout ({read_timeout})")
         self._inventory = inventory
@@ -451,11 +488,11 @@ class MigrationActivities:
         self._terminate_timeout = terminate_timeout
         self._max_move = max_move_seconds
         self._progress = progress
-        self._client_options = client_options
 
     # -- plumbing ---------------------------------------------------------------------------------------------
-    def _client(self, host: str) -> HostClient:
-        return HostClient(self._inventory.host(host), **self._client_options)
+    def _client(self, host: str) -> contextlib.AbstractContextManager[HostClient]:
+        """A session of `host` checked out for a `with` block."""
+        return self.sessions.session(host)
 
     # -- read_vm ----------------------------------------------------------------------------------------------
     @activity.defn(name=ActivityName.READ_VM)
@@ -468,11 +505,18 @@ class MigrationActivities:
             # The name taken literally (never as a pattern); exactly one VM, then its Id from here on.
             vm = resolve_vm(client, request.vm)
             vm_id = str(vm.get("Id") or vm.get("VMId"))
-            drives = client.pipeline(_vm_commands(vm_id, Command("Get-VMHardDiskDrive")))
-            vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
             location = _text(vm.get("ConfigurationLocation") or vm.get("Path"))
             base = ntpath.join(location, "Virtual Machines", vm_id.upper()) if location else ""
-            config = _file_exists(client, [base + ext for ext in _CONFIG_EXTENSIONS]) if base else []
+            candidates = [base + ext for ext in _CONFIG_EXTENSIONS] if base else []
+            # Its disks and which configuration files exist: one round trip.
+            drives, *tested = client.batch(
+                [
+                    _vm_commands(vm_id, Command("Get-VMHardDiskDrive")),
+                    *([_test_paths(candidates)] if candidates else []),
+                ]
+            )
+            vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
+            config = _existing(candidates, tested[0]) if tested else []
         return VmFacts(
             vm=_text(vm.get("Name")) or request.vm,
             vm_id=vm_id,
@@ -733,31 +777,28 @@ class MigrationActivities:
     def _move(self, request: MoveInput) -> MoveResult:
         vm_id = _guid(request.vm_id, "VM id")
         with _shielded():
-            source = self._client(request.source).open()
-            move = _Move(request, vm_id, source, lambda: self._client(request.destination))
-            try:
-                return self._start_or_attach(move)
-            finally:
-                move.close()
-                source.close()
+            return self._start_or_attach(_Move(request, vm_id))
 
     def _start_or_attach(self, move: _Move) -> MoveResult:
-        request, source = move.request, move.source
+        request, vm_id = move.request, move.vm_id
+        with self._client(request.source) as source:
+            # The VM's migration jobs, the VM and its disks, in one round trip. Both Get-VM statements fail alike
+            # (VmNotFound) when the VM is not there, so it does not matter which of them a record is placed in.
+            jobs_read, vm_read, drives_read = source.batch(
+                [_jobs_command(vm_id=vm_id), _get_vm(vm_id), _vm_commands(vm_id, Command("Get-VMHardDiskDrive"))],
+                check=False,
+            )
+            _raise_unexpected(jobs_read)
+            on_source = _vm_in(source, vm_read, drives_read)
+        jobs = _dicts(jobs_read)
         # 1. A job this request already has: the previous attempt's, then any running job of this VM.
-        previous = _previous_job_id()
-        if previous:
-            try:
-                jobs = _jobs(source, job_id=previous)
-            except ConfigurationError:
-                jobs = []
-            if jobs and _running(jobs[0]):
-                move.job_id = _text(jobs[0].get("InstanceID"))
-                return self._watch(move)
-        running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
-        if running:
-            job = running[0]
+        previous = _previous_job_id().lower()
+        running = [job for job in jobs if _running(job)]
+        mine = [job for job in running if previous and _text(job.get("InstanceID")).lower() == previous]
+        if mine or running:
+            job = (mine or running)[0]
             target = _text(job.get("DestinationHost"))
-            if target and not _same_host(target, request.destination):
+            if not mine and target and not _same_host(target, request.destination):
                 raise ConfigurationError(
                     f"Move-VM of {request.vm} on {request.source}: a migration to {target} is already running",
                     error_type=c.MOVE_FAILED,
@@ -766,49 +807,53 @@ class MigrationActivities:
                 )
             move.job_id = _text(job.get("InstanceID"))
             return self._watch(move)
-        # 2. Where the VM is.
-        on_source = _vm_by_id(source, move.vm_id)
-        on_destination = _vm_by_id(move.destination, move.vm_id)
-        if _realized(on_destination):
-            if _realized(on_source):
-                raise self._two_places(request)
-            return MoveResult(request.vm, request.destination, started=False, already_moved=True)
-        if not _realized(on_source):
-            raise ConfigurationError(
-                f"{request.vm} ({move.vm_id}) is on neither {request.source} nor {request.destination}",
-                error_type=c.VM_NOT_FOUND,
-                remedy="find where the VM runs (Get-VM on the hosts), then submit the move again",
-                details={"vm": request.vm, "vm_id": move.vm_id},
+        # 2. Where the VM is; 3. clean what an earlier failed move left on the destination.
+        with self._client(request.destination) as destination:
+            reads = destination.batch(
+                [_get_vm(vm_id), *([] if request.storage_path else [Command("Get-VMHost")])], check=False
             )
-        if _cancelled():
-            raise CancelledError("cancelled before the move started")
-        # 3. Clean what an earlier failed move left, then start.
-        storage = request.storage_path or self._default_storage(move)
-        drives = source.pipeline(_vm_commands(move.vm_id, Command("Get-VMHardDiskDrive")))
-        vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
-        cleaned = clean_destination(
-            move.destination,
-            move.vm_id,
-            also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
-            realized=on_destination,
-        )
+            on_destination = _vm_in(destination, reads[0])
+            if _realized(on_destination):
+                if _realized(on_source):
+                    raise self._two_places(request)
+                return MoveResult(request.vm, request.destination, started=False, already_moved=True)
+            if not _realized(on_source):
+                raise ConfigurationError(
+                    f"{request.vm} ({vm_id}) is on neither {request.source} nor {request.destination}",
+                    error_type=c.VM_NOT_FOUND,
+                    remedy="find where the VM runs (Get-VM on the hosts), then submit the move again",
+                    details={"vm": request.vm, "vm_id": vm_id},
+                )
+            if _cancelled():
+                raise CancelledError("cancelled before the move started")
+            storage = request.storage_path or self._default_storage(request, reads[1])
+            vhds = [_text(d.get("Path")) for d in _dicts(drives_read) if d.get("Path") and d.get("DiskNumber") is None]
+            cleaned = clean_destination(
+                destination,
+                vm_id,
+                also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
+                realized=on_destination,
+            )
         if cleaned.removed_planned_vm or cleaned.removed_files:
             log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)
-        before = {_text(job.get("InstanceID")) for job in _jobs(source, vm_id=move.vm_id)}
+        # The jobs read in step 1 are those from before this move: none of them was running then, and a move
+        # of this VM started meanwhile by anyone else would make this Move-VM fail.
+        before = {_text(job.get("InstanceID")) for job in jobs}
         move.t0 = time.monotonic()
-        # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches.
-        source.pipeline(
-            _vm_commands(
-                move.vm_id,
-                Command(
-                    "Move-VM",
-                    {"DestinationHost": request.destination, "DestinationStoragePath": storage},
-                    switches=("IncludeStorage", "AsJob"),
-                ),
+        with self._client(request.source) as source:
+            # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches.
+            source.pipeline(
+                _vm_commands(
+                    vm_id,
+                    Command(
+                        "Move-VM",
+                        {"DestinationHost": request.destination, "DestinationStoragePath": storage},
+                        switches=("IncludeStorage", "AsJob"),
+                    ),
+                )
             )
-        )
-        move.started = True
-        fresh = [job for job in _jobs(source, vm_id=move.vm_id) if _text(job.get("InstanceID")) not in before]
+            move.started = True
+            fresh = [job for job in _jobs(source, vm_id=vm_id) if _text(job.get("InstanceID")) not in before]
         if not fresh:
             # Ended and gone already (a very fast move, or vmms restarted): the hosts say how it went.
             return self._outcome_without_job(move)
@@ -816,29 +861,35 @@ class MigrationActivities:
         _heartbeat(MoveHeartbeat(move.job_id, _int(fresh[0].get("PercentComplete"))))
         return self._watch(move)
 
-    def _default_storage(self, move: _Move) -> str:
-        hosts = _dicts(move.destination.run("Get-VMHost"))
+    @staticmethod
+    def _default_storage(request: MoveInput, vmhost: CommandResult) -> str:
+        """The destination's VirtualMachinePath joined with a folder named after the VM."""
+        _raise_unexpected(vmhost)
+        hosts = _dicts(vmhost)
         base = _text(hosts[0].get("VirtualMachinePath")) if hosts else ""
         if not base:
             raise ConfigurationError(
-                f"Get-VMHost on {move.request.destination}: no VirtualMachinePath",
+                f"Get-VMHost on {request.destination}: no VirtualMachinePath",
                 error_type=c.MOVE_FAILED,
                 remedy="give the move a storage path",
             )
-        problem = folder_name_problem(move.request.vm)
+        problem = folder_name_problem(request.vm)
         if problem:
             raise ConfigurationError(
-                f"Move-VM of {move.request.vm}: its files cannot go to a folder named after it under {base}: {problem}",
+                f"Move-VM of {request.vm}: its files cannot go to a folder named after it under {base}: {problem}",
                 error_type=c.MOVE_FAILED,
                 remedy="give the move a storage path, or rename the VM",
             )
-        return ntpath.join(base, move.request.vm)
+        return ntpath.join(base, request.vm)
 
     def _watch(self, move: _Move) -> MoveResult:
-        request, source = move.request, move.source
+        request = move.request
         deadline = time.monotonic() + self._max_move
         while True:
-            jobs = _jobs(source, job_id=move.job_id)
+            # A session per poll: between polls it serves the worker's other activities.
+            with self._client(request.source) as source:
+                jobs = _jobs(source, job_id=move.job_id)
+                host = source.host
             if not jobs:
                 return self._outcome_without_job(move)
             job = jobs[0]
@@ -850,7 +901,7 @@ class MigrationActivities:
             if state in _SUCCEEDED:
                 return self._result(move, job)
             if state >= JOB_COMPLETED:
-                raise _job_error(source.host, job, request)
+                raise _job_error(host, job, request)
             if _cancelled():
                 self._terminate(move)
                 raise CancelledError(f"the move of {request.vm} was cancelled; its migration job was terminated")
@@ -879,8 +930,10 @@ class MigrationActivities:
     def _outcome_without_job(self, move: _Move) -> MoveResult:
         """The job is no longer listed (ended over 5 minutes ago, or vmms restarted): where is the VM?"""
         request = move.request
-        on_source = _vm_by_id(move.source, move.vm_id)
-        on_destination = _vm_by_id(move.destination, move.vm_id)
+        with self._client(request.source) as source:
+            on_source = _vm_by_id(source, move.vm_id)
+        with self._client(request.destination) as destination:
+            on_destination = _vm_by_id(destination, move.vm_id)
         if _realized(on_destination) and not _realized(on_source):
             return self._result(move, None)
         if _realized(on_source) and not _realized(on_destination):
@@ -911,36 +964,37 @@ class MigrationActivities:
 
     def _terminate(self, move: _Move) -> None:
         """RequestStateChange(4) on every running job of this VM on the source, then wait (bounded) for the end."""
-        source = move.source
+        request = move.request
         deadline = time.monotonic() + self._terminate_timeout
-        running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
-        for job in running:
-            instance = _guid(_text(job.get("InstanceID")), "job id")
-            result = source.pipeline(
-                [
-                    Command(
-                        "Get-CimInstance",
-                        {"ClassName": MIGRATION_JOB, "Namespace": VIRT_NAMESPACE, "Filter": f"InstanceID='{instance}'"},
-                    ),
-                    Command(
-                        "Invoke-CimMethod",
-                        {"MethodName": "RequestStateChange", "Arguments": {"RequestedState": REQUEST_TERMINATE}},
-                    ),
-                ],
-                check=False,
-            )
-            codes = [_int(item.get("ReturnValue"), -1) for item in _dicts(result)]
-            log.info("terminate %s on %s: return %s %s", instance, source.host, codes, [str(e) for e in result.errors])
-        while running and time.monotonic() < deadline:
+        with self._client(request.source) as source:
             running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
+            for job in running:
+                instance = _guid(_text(job.get("InstanceID")), "job id")
+                result = source.pipeline(
+                    [
+                        _jobs_command(job_id=instance),
+                        Command(
+                            "Invoke-CimMethod",
+                            {"MethodName": "RequestStateChange", "Arguments": {"RequestedState": REQUEST_TERMINATE}},
+                        ),
+                    ],
+                    check=False,
+                )
+                codes = [_int(item.get("ReturnValue"), -1) for item in _dicts(result)]
+                log.info(
+                    "terminate %s on %s: return %s %s", instance, source.host, codes, [str(e) for e in result.errors]
+                )
+        while running and time.monotonic() < deadline:
+            with self._client(request.source) as source:
+                running = [job for job in _jobs(source, vm_id=move.vm_id) if _running(job)]
             if running:
                 _heartbeat(MoveHeartbeat(move.job_id, _int(running[0].get("PercentComplete"))))
                 time.sleep(min(self._poll, max(0.0, deadline - time.monotonic())))
         if running:
             log.warning(
                 "the migration job of %s on %s did not end within %g s",
-                move.request.vm,
-                source.host,
+                request.vm,
+                request.source,
                 self._terminate_timeout,
             )
 
@@ -955,32 +1009,36 @@ class MigrationActivities:
         vm_id = _guid(request.vm_id, "VM id")
         with self._client(request.destination) as destination:
             there = _vm_by_id(destination, vm_id)
-            with self._client(request.source) as source:
-                here = _vm_by_id(source, vm_id)
-                if _realized(there) == _realized(here):
-                    where = "both" if _realized(there) else "neither of"
-                    raise ConfigurationError(
-                        f"{request.vm} ({vm_id}) is on {where} {request.source} and {request.destination} "
-                        "after its move",
-                        error_type=c.VERIFY_FAILED,
-                        remedy="find the VM (Get-VM on both hosts) and decide by hand; snlm changes nothing more",
-                        details={
-                            "vm": request.vm,
-                            "vm_id": vm_id,
-                            "on_source": _realized(here),
-                            "on_destination": _realized(there),
-                        },
-                    )
-                if not _realized(there):
-                    # Still (only) on the source: the move did not happen. Its files are in use: leave them.
-                    return VerifyResult(running_on_destination=False, gone_from_source=False, guest_answers=False)
-                cleaned = _remove_files(source, _dedupe(list(request.source_files)))
-            _heartbeat(f"verify {request.vm}: source checked")
-            assert there is not None
-            running = _text(there.get("State")) == "Running"
-            guest, heartbeat = False, _text(there.get("Heartbeat"))
-            if running:
-                guest, heartbeat = self._wait_for_guest(destination, vm_id, there, request.guest_timeout_seconds)
+        files = _dedupe(list(request.source_files))
+        with self._client(request.source) as source:
+            # The VM and which of its old files are still there: one round trip (Test-Path changes nothing).
+            here_read, *tested = source.batch([_get_vm(vm_id), *([_test_paths(files)] if files else [])], check=False)
+            here = _vm_in(source, here_read)
+            if _realized(there) == _realized(here):
+                where = "both" if _realized(there) else "neither of"
+                raise ConfigurationError(
+                    f"{request.vm} ({vm_id}) is on {where} {request.source} and {request.destination} after its move",
+                    error_type=c.VERIFY_FAILED,
+                    remedy="find the VM (Get-VM on both hosts) and decide by hand; snlm changes nothing more",
+                    details={
+                        "vm": request.vm,
+                        "vm_id": vm_id,
+                        "on_source": _realized(here),
+                        "on_destination": _realized(there),
+                    },
+                )
+            if not _realized(there):
+                # Still (only) on the source: the move did not happen. Its files are in use: leave them.
+                return VerifyResult(running_on_destination=False, gone_from_source=False, guest_answers=False)
+            for result in tested:
+                _raise_unexpected(result)
+            cleaned = _remove_existing(source, _existing(files, tested[0]) if tested else [])
+        _heartbeat(f"verify {request.vm}: source checked")
+        assert there is not None
+        running = _text(there.get("State")) == "Running"
+        guest, heartbeat = False, _text(there.get("Heartbeat"))
+        if running:
+            guest, heartbeat = self._wait_for_guest(request.destination, vm_id, there, request.guest_timeout_seconds)
         return VerifyResult(
             running_on_destination=running,
             gone_from_source=True,
@@ -990,9 +1048,7 @@ class MigrationActivities:
             guest_heartbeat=heartbeat,
         )
 
-    def _wait_for_guest(
-        self, client: HostClient, vm_id: str, vm: Mapping[str, Any], timeout: float
-    ) -> tuple[bool, str]:
+    def _wait_for_guest(self, host: str, vm_id: str, vm: Mapping[str, Any], timeout: float) -> tuple[bool, str]:
         """Whether the guest answers, and its Heartbeat as last read, waiting up to `timeout` seconds for it.
 
         A guest reads NoContact while it boots and may read LostCommunication for a while after its integration
@@ -1005,12 +1061,14 @@ class MigrationActivities:
             if heartbeat.startswith("Ok"):
                 return True, heartbeat
             if heartbeat in _HEARTBEAT_SILENT:
-                return self._guest_pings(client, vm_id), heartbeat
+                with self._client(host) as client:
+                    return self._guest_pings(client, vm_id), heartbeat
             if time.monotonic() >= deadline or _cancelled():
                 return False, heartbeat
             _heartbeat(f"verify: guest heartbeat {heartbeat or 'none'}")
             _pause(min(self._poll, max(0.0, deadline - time.monotonic())))
-            vm = _vm_by_id(client, vm_id) or {}
+            with self._client(host) as client:
+                vm = _vm_by_id(client, vm_id) or {}
 
     @staticmethod
     def _guest_pings(client: HostClient, vm_id: str) -> bool:

@@ -17,7 +17,7 @@ from activities.errors import (
     TransientError,
     UnknownError,
 )
-from activities.host_errors import RULES, ErrorInfo, Match, classify, classify_exception
+from activities.host_errors import RULES, ErrorInfo, Match, breaks_session, classify, classify_exception
 from workflows import contracts as c
 
 
@@ -170,3 +170,68 @@ def test_an_exception_without_context_reads_plainly_and_never_holds_a_secret() -
     assert "password_env / password_file" in error.remedy
     assert error.details["exception"] == "pypsrp.exceptions.AuthenticationError"
     assert_no_secret(error, secret)
+
+
+# -- WinRM quotas (catalogue 6.3) and what a failure means for the session -------------------------------------
+SHELLS_QUOTA = (
+    "The WS-Management service cannot process the request. This user is allowed a maximum number of 25 concurrent "
+    "shells, which has been exceeded. Close existing shells or raise the quota for this user."
+)
+OPERATIONS_QUOTA = (
+    "The WS-Management service cannot process the request. This user is allowed a maximum number of 1500 "
+    "concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota "
+    "for this user."
+)
+COMMANDS_PER_SHELL = (
+    "The WS-Management service cannot process the request. The maximum number of concurrent commands per shell has "
+    "been exceeded. Retry the request later or raise the Maximum Commands per Shell quota."
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_type", "broken"),
+    [
+        # The shell quota, with the WSManFault's code, and with only the SOAP subcode pypsrp falls back to.
+        (WSManFaultError(2150859173, "HV01", SHELLS_QUOTA, "", "", ""), c.HOST_BUSY, False),
+        (WSManFaultError("w:QuotaLimit", "HV01", SHELLS_QUOTA, "", "", ""), c.HOST_BUSY, False),
+        (WSManFaultError(2150859174, "HV01", OPERATIONS_QUOTA, "", "", ""), c.HOST_BUSY, False),
+        (WSManFaultError("w:QuotaLimit", "HV01", "a quota nobody named", "", "", ""), c.HOST_BUSY, False),
+        # pypsrp#148: w:InternalError and no code; the session is spent and must be replaced.
+        (WSManFaultError("w:InternalError", "HV01", COMMANDS_PER_SHELL, "", "", ""), c.HOST_SESSION_LOST, True),
+        (WSManFaultError(2150858843, "HV01", "shell not found", "", "", ""), c.HOST_SESSION_LOST, True),
+        (WSManFaultError(5, "HV01", "Access is denied.", "", "", ""), c.HOST_ACCESS_DENIED, False),
+        (requests.exceptions.ConnectionError("refused"), c.HOST_UNREACHABLE, True),
+        (requests.exceptions.ReadTimeout("slow"), c.HOST_TIMEOUT, True),
+        (WinRMTransportError("http", 400, ""), c.HOST_SESSION_LOST, True),
+        (RuntimeError("new"), c.HOST_TRANSPORT_ERROR, True),  # not recognised: not trusted either
+    ],
+)  # fmt: skip
+def test_quota_faults_and_broken_sessions(exc: BaseException, error_type: str, broken: bool) -> None:
+    context = {"user": "LAB\\svc"}
+    error = classify_exception(exc, "HV01", "Get-VM", context=context)
+    assert error.error_type == error_type
+    assert breaks_session(exc) is broken
+    if error_type == c.HOST_BUSY:
+        assert isinstance(error, TransientError)
+        assert not error.to_application_error().non_retryable
+
+
+def test_the_shell_quota_names_the_setting_and_the_account() -> None:
+    error = classify_exception(
+        WSManFaultError(2150859173, "HV01", SHELLS_QUOTA, "", "", ""), "HV01", "opening a PowerShell session",
+        context={"user": "LAB\\svc"},
+    )  # fmt: skip
+    assert isinstance(error, TransientError)
+    assert "MaxShellsPerUser" in error.remedy
+    assert "LAB\\svc" in str(error)
+    assert error.details["wsman_fault"] == 2150859173
+    spent = classify_exception(WSManFaultError("w:InternalError", "HV01", COMMANDS_PER_SHELL, "", "", ""), "HV01", "x")
+    assert "MaxConcurrentCommandsPerShell" in str(spent)
+    assert isinstance(spent, TransientError)
+
+
+def test_an_error_record_never_breaks_a_session() -> None:
+    assert not any(rule.breaks_session for rule in RULES if rule.match not in (Match.WSMAN_FAULT,
+                   Match.WSMAN_FAULT_TEXT, Match.TRANSPORT))  # fmt: skip
+    # An engine error that reached the client already classified is not a transport failure.
+    assert not breaks_session(TransientError("busy", error_type=c.HOST_BUSY))

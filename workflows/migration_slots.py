@@ -307,7 +307,12 @@ class HeldSlots:
 
     async def release(self) -> None:
         """Give both slots back; idempotent. Call it on every path (a `finally` of the move step)."""
-        await _entity(self.book).signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(self.holder_id))
+        try:
+            await _entity(self.book).signal(RELEASE_PAIR_SIGNAL, ReleaseSlotRequest(self.holder_id))
+        except FailureError as error:
+            # The book is gone (terminated by hand): it holds nothing for anyone any more, and the move's own
+            # outcome must not turn into this failure.
+            workflow.logger.warning("releasing the slots of %s: the book is gone (%s)", self.holder_id, error)
 
 
 def _entity(book: str) -> workflow.ExternalWorkflowHandle:

@@ -313,3 +313,20 @@ async def test_clients_acquire_release_and_set_capacity_across_continue_as_new(
                 break
             await asyncio.sleep(0.05)
         assert len(runs) >= 2
+
+
+async def test_a_move_ends_normally_when_the_book_was_terminated_by_hand(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = temporal_env.client
+    a, b = _host(), _host()
+    async with _worker(client, task_queue) as started:
+        move = await client.start_workflow(
+            SlotMoveWorkflow.run, MoveInput(a, b, 2, book=task_queue), id=f"move-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(move)
+        entity = _entity(client, task_queue)
+        await _until(entity, lambda s: [h.holder_id for h in s.holders] == [move.id])
+        await entity.terminate(reason="test: an operator ends the book")
+        held = await asyncio.wait_for(move.result(), 30)
+        assert held.released_at >= held.acquired_at

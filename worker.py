@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from activities.boundary import ErrorBoundary
 from activities.directory import DirectoryActivities
 from activities.errors import ConfigurationError
+from activities.hosts import HostSessions
 from activities.inventory import Inventory, InventoryError, load_inventory
 from activities.migration import MigrationActivities
 from activities.preflight import PreflightActivities
@@ -79,17 +80,22 @@ class _NoDirectory:
         self._refuse()
 
 
-def activities_for(settings: Settings, inventory: Inventory) -> list[Callable[..., Any]]:
-    """Every activity the workflows call, bound to this worker's inventory and directory, one per name of the
-    registry (`ActivityName`): a name left out, or registered under another name, stops the worker here.
+def activities_for(
+    settings: Settings, inventory: Inventory, sessions: HostSessions | None = None
+) -> list[Callable[..., Any]]:
+    """Every activity the workflows call, bound to this worker's inventory, host sessions and directory, one per
+    name of the registry (`ActivityName`): a name left out, or registered under another name, stops the worker
+    here.
 
     The move's percent travels in its heartbeat details, which `describe` shows: no signal, no workflow task."""
-    migration = MigrationActivities(inventory, poll_seconds=settings.move_poll_seconds)
+    sessions = sessions if sessions is not None else HostSessions(inventory)
+    migration = MigrationActivities(inventory, poll_seconds=settings.move_poll_seconds, sessions=sessions)
     directory: DirectoryActivities | _NoDirectory = (
         DirectoryActivities(settings.directory) if settings.directory is not None else _NoDirectory()
     )
     registry: dict[ActivityName, Callable[..., Any]] = {
-        ActivityName.PREFLIGHT: PreflightActivities(inventory).preflight,
+        ActivityName.PREFLIGHT: PreflightActivities(inventory, sessions=sessions).preflight,
+        ActivityName.PREFLIGHT_BATCH: PreflightActivities(inventory, sessions=sessions).preflight_batch,
         ActivityName.READ_VM: migration.read_vm,
         ActivityName.SNAPSHOT_CLUSTER_ROLE: migration.snapshot_cluster_role,
         ActivityName.REMOVE_CLUSTER_ROLE: migration.remove_cluster_role,
@@ -178,6 +184,10 @@ def checked_inventory(settings: Settings) -> Inventory:
 WORKFLOWS: Sequence[type] = (MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow)
 
 
+# How often a worker closes the host sessions that stayed idle past HostSessions' idle time.
+IDLE_SWEEP_SECONDS = 30.0
+
+
 class Workers:
     """The worker's two Temporal workers, started and stopped together.
 
@@ -188,30 +198,51 @@ class Workers:
     The main worker still serves the move activity for runs started before the move queue existed.
     """
 
-    def __init__(self, main: Worker, moves: Worker, executors: Sequence[ThreadPoolExecutor]) -> None:
+    def __init__(
+        self, main: Worker, moves: Worker, executors: Sequence[ThreadPoolExecutor], sessions: HostSessions
+    ) -> None:
         self.main = main
         self.moves = moves
         self.executors = tuple(executors)
+        self.sessions = sessions
         self._stack: contextlib.AsyncExitStack | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Workers:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.main)
         await stack.enter_async_context(self.moves)
         self._stack = stack
+        self._sweeper = asyncio.ensure_future(self._close_idle_sessions())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+    async def _close_idle_sessions(self) -> None:
+        """A quiet worker still gives its hosts' shells back (each is one of the 25 a user may hold)."""
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_SECONDS)
+            try:
+                await asyncio.to_thread(self.sessions.close_idle)
+            except Exception:  # housekeeping must never stop the worker
+                log.warning("closing idle host sessions failed", exc_info=True)
 
 
 def build_worker(client: Client, settings: Settings, *, inventory: Inventory | None = None) -> Workers:
     """The workers: workflows and activities on the task queue, the move activity on its own queue; sync activities
     on thread pools sized to each worker's concurrency."""
     inventory = inventory or load_worker_inventory(settings)
-    activities = activities_for(settings, inventory)
+    # One pool of host sessions for every activity of both workers (closed by release_worker).
+    sessions = HostSessions(inventory, per_host=settings.sessions_per_host)
+    activities = activities_for(settings, inventory, sessions)
     by_name = {activity_name(fn): fn for fn in activities}
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="snlm-activity")
     move_executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_moves, thread_name_prefix="snlm-move")
@@ -239,7 +270,7 @@ def build_worker(client: Client, settings: Settings, *, inventory: Inventory | N
         max_concurrent_activities=settings.max_concurrent_moves,
         **common,
     )
-    return Workers(main, moves, (executor, move_executor))
+    return Workers(main, moves, (executor, move_executor), sessions)
 
 
 async def run_worker(
@@ -282,9 +313,11 @@ async def run_worker(
 
 
 def release_worker(workers: Workers) -> None:
-    """Free the activity threads `build_worker` made, once the workers have shut down."""
+    """Free the activity threads and close the host sessions `build_worker` made, once the workers have shut
+    down."""
     for executor in workers.executors:
         executor.shutdown(wait=False, cancel_futures=True)
+    workers.sessions.close_all()
 
 
 def main() -> None:

@@ -2,8 +2,22 @@
 
 Step 1 of MigrateVm (DESIGN.md). Nothing here changes a host: only Get-* cmdlets, Test-Path,
 Test-NetConnection and Compare-VM (which creates nothing: its planned VM lives only in the report). Each host
-gets ONE runspace pool and one command per fact group; `PreflightReport.round_trips` says how many PSRP round
-trips each host cost (pool open and close included).
+gets ONE session of the worker's pool (activities/hosts.py `HostSessions`), and the reads that do not depend on
+each other share a round trip (`HostClient.batch`): on the source its VMs with its host facts, then the VM's
+reads by its Id, then its VHDs with Compare-VM (which needs the storage path the destination decides); on the
+destination its VMs with its host facts, then the files and volume the move would use (and, only when an
+earlier move left files there, whose disks they are). `PreflightReport.round_trips` says how many PSRP round
+trips each host cost (the session's open included when this preflight opened it): 3 and 2 on open sessions.
+
+Preflight also reads what the saga would otherwise read again moments later (`PreflightFacts`): the VM's files
+as `read_vm` reports them (activities/vms.py `vm_files`) and both hosts' live-migration settings as
+`read_migration_settings` reads them (activities/host_settings.py). A read made only for those facts never
+changes a verdict: when it fails, the facts are left out and the saga reads them itself.
+
+`preflight_batch` preflights several VMs of one host pair: each host's reads are made once for all of them, the
+VMs' reads are batched together (20 VMs a batch), and each VM costs one round trip of its own, its Compare-VM
+(whose expected errors tell VMs apart only by the statement they come with). Each VM's report is what
+`preflight` alone finds for it.
 
 Severities follow reference/hyperv-facts.md ("Requirements to check before a move", the failures table):
 what makes Move-VM fail and cannot be fixed by the saga is a blocker; what the saga fixes (live migration
@@ -28,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import ntpath
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,11 +50,23 @@ from typing import Any, Final
 from temporalio import activity
 
 from activities.errors import TransientError, UnknownError
-from activities.hosts import Command, CommandResult, HostClient
+from activities.host_settings import FIREWALL_RULE, firewall_rule_absent, migration_settings, settings_commands
+from activities.hosts import Command, CommandResult, HostClient, HostSessions, Statement
 from activities.inventory import Inventory
-from activities.vms import by_id, by_name, folder_name_problem, is_planned, list_vms, vm_commands, vm_id
+from activities.vms import (
+    by_id,
+    by_name,
+    config_file_candidates,
+    existing_paths,
+    folder_name_problem,
+    is_planned,
+    vm_commands,
+    vm_files,
+    vm_id,
+)
 from workflows.contracts import (
     CLUSTER_SERVICE_UNAVAILABLE,
+    HOST_COMMAND_FAILED,
     MIGRATION_NETWORK_ERROR,
     SEVERITY_BLOCKER,
     SEVERITY_INFO,
@@ -48,16 +75,18 @@ from workflows.contracts import (
     ActivityName,
     Concern,
     ConcernId,
+    HostMigrationSettings,
+    PreflightBatchInput,
+    PreflightBatchReport,
     PreflightFacts,
     PreflightInput,
     PreflightReport,
     Severity,
 )
 
-__all__ = ["COMPARE_VM_IDS", "UNKNOWN_INCOMPATIBILITY", "PreflightActivities", "run_preflight"]
+__all__ = ["COMPARE_VM_IDS", "UNKNOWN_INCOMPATIBILITY", "PreflightActivities", "run_preflight", "run_preflight_batch"]
 
 GIB = 1024**3
-FIREWALL_RULE = "VIRT-MIGL-In-TCP-NoScope"
 MIGRATION_PORT = 6600
 # MSFT_NetFirewallRule.Enabled: 1 True, 2 False.
 _RULE_ENABLED = 1
@@ -255,62 +284,184 @@ def _incompatibilities(result: CommandResult) -> list[_Incompatibility]:
     return found
 
 
-def _read_source(client: HostClient, request: PreflightInput, vm: dict[str, Any]) -> dict[str, Any]:
-    guid = vm_id(vm)
-
-    def of_vm(cmdlet: str) -> list[dict[str, Any]]:
-        return _dicts(client.pipeline(vm_commands(guid, Command(cmdlet))))
-
-    facts: dict[str, Any] = {"vm": vm}
-    facts["drives"] = of_vm("Get-VMHardDiskDrive")
-    paths = [d["Path"] for d in facts["drives"] if d.get("DiskNumber") is None and d.get("Path")]
-    facts["vhds"] = _dicts(client.run("Get-VHD", {"Path": paths})) if paths else []
-    facts["adapters"] = of_vm("Get-VMNetworkAdapter")
-    facts["dvds"] = of_vm("Get-VMDvdDrive")
-    processors = of_vm("Get-VMProcessor")
-    facts["processor"] = processors[0] if processors else {}
-    facts["host"] = _one(client.run("Get-VMHost"))
-    facts["cpus"] = _dicts(client.run("Get-CimInstance", {"ClassName": "Win32_Processor"}))
-    _heartbeat(f"preflight {request.vm}: source read")
-    tnc = client.run("Test-NetConnection", {"ComputerName": request.destination, "Port": MIGRATION_PORT}, check=False)
-    _raise_if_transient(tnc)
-    facts["tnc"] = _one(tnc)
-    facts["cluster"] = _cluster_name(client) if vm.get("IsClustered") else ""
-    return facts
+# -- the reads, batched ---------------------------------------------------------------------------------------
+def _checked(result: CommandResult) -> CommandResult:
+    """A read judged as `HostClient.run` judges it (`check=True`): its first error raised."""
+    if result.errors:
+        raise result.errors[0]
+    return result
 
 
-def _cluster_name(client: HostClient) -> str:
-    """The failover cluster this host is a node of, or "" when it is none.
-
-    A standalone host answers Get-Cluster with "the cluster service is not running" (or has no FailoverClusters
-    module at all): that is the answer here, not a fault to retry. A node whose cluster service is down reads as
-    no node too, which errs on the safe side: the saga then asks before it lets the VM lose HA.
-    """
-    found = client.run("Get-Cluster", check=False)
-    _raise_if_transient(found, findings=frozenset({CLUSTER_SERVICE_UNAVAILABLE}))
-    return str(_one(found).get("Name") or "")
+_UNSEEN = "Unknown"  # CommandResult.state of a statement of a batch whose end the client did not see
 
 
-def _compare(client: HostClient, request: PreflightInput, vm: Mapping[str, Any], storage: str) -> dict[str, Any]:
-    """`Get-VM -Id <id> | Compare-VM` with the storage path the move will use."""
-    parameters: dict[str, Any] = {"DestinationHost": request.destination}
-    switches: tuple[str, ...] = ()
-    if storage:
-        parameters["DestinationStoragePath"] = storage
-        switches = ("IncludeStorage",)
-    elif request.include_storage:
-        switches = ("IncludeStorage",)
-    compare = client.pipeline(vm_commands(vm_id(vm), Command("Compare-VM", parameters, switches)), check=False)
-    _raise_if_transient(compare, findings=frozenset({MIGRATION_NETWORK_ERROR}))
-    facts: dict[str, Any] = {"incompatibilities": _incompatibilities(compare)}
-    facts["compare_errors"] = [str(error) for error in compare.errors]
-    facts["compare_unreachable"] = [
-        str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
-    ]
-    facts["compare_clustered"] = [
-        str(error) for error in compare.errors if getattr(error, "error_type", "") == VM_IS_CLUSTERED
-    ]
-    return facts
+def _read(client: HostClient, statements: Sequence[Statement]) -> list[CommandResult]:
+    """Run `statements` in one round trip (`HostClient.batch`), each result with its errors left in it
+    (`check=False`) for the caller to judge as it would judge the command run alone.
+
+    A statement that ends the whole invocation (a cmdlet's terminating error, an error under an action preference
+    of Stop) leaves the statements after it run unseen (state "Unknown", no output): those go again, in a batch of
+    their own, one more round trip in that rare case rather than a read lost."""
+    results: list[CommandResult | None] = [None] * len(statements)
+    pending = list(range(len(statements)))
+    while pending:
+        got = client.batch([statements[i] for i in pending], check=False)
+        unseen = [i for i, result in zip(pending, got, strict=True) if result.state == _UNSEEN]
+        if len(unseen) == len(pending):
+            raise UnknownError(
+                f"{client.host}: a batch of {len(pending)} reads ended before any ran",
+                error_type=HOST_COMMAND_FAILED,
+                remedy="retried; see the host's records",
+                details={"host": client.host, "commands": [got[0].command]},
+            )
+        for i, result in zip(pending, got, strict=True):
+            if result.state != _UNSEEN:
+                results[i] = result
+        pending = unseen
+    return [result for result in results if result is not None]
+
+
+def _source_statements() -> dict[str, Statement]:
+    """What preflight reads of the source whatever the VM: its VMs (to find the one named), then host facts."""
+    host, networks, rules = settings_commands()
+    return {
+        "vms": Command("Get-VM"),
+        "host": host,
+        "cpus": Command("Get-CimInstance", {"ClassName": "Win32_Processor"}),
+        "networks": networks,
+        "rules": rules,
+        "cluster": Command("Get-Cluster"),
+    }
+
+
+def _destination_statements() -> dict[str, Statement]:
+    """What preflight reads of the destination whatever the VM: its VMs, then host facts."""
+    host, networks, rules = settings_commands()
+    return {
+        "vms": Command("Get-VM"),
+        "host": host,
+        "switches": Command("Get-VMSwitch"),
+        "cpus": Command("Get-CimInstance", {"ClassName": "Win32_Processor"}),
+        "os": Command("Get-CimInstance", {"ClassName": "Win32_OperatingSystem"}),
+        "networks": networks,
+        "rules": rules,
+        "smb": Command("Get-SmbServerConfiguration"),
+        "bindings": Command("Get-NetAdapterBinding", {"ComponentID": ["ms_msclient", "ms_server"]}),
+        "cluster": Command("Get-Cluster"),
+    }
+
+
+@dataclass
+class _HostReads:
+    """One host's reads that serve every VM of the preflight, made in one batch and judged when first used: a
+    read failing is an error only for a preflight that needed it, as when each command ran on its own."""
+
+    host: str  # the inventory's name, which HostMigrationSettings carries
+    results: dict[str, CommandResult]
+
+    @classmethod
+    def read(cls, client: HostClient, statements: Mapping[str, Statement]) -> _HostReads:
+        return cls(client.host, dict(zip(statements, _read(client, list(statements.values())), strict=True)))
+
+    def dicts(self, key: str) -> list[dict[str, Any]]:
+        return _dicts(_checked(self.results[key]))
+
+    def one(self, key: str) -> dict[str, Any]:
+        return _one(_checked(self.results[key]))
+
+    def cluster(self) -> str:
+        """The failover cluster this host is a node of, or "" when it is none.
+
+        A standalone host answers Get-Cluster with "the cluster service is not running" (or has no
+        FailoverClusters module at all): that is the answer here, not a fault to retry. A node whose cluster
+        service is down reads as no node too, which errs on the safe side: the saga then asks before it lets the
+        VM lose HA.
+        """
+        found = self.results["cluster"]
+        _raise_if_transient(found, findings=frozenset({CLUSTER_SERVICE_UNAVAILABLE}))
+        return str(_one(found).get("Name") or "")
+
+    def settings(self) -> HostMigrationSettings | None:
+        """The live-migration settings as `read_migration_settings` reads them, or None when a read failed (the
+        saga then reads them itself; preflight's verdicts never depend on them)."""
+        host, networks, rules = (self.results[key] for key in ("host", "networks", "rules"))
+        if host.errors or networks.errors or not all(firewall_rule_absent(info) for info in rules.records):
+            return None
+        return migration_settings(self.host, _dicts(host), _dicts(networks), _dicts(rules))
+
+
+@dataclass
+class _Vm:
+    """One VM of a preflight: its request, the VMs of its name on the source, and what was read of it."""
+
+    request: PreflightInput
+    named: list[Mapping[str, Any]] = field(default_factory=list)
+    src: dict[str, Any] | None = None
+    dst: dict[str, Any] | None = None
+    # The configuration files that exist (read_vm's reading), None when that read failed.
+    config: list[str] | None = None
+    # Round trips made for this VM alone, per host (a batch's shared reads are the batch's).
+    trips: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def vm(self) -> dict[str, Any] | None:
+        return dict(self.named[0]) if len(self.named) == 1 else None
+
+
+def _vm_statements(guid: str, candidates: Sequence[str]) -> list[Statement]:
+    """The reads of one VM on the source, by its Id: drives, adapters, DVD drives, processor, and which of its
+    configuration files exist (read_vm's reading, for the saga)."""
+    of_vm = [vm_commands(guid, Command(cmdlet)) for cmdlet in _VM_CMDLETS]
+    return [*of_vm, *([Command("Test-Path", {"LiteralPath": list(candidates)})] if candidates else [])]
+
+
+_VM_CMDLETS = ("Get-VMHardDiskDrive", "Get-VMNetworkAdapter", "Get-VMDvdDrive", "Get-VMProcessor")
+# VMs whose reads share one batch: bounds a batch's message and the objects it brings back.
+_VMS_PER_BATCH = 20
+
+
+def _chunks(items: Sequence[_Vm]) -> list[Sequence[_Vm]]:
+    return [items[i : i + _VMS_PER_BATCH] for i in range(0, len(items), _VMS_PER_BATCH)]
+
+
+def _read_sources(client: HostClient, host: _HostReads, vms: Sequence[_Vm], destination: str) -> None:
+    """Every VM's facts on the source (`_Vm.src`): the VMs' reads batched together, with the one
+    Test-NetConnection to the destination; the Get-VHD each VM needs goes with its Compare-VM (`_compare`)."""
+    vmhost, cpus = host.one("host"), host.dicts("cpus")
+    tnc: dict[str, Any] = {}
+    for index, chunk in enumerate(_chunks(vms)):
+        candidates = [config_file_candidates(v.named[0]) for v in chunk]
+        statements: list[Statement] = []
+        for v, paths in zip(chunk, candidates, strict=True):
+            statements += _vm_statements(vm_id(v.named[0]), paths)
+        if index == 0:  # the path between the hosts: once for the pair
+            statements.append(Command("Test-NetConnection", {"ComputerName": destination, "Port": MIGRATION_PORT}))
+        results = iter(_read(client, statements))
+        read = [([next(results) for _ in _VM_CMDLETS], next(results) if paths else None) for paths in candidates]
+        if index == 0:
+            found = next(results)
+            _raise_if_transient(found)
+            tnc = _one(found)
+        # A failed Test-Path of one VM's configuration files cannot be told from another VM's in the same batch:
+        # then none of them says which files exist, and the saga reads them itself (read_vm).
+        config_read = not any(tested is not None and tested.errors for _, tested in read)
+        for v, paths, ((drives, adapters, dvds, processors), tested) in zip(chunk, candidates, read, strict=True):
+            vm = dict(v.named[0])
+            processor = _dicts(_checked(processors))
+            v.src = {
+                "vm": vm,
+                "drives": _dicts(_checked(drives)),
+                "adapters": _dicts(_checked(adapters)),
+                "dvds": _dicts(_checked(dvds)),
+                "processor": processor[0] if processor else {},
+                "host": vmhost,
+                "cpus": cpus,
+                "tnc": tnc,
+                "cluster": host.cluster() if vm.get("IsClustered") else "",
+                "vhds": [],
+            }
+            if config_read:
+                v.config = existing_paths(paths, tested.output if tested is not None else ())
 
 
 def _storage_path(request: PreflightInput, host: Mapping[str, Any]) -> str:
@@ -321,44 +472,94 @@ def _storage_path(request: PreflightInput, host: Mapping[str, Any]) -> str:
     return ntpath.join(base, request.vm) if request.include_storage and base else ""
 
 
-def _read_destination(client: HostClient, request: PreflightInput, src: Mapping[str, Any]) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
-    facts["host"] = _one(client.run("Get-VMHost"))
-    facts["cluster"] = _cluster_name(client)
-    facts["switches"] = _dicts(client.run("Get-VMSwitch"))
-    facts["cpus"] = _dicts(client.run("Get-CimInstance", {"ClassName": "Win32_Processor"}))
-    facts["os"] = _one(client.run("Get-CimInstance", {"ClassName": "Win32_OperatingSystem"}))
-    facts["firewall"] = _dicts(client.run("Get-NetFirewallRule", {"Name": FIREWALL_RULE}, check=False))
-    facts["smb"] = _one(client.run("Get-SmbServerConfiguration"))
-    facts["bindings"] = _dicts(client.run("Get-NetAdapterBinding", {"ComponentID": ["ms_msclient", "ms_server"]}))
-    storage = _storage_path(request, facts["host"])
-    facts["storage"] = storage
-    drive = ntpath.splitdrive(storage or str(facts["host"].get("VirtualMachinePath") or ""))[0].rstrip(":")
-    facts["drive"] = drive
-    volume = client.run("Get-Volume", {"DriveLetter": drive}, check=False) if drive else None
-    if volume is not None:
-        _raise_if_transient(volume)
-    facts["volume"] = _one(volume) if volume is not None else {}
-    # One Test-Path for the ISOs the VM has mounted and for the files the move will write (an earlier move's).
-    isos = [str(d["Path"]) for d in src["dvds"] if d.get("Path")]
-    vhds = [str(d["Path"]) for d in src["drives"] if d.get("DiskNumber") is None and d.get("Path")]
-    targets = _dedupe([ntpath.join(storage, ntpath.basename(p)) for p in vhds]) if storage else []
-    present: list[bool] = []
-    if isos or targets:
-        found = client.run("Test-Path", {"LiteralPath": [*isos, *targets]}, check=False)
-        _raise_if_transient(found)
-        present = [value is True for value in found.output]
-    facts["isos"] = {path: present[i] if i < len(present) else False for i, path in enumerate(isos)}
-    facts["existing_targets"] = [t for i, t in enumerate(targets, start=len(isos)) if i < len(present) and present[i]]
-    facts["target_owners"] = {}
-    if facts["existing_targets"]:
+def _read_destinations(client: HostClient, host: _HostReads, vms: Sequence[_Vm]) -> None:
+    """Every VM's facts on the destination (`_Vm.dst`): the host's, shared, then in one batch a Test-Path per VM
+    (the ISOs it has mounted and the files its move will write) and a Get-Volume per volume the moves use, and,
+    only when an earlier move left files there, whose disks those are."""
+    facts: dict[str, Any] = {"host": host.one("host"), "cluster": host.cluster()}
+    facts["switches"] = host.dicts("switches")
+    facts["cpus"] = host.dicts("cpus")
+    facts["os"] = host.one("os")
+    facts["firewall"] = _dicts(host.results["rules"])  # errors not judged: a host without the rule has none
+    facts["smb"] = host.one("smb")
+    facts["bindings"] = host.dicts("bindings")
+    volumes: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(vms):
+        files: list[tuple[_Vm, list[str], list[str]]] = []
+        letters: list[str] = []  # the volumes not read yet
+        for v in chunk:
+            assert v.src is not None
+            storage = _storage_path(v.request, facts["host"])
+            drive = ntpath.splitdrive(storage or str(facts["host"].get("VirtualMachinePath") or ""))[0].rstrip(":")
+            v.dst = {**facts, "storage": storage, "drive": drive, "target_owners": {}}
+            if drive and drive not in volumes and drive not in letters:
+                letters.append(drive)
+            isos = [str(d["Path"]) for d in v.src["dvds"] if d.get("Path")]
+            vhds = [str(d["Path"]) for d in v.src["drives"] if d.get("DiskNumber") is None and d.get("Path")]
+            files.append(
+                (v, isos, _dedupe([ntpath.join(storage, ntpath.basename(p)) for p in vhds]) if storage else [])
+            )
+        tested = [(v, isos, targets) for v, isos, targets in files if isos or targets]
+        statements: list[Statement] = [Command("Test-Path", {"LiteralPath": [*i, *t]}) for _, i, t in tested]
+        statements += [Command("Get-Volume", {"DriveLetter": letter}) for letter in letters]
+        results = _read(client, statements) if statements else []
+        for result in results:
+            _raise_if_transient(result)
+        volumes.update(zip(letters, (_one(result) for result in results[len(tested) :]), strict=True))
+        present = {
+            id(v): [value is True for value in result.output]
+            for (v, _, _), result in zip(tested, results[: len(tested)], strict=True)
+        }
+        for v, isos, targets in files:
+            assert v.dst is not None
+            found = present.get(id(v), [])
+            v.dst["isos"] = {path: found[i] if i < len(found) else False for i, path in enumerate(isos)}
+            v.dst["existing_targets"] = [
+                t for i, t in enumerate(targets, start=len(isos)) if i < len(found) and found[i]
+            ]
+            v.dst["volume"] = volumes.get(v.dst["drive"], {})
+    if any(v.dst and v.dst["existing_targets"] for v in vms):
         # Whose disk is each of those files? Only a file no other VM uses is a leftover the move may remove.
-        disks = _dicts(client.pipeline([Command("Get-VM"), Command("Get-VMHardDiskDrive")]))
-        for disk in disks:
+        (disks,) = _read(client, [[Command("Get-VM"), Command("Get-VMHardDiskDrive")]])
+        for disk in _dicts(_checked(disks)):
             path = str(disk.get("Path") or "")
-            if any(path.lower() == t.lower() for t in facts["existing_targets"]):
-                facts["target_owners"][path.lower()] = (str(disk.get("VMId") or ""), str(disk.get("VMName") or ""))
-    return facts
+            for v in vms:
+                assert v.dst is not None
+                if any(path.lower() == t.lower() for t in v.dst["existing_targets"]):
+                    v.dst["target_owners"][path.lower()] = (str(disk.get("VMId") or ""), str(disk.get("VMName") or ""))
+
+
+def _compare(client: HostClient, v: _Vm) -> None:
+    """The VM's VHDs (Get-VHD of the paths its drives name) and `Get-VM -Id <id> | Compare-VM` with the storage
+    path the move will use, in one round trip of the VM's own: Compare-VM's errors are expected (a clustered VM,
+    hosts that cannot reach each other) and are told apart only by the statement they come with."""
+    assert v.src is not None
+    assert v.dst is not None
+    request, src, storage = v.request, v.src, str(v.dst["storage"])
+    parameters: dict[str, Any] = {"DestinationHost": request.destination}
+    switches: tuple[str, ...] = ()
+    if storage:
+        parameters["DestinationStoragePath"] = storage
+        switches = ("IncludeStorage",)
+    elif request.include_storage:
+        switches = ("IncludeStorage",)
+    paths = [d["Path"] for d in src["drives"] if d.get("DiskNumber") is None and d.get("Path")]
+    statements: list[Statement] = [Command("Get-VHD", {"Path": paths})] if paths else []
+    # Compare-VM last: whatever error the host cannot place goes to the statement that ran last.
+    statements.append(vm_commands(vm_id(src["vm"]), Command("Compare-VM", parameters, switches)))
+    before = client.round_trips
+    *vhds, compare = _read(client, statements)
+    v.trips[request.source] += client.round_trips - before
+    src["vhds"] = _dicts(_checked(vhds[0])) if vhds else []
+    _raise_if_transient(compare, findings=frozenset({MIGRATION_NETWORK_ERROR}))
+    src["incompatibilities"] = _incompatibilities(compare)
+    src["compare_errors"] = [str(error) for error in compare.errors]
+    src["compare_unreachable"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == MIGRATION_NETWORK_ERROR
+    ]
+    src["compare_clustered"] = [
+        str(error) for error in compare.errors if getattr(error, "error_type", "") == VM_IS_CLUSTERED
+    ]
 
 
 def _dedupe(paths: Sequence[str]) -> list[str]:
@@ -851,38 +1052,51 @@ _REMEDIES: dict[ConcernId, str] = {
 
 
 # -- the activity ---------------------------------------------------------------------------------------------
-def run_preflight(inventory: Inventory, request: PreflightInput, **client_options: Any) -> PreflightReport:
-    """Read both hosts and judge. Raises the host client's errors (transient ones are retried by Temporal)."""
-    f = _Findings(request.vm, request.source, request.destination)
-    trips: dict[str, int] = {}
-    s, d = request.source, request.destination
-    source_entry, destination_entry = inventory.host(s), inventory.host(d)
-    src_client = HostClient(source_entry, **client_options)
-    dst_client = HostClient(destination_entry, **client_options)
-    src: dict[str, Any] | None = None
-    dst: dict[str, Any] | None = None
-    try:
-        with src_client:
-            named = [vm for vm in by_name(list_vms(src_client), request.vm) if not is_planned(vm)]
-            vm = dict(named[0]) if len(named) == 1 else None
-            if vm is not None:
-                src = _read_source(src_client, request, vm)
-            _heartbeat(f"preflight {request.vm}: source read")
-            try:
-                with dst_client:
-                    dst_vms = list_vms(dst_client)
-                    if src is not None:
-                        dst = _read_destination(dst_client, request, src)
-            finally:
-                trips[d] = dst_client.round_trips
-            _heartbeat(f"preflight {request.vm}: destination read")
-            if vm is not None and src is not None and dst is not None:
-                # Compare-VM last: it needs the storage path the move will use, which the destination decides.
-                src.update(_compare(src_client, request, vm, dst["storage"]))
-    finally:
-        trips[s] = src_client.round_trips
-    _heartbeat(f"preflight {request.vm}: compared")
+@dataclass
+class _Pair:
+    """What a preflight read of a host pair, for one VM or several: each host's shared reads, the VMs listed on
+    the destination, each VM's facts."""
 
+    source: _HostReads
+    destination: _HostReads
+    dst_vms: list[dict[str, Any]]
+    vms: list[_Vm]
+
+
+def _read_pair(src_client: HostClient, dst_client: HostClient, requests: Sequence[PreflightInput]) -> _Pair:
+    """Read both hosts for every request (all of the same pair) in few round trips: the source's VMs and host
+    facts in one batch; the VMs found, by Id, in one more (per 20 VMs); the destination's VMs and host facts in
+    one; the files and volumes the moves would use in one (per 20 VMs); then one round trip per VM for its VHDs
+    and Compare-VM, which needs the storage path the destination decides."""
+    label = requests[0].vm if len(requests) == 1 else f"{len(requests)} VMs"
+    source = _HostReads.read(src_client, _source_statements())
+    src_vms = source.dicts("vms")
+    vms = [_Vm(r, [vm for vm in by_name(src_vms, r.vm) if not is_planned(vm)]) for r in requests]
+    found = [v for v in vms if v.vm is not None]
+    if found:
+        _read_sources(src_client, source, found, requests[0].destination)
+    _heartbeat(f"preflight {label}: source read")
+    destination = _HostReads.read(dst_client, _destination_statements())
+    dst_vms = destination.dicts("vms")
+    if found:
+        _read_destinations(dst_client, destination, found)
+    _heartbeat(f"preflight {label}: destination read")
+    for index, v in enumerate(found, start=1):
+        # Compare-VM last: it needs the storage path the move will use, which the destination decides.
+        _compare(src_client, v)
+        _heartbeat(
+            f"preflight {label}: compared"
+            if len(requests) == 1
+            else f"preflight {label}: {v.request.vm} compared ({index}/{len(found)})"
+        )
+    return _Pair(source, destination, dst_vms, vms)
+
+
+def _report(pair: _Pair, one: _Vm, trips: dict[str, int]) -> PreflightReport:
+    """Judge one VM from what was read."""
+    request, named, src, dst, dst_vms = one.request, one.named, one.src, one.dst, pair.dst_vms
+    f = _Findings(request.vm, request.source, request.destination)
+    s, d = request.source, request.destination
     if len(named) > 1:
         f.add(
             ConcernId.VM_NAME_AMBIGUOUS,
@@ -933,25 +1147,107 @@ def run_preflight(inventory: Inventory, request: PreflightInput, **client_option
     summary = PreflightFacts()
     if src is not None and dst is not None:
         moved = f.facts.get("vm.move_bytes", "")
+        src_settings, dst_settings = pair.source.settings(), pair.destination.settings()
         summary = PreflightFacts(
             vm_id=vm_id(src["vm"]),
             clustered=bool(src["vm"].get("IsClustered")),
             cluster=str(src.get("cluster") or ""),
             destination_cluster=str(dst.get("cluster") or ""),
             move_bytes=int(moved) if moved.isdigit() else 0,
+            vm_files=vm_files(one.config, src["drives"]) if one.config is not None else (),
+            vm_read=one.config is not None,
+            settings=(src_settings, dst_settings) if src_settings and dst_settings else (),
         )
     return PreflightReport(
         request.vm, request.source, request.destination, concerns, dict(f.facts), trips, summary=summary
     )
 
 
-class PreflightActivities:
-    """The preflight activity; synchronous (PSRP blocks), so the worker runs it on a thread pool."""
+def run_preflight(
+    inventory: Inventory, request: PreflightInput, *, sessions: HostSessions | None = None, **client_options: Any
+) -> PreflightReport:
+    """Read both hosts and judge. Raises the host client's errors (transient ones are retried by Temporal).
 
-    def __init__(self, inventory: Inventory, **client_options: Any) -> None:
+    Sessions come from `sessions` (the worker's); without, from a pool made for this call (with
+    `client_options`) and closed at its end. The report's `round_trips` counts every round trip of this preflight
+    on each host."""
+    if sessions is None:
+        own = HostSessions(inventory, **client_options)
+        try:
+            return run_preflight(inventory, request, sessions=own)
+        finally:
+            own.close_all()
+    if client_options:
+        raise ValueError("client options belong to the shared sessions: pass them to HostSessions")
+    pair, trips = _preflight_pair(sessions, request.source, request.destination, [request])
+    (v,) = pair.vms
+    return _report(pair, v, trips)
+
+
+def run_preflight_batch(
+    inventory: Inventory, request: PreflightBatchInput, *, sessions: HostSessions | None = None, **client_options: Any
+) -> PreflightBatchReport:
+    """Preflight every VM of `request` (one host pair): each host's reads made once for all, the VMs' reads
+    batched, one round trip per VM for its Compare-VM. Each report is what `run_preflight` finds for its VM, but
+    for `round_trips`, which counts only the round trips made for that VM alone (the batch's report counts them
+    all). A VM that is not there, or whose name is no VM, is its report's blocker; an error raised while reading
+    a host is raised, as `run_preflight` raises it (the caller may then preflight the VMs one by one)."""
+    if sessions is None:
+        own = HostSessions(inventory, **client_options)
+        try:
+            return run_preflight_batch(inventory, request, sessions=own)
+        finally:
+            own.close_all()
+    if client_options:
+        raise ValueError("client options belong to the shared sessions: pass them to HostSessions")
+    if not request.vms:
+        return PreflightBatchReport((), {})
+    requests = [PreflightInput(vm.vm, request.source, request.destination, vm.storage_path) for vm in request.vms]
+    pair, trips = _preflight_pair(sessions, request.source, request.destination, requests)
+    reports = tuple(
+        _report(pair, v, {request.source: v.trips[request.source], request.destination: v.trips[request.destination]})
+        for v in pair.vms
+    )
+    return PreflightBatchReport(reports, trips)
+
+
+def _preflight_pair(
+    sessions: HostSessions, source: str, destination: str, requests: Sequence[PreflightInput]
+) -> tuple[_Pair, dict[str, int]]:
+    """Read the pair for `requests` on one session of each host; the round trips each host cost (its session's
+    open included when this call opened it)."""
+    trips: dict[str, int] = {}
+    with sessions.session(source) as src_client:
+        try:
+            with sessions.session(destination) as dst_client:
+                try:
+                    pair = _read_pair(src_client, dst_client, requests)
+                finally:
+                    trips[destination] = dst_client.usage().round_trips
+        finally:
+            trips[source] = src_client.usage().round_trips
+    return pair, trips
+
+
+class PreflightActivities:
+    """The preflight activity; synchronous (PSRP blocks), so the worker runs it on a thread pool.
+
+    Args:
+        inventory: the worker's host inventory.
+        sessions: the worker's host sessions, shared with the other activities; by default a pool of this
+            instance's own, over `inventory`, with `client_options` (HostClient keyword arguments).
+    """
+
+    def __init__(self, inventory: Inventory, *, sessions: HostSessions | None = None, **client_options: Any) -> None:
+        if sessions is not None and client_options:
+            raise ValueError("client options belong to the shared sessions: pass them to HostSessions")
         self._inventory = inventory
-        self._client_options = client_options
+        self.sessions = sessions if sessions is not None else HostSessions(inventory, **client_options)
 
     @activity.defn(name=ActivityName.PREFLIGHT)
     def preflight(self, request: PreflightInput) -> PreflightReport:
-        return run_preflight(self._inventory, request, **self._client_options)
+        return run_preflight(self._inventory, request, sessions=self.sessions)
+
+    @activity.defn(name=ActivityName.PREFLIGHT_BATCH)
+    def preflight_batch(self, request: PreflightBatchInput) -> PreflightBatchReport:
+        return run_preflight_batch(self._inventory, request, sessions=self.sessions)

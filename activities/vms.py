@@ -9,6 +9,7 @@ the one VM it found by its Id (`Get-VM -Id <id> | <cmdlet>`, DESIGN.md invariant
 
 from __future__ import annotations
 
+import ntpath
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -18,19 +19,27 @@ from activities.hosts import Command, HostClient
 from workflows import contracts as c
 
 __all__ = [
+    "CONFIG_EXTENSIONS",
     "PLANNED",
     "by_id",
     "by_name",
+    "config_file_candidates",
+    "existing_paths",
     "folder_name_problem",
     "is_planned",
     "list_vms",
     "resolve_vm",
     "same_name",
+    "vhd_paths",
     "vm_commands",
+    "vm_files",
     "vm_id",
 ]
 
 PLANNED: Final = "PlannedVirtualMachine"
+# The files Hyper-V keeps in "<ConfigurationLocation>\Virtual Machines" named after the VM's id: configuration
+# version 6.2 and later (vmcx, vmgs, VMRS), and the older XML format (xml, bin, vsv).
+CONFIG_EXTENSIONS: Final = (".vmcx", ".vmgs", ".VMRS", ".xml", ".bin", ".vsv")
 # What a Windows folder name may not hold or be (Win32 naming rules): a VM name may hold any of these.
 _NOT_IN_FOLDER_NAMES: Final = frozenset('<>:"/\\|?*')
 _RESERVED_NAMES: Final = frozenset(
@@ -117,3 +126,36 @@ def resolve_vm(client: HostClient, name: str) -> dict[str, Any]:
 def vm_commands(vm: str, *then: Command) -> list[Command]:
     """`Get-VM -Id <vm> | <then>`: the commands act on exactly this VM, whatever its name."""
     return [Command("Get-VM", {"Id": [uuid.UUID(vm)]}), *then]
+
+
+# -- the VM's files (what read_vm reports and verify cleans on the source) ----------------------------------------
+def config_file_candidates(vm: Mapping[str, Any]) -> list[str]:
+    """The configuration files the VM (a Get-VM object) may have; a Test-Path of them says which it has."""
+    guid = str(vm.get("Id") or vm.get("VMId"))
+    location = _text(vm.get("ConfigurationLocation") or vm.get("Path"))
+    base = ntpath.join(location, "Virtual Machines", guid.upper()) if location else ""
+    return [base + ext for ext in CONFIG_EXTENSIONS] if base else []
+
+
+def existing_paths(paths: Sequence[str], tested: Sequence[Any]) -> list[str]:
+    """The paths a `Test-Path -LiteralPath <paths>` found (its output: one bool per path, in order)."""
+    return [path for path, found in zip(paths, tested, strict=False) if found is True]
+
+
+def vhd_paths(drives: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The VHD files of the VM's hard disk drives (Get-VMHardDiskDrive objects); a pass-through disk has none."""
+    return [_text(d.get("Path")) for d in drives if d.get("Path") and d.get("DiskNumber") is None]
+
+
+def vm_files(config: Sequence[str], drives: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The VM's files: the configuration files that exist (`config`), then its VHDs, each path once (paths
+    compare without case, as Windows compares them)."""
+    seen: dict[str, str] = {}
+    for path in [*config, *vhd_paths(drives)]:
+        if path:
+            seen.setdefault(path.lower(), path)
+    return tuple(seen.values())
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)

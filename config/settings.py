@@ -60,6 +60,8 @@ class Settings(BaseSettings):
             thread and, during each poll, a pooled session). Keep it above the moves the hosts' limits allow at
             once, or a move granted its slots waits for a thread.
         move_poll_seconds: how often the move activity reads the host's migration job.
+        sessions_per_host: runspace pools the worker keeps open per host, reused by every activity (Windows allows
+            a user 25 shells per host; several workers, or other tools, share that).
         graceful_shutdown_seconds: on SIGTERM, how long running activities may take to finish.
         metrics_bind: `host:port` where Temporal's runtime metrics (workflow and activity counts, latencies,
             task slots) are served for Prometheus; None serves none.
@@ -80,6 +82,7 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=32, ge=1, le=1024)
     max_concurrent_moves: int = Field(default=64, ge=1, le=1024)
     move_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    sessions_per_host: int = Field(default=4, ge=1, le=25)
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     metrics_bind: str | None = Field(default=None, pattern=r"^[^:\s]+:\d{1,5}$")
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+import worker
 from activities.errors import ConfigurationError
 from config.settings import Settings, connect_client, load_settings
+from lab.lab import Lab
 from worker import SecretsUnreadable, _NoDirectory, load_worker_inventory, run_worker
 from workflows.contracts import DIRECTORY_NOT_CONFIGURED, DelegationHost, EnsureDelegationInput
 
@@ -257,3 +259,28 @@ def test_the_worker_never_imports_the_lab() -> None:
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "activities.migration" in imported  # the walk does see the worker's imports
     assert not {name for name in imported if name == "lab" or name.startswith("lab.")}
+
+
+async def test_a_quiet_worker_gives_its_idle_host_sessions_back(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shell a worker keeps open is one of the 25 a user may hold on the host: an idle one goes back."""
+    monkeypatch.setattr(worker, "IDLE_SWEEP_SECONDS", 0.05)
+    topology = REPO / "lab" / "topologies" / "pair.yaml"
+    with Lab.from_topology(topology, workdir=tmp_path / "lab", time_scale=60.0) as lab:
+        settings = Settings(inventory=lab.inventory_path, task_queue=task_queue)
+        workers = worker.build_worker(temporal_env.client, settings)
+        workers.sessions.idle_seconds = 0.2
+        try:
+            async with workers:
+                with workers.sessions.session("HV-A") as client:
+                    client.run("Get-VMHost")
+                assert len(lab.truth()["winrm"]["HV-A"]["shells"]) == 1  # kept for the next activity
+                for _ in range(200):
+                    if not lab.truth()["winrm"]["HV-A"]["shells"]:
+                        break
+                    await asyncio.sleep(0.05)
+                assert lab.truth()["winrm"]["HV-A"]["shells"] == []
+                assert workers.sessions.stats().idle_closed == 1
+        finally:
+            worker.release_worker(workers)

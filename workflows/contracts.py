@@ -676,6 +676,7 @@ class ActivityName(enum.StrEnum):
     """Every activity's name: the worker registers the activities by these, the workflows call them by these."""
 
     PREFLIGHT = "preflight"
+    PREFLIGHT_BATCH = "preflight_batch"
     READ_VM = "read_vm"
     SNAPSHOT_CLUSTER_ROLE = "snapshot_cluster_role"
     REMOVE_CLUSTER_ROLE = "remove_cluster_role"
@@ -1090,3 +1091,35 @@ class MigrateVmResult:
     ha: HaOutcome = HaOutcome.NOT_CLUSTERED
     ha_cluster: str = ""  # the cluster that holds the VM's role now ("" when it is not highly available)
     guest_answers: bool = True
+
+
+# -- Preflight of several VMs of one host pair: each host's reads made once for all -----------------------
+
+
+@dataclass(frozen=True)
+class PreflightVm:
+    """One VM of a batch preflight: its name on the source and, optionally, where the destination keeps its
+    files (as `PreflightInput.storage_path`; None: the destination's VirtualMachinePath)."""
+
+    vm: str
+    storage_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PreflightBatchInput:
+    """Check that each of `vms` on `source` can be live-migrated, with its storage, to `destination`: one
+    preflight per VM, the reads of each host made once for all of them."""
+
+    source: str
+    destination: str
+    vms: tuple[PreflightVm, ...]
+
+
+@dataclass(frozen=True)
+class PreflightBatchReport:
+    """One report per VM, in the order of the request, each what `preflight` alone finds for that VM (its
+    `round_trips` counting only the round trips made for that VM alone). `round_trips` counts the whole batch's
+    PSRP round trips per host (the sessions' opens included when the batch opened them)."""
+
+    reports: tuple[PreflightReport, ...]
+    round_trips: dict[str, int]

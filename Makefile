@@ -41,11 +41,10 @@ lab: $(STAMP)
 demo: $(STAMP) system-deps
 	$(BIN)/python -m starter.demo
 
-## Print the measured figures (lab start, memory, commands per second; directory timings when Samba can run).
+## Print the measured figures of every benchmark (lab, directory, one move, many moves); at the end, which could
+## not run and why. `.venv/bin/python -m benchmarks --quick` for the shorter runs.
 bench: $(STAMP) system-deps
-	$(BIN)/python -m benchmarks.lab_bench
-	$(BIN)/python -m benchmarks.directory_bench
-	$(BIN)/python -m benchmarks.saga_bench
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .snlm

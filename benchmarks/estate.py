@@ -11,13 +11,18 @@ from typing import Any
 from lab.model.topology import TopologySpec, parse_topology
 
 
-def estate(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0) -> TopologySpec:
-    """`hosts` standalone 2022 hosts with delegation set between every pair, `vms` VMs spread round-robin."""
-    raw = estate_topology(hosts, vms, time_scale=time_scale)
+def estate(
+    hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0, memory_gb: float = 2.0, disk_file_gb: float = 8.0
+) -> TopologySpec:
+    """`hosts` standalone 2022 hosts with delegation set between every pair, `vms` VMs spread round-robin (VM k on
+    host k mod `hosts`), each with `memory_gb` of memory and one VHDX of `disk_file_gb` on disk."""
+    raw = estate_topology(hosts, vms, time_scale=time_scale, memory_gb=memory_gb, disk_file_gb=disk_file_gb)
     return parse_topology(raw, source=f"<estate of {hosts} hosts and {vms} VMs>")
 
 
-def estate_topology(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0) -> dict[str, Any]:
+def estate_topology(
+    hosts: int = 20, vms: int = 400, *, time_scale: float = 600.0, memory_gb: float = 2.0, disk_file_gb: float = 8.0
+) -> dict[str, Any]:
     """The same estate as a topology mapping, ready to be written as a topology file."""
     names = [f"HV{index:03d}" for index in range(1, hosts + 1)]
     host_specs: list[dict[str, Any]] = []
@@ -48,9 +53,11 @@ def estate_topology(hosts: int = 20, vms: int = 400, *, time_scale: float = 600.
         {
             "name": f"vm{index:05d}",
             "host": names[index % hosts],
-            "memory_gb": 2,
+            "memory_gb": memory_gb,
             "adapters": [{"switch": "Production"}],
-            "disks": [{"path": rf"D:\Hyper-V\vm{index:05d}\vm{index:05d}.vhdx", "size_gb": 40, "file_gb": 8}],
+            "disks": [
+                {"path": rf"D:\Hyper-V\vm{index:05d}\vm{index:05d}.vhdx", "size_gb": 40, "file_gb": disk_file_gb}
+            ],
         }
         for index in range(vms)
     ]

@@ -1,0 +1,535 @@
+"""What the benchmarks share: the processes they start and what they read of them and of Temporal.
+
+Every process is started by a benchmark in its own process group-free child, watched through /proc (CPU seconds,
+resident-set high-water), and ended by its pid with a bounded wait. Only stable surfaces of the engine are used
+(`python -m lab`, `python worker.py` with its settings variables, the lab's control API, workflow histories and the
+dev server's Prometheus metrics), so the benchmarks run on any version of the engine that keeps those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from lab.control import ControlClient
+from starter.devserver import dev_server_args, temporal_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MIGRATE_VM_TYPE = "MigrateVm"
+MOVE_ACTIVITY = "start_or_attach_move"
+# Names that mark the slot traffic of a move (requests, grants, releases, lease checks), whatever shape the slot
+# grant takes: per-host entities (request_slot / snlm_slot_granted) or one book (request_pair / snlm_pair_granted).
+_SLOT_WORDS = ("slot", "pair", "grant", "lease", "release")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def self_cpu_seconds() -> float:
+    """CPU of this process, every thread (the Temporal core's included)."""
+    return time.process_time()
+
+
+def self_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class BenchError(RuntimeError):
+    """A benchmark cannot go on; the message says which part failed and how."""
+
+
+class Process:
+    """A child process a benchmark started, read through /proc and ended by its pid."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_path = log_path
+        self._last_cpu = 0.0
+        self._last_peak = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU so far (the last reading once the process is gone)."""
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            # Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            self._last_cpu = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return self._last_cpu
+
+    def peak_rss_mib(self) -> float:
+        """The resident-set high-water mark (VmHWM) so far."""
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self._last_peak = int(line.split()[1]) / 1024
+        return self._last_peak
+
+    def tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """End it by its pid: `sig`, then SIGKILL after `timeout`. Figures are read once more before."""
+        self.cpu_seconds()
+        self.peak_rss_mib()
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+
+def spawn(name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
+    """Start `command` from the repository root with its output in `log_path`."""
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = str(ROOT) + os.pathsep + child_env.get("PYTHONPATH", "")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(list(command), cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+    return Process(name, popen, log_path)
+
+
+# -- the dev server -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DevServer:
+    process: Process
+    target: str
+    metrics_url: str
+
+
+async def start_dev_server(workdir: Path, *, deadline_seconds: float = 60.0) -> tuple[DevServer, Client]:
+    """`temporal server start-dev` in memory, with snlm's settings and a metrics port; a client once it answers."""
+    port, metrics_port = free_port(), free_port()
+    command = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless"]
+    command += ["--metrics-port", str(metrics_port), "--log-level", "error", *dev_server_args()]
+    process = spawn("dev server", command, workdir / "temporal.log")
+    server = DevServer(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics")
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        if not process.alive():
+            raise BenchError(f"the dev server exited with {process.popen.returncode}:\n{process.tail()}")
+        try:
+            client = await Client.connect(server.target)
+            await client.count_workflows()  # visibility is up too
+            return server, client
+        except Exception as error:
+            if time.monotonic() > deadline:
+                process.stop()
+                raise BenchError(f"the dev server did not answer within {deadline_seconds:.0f} s: {error}") from error
+            await asyncio.sleep(0.2)
+
+
+async def wait_for_pollers(client: Client, task_queue: str, worker: Process, *, deadline_seconds: float = 60.0) -> None:
+    """Until a worker polls `task_queue` (or the worker process exits, or the deadline passes)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        if not worker.alive():
+            raise BenchError(f"the {worker.name} exited with {worker.popen.returncode}:\n{worker.tail()}")
+        response = await client.workflow_service.describe_task_queue(request)
+        if response.pollers:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"the {worker.name} did not poll {task_queue} within {deadline_seconds:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+class ActionMeter:
+    """Temporal's `action` counter from the dev server's Prometheus endpoint, summed over its label sets for one
+    namespace (the server's own `temporal_system` namespace counts its housekeeping, not ours)."""
+
+    def __init__(self, url: str, namespace: str = "default") -> None:
+        self.url = url
+        self.namespace = namespace
+        self.available = self.read() is not None
+
+    def read(self) -> Counter[str] | None:
+        """Actions so far by `action_type`; None when the server publishes no `action` counter."""
+        try:
+            response = requests.get(self.url, timeout=10)
+            response.raise_for_status()
+            text = response.text
+        except requests.RequestException:
+            return None
+        if "# TYPE action counter" not in text:
+            return None
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            if not line.startswith("action{"):
+                continue
+            labels, _, value = line.rpartition(" ")
+            if f'namespace="{self.namespace}"' not in labels:
+                continue
+            kind = labels.split('action_type="', 1)[1].split('"', 1)[0] if 'action_type="' in labels else "?"
+            counts[kind] += int(float(value))
+        return counts
+
+    async def settled(self, quiet_seconds: float = 0.4, limit_seconds: float = 3.0) -> Counter[str]:
+        """The counter once it stopped moving (the slot entities answer a finished move a moment later)."""
+        deadline = time.monotonic() + limit_seconds
+        last = self.read() or Counter()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(quiet_seconds)
+            now = self.read() or Counter()
+            if now == last:
+                break
+            last = now
+        return last
+
+
+# -- the lab in its own process --------------------------------------------------------------------------------
+
+
+@dataclass
+class LabProcess:
+    process: Process
+    inventory: Path
+    control: ControlClient
+
+    def truth(self) -> dict[str, Any]:
+        return self.control.truth()
+
+    def stop(self) -> None:
+        self.control.close()
+        self.process.stop(signal.SIGINT)
+
+
+def start_lab(
+    topology: Path, workdir: Path, *, time_scale: float | None = None, deadline_seconds: float = 60.0
+) -> LabProcess:
+    """`python -m lab` with its control API; ready once it wrote lab.json (after the inventory and the API)."""
+    inventory = workdir / "inventory.yaml"
+    command = [sys.executable, "-m", "lab", "--topology", str(topology), "--inventory-out", str(inventory)]
+    if time_scale is not None:
+        command += ["--time-scale", f"{time_scale:g}"]
+    process = spawn("lab", command, workdir.parent / f"{workdir.name}.log")
+    state_file = workdir / "lab.json"
+    deadline = time.monotonic() + deadline_seconds
+    while not state_file.exists():
+        if not process.alive():
+            raise BenchError(f"the lab exited with {process.popen.returncode}:\n{process.tail()}")
+        if time.monotonic() > deadline:
+            process.stop(signal.SIGINT)
+            raise BenchError(f"the lab did not start within {deadline_seconds:.0f} s:\n{process.tail()}")
+        time.sleep(0.05)
+    time.sleep(0.05)  # lab.json is written in one call; let it land
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    token = Path(state["control_token_file"]).read_text(encoding="utf-8").strip()
+    return LabProcess(process, inventory, ControlClient(state["control_url"], token, timeout=30))
+
+
+class JobLog:
+    """Every migration job the lab's truth shows, kept past the lab's own retention (300 simulated seconds) by
+    reading the truth often enough from a background task."""
+
+    def __init__(self, lab: LabProcess) -> None:
+        self.lab = lab
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.limits: dict[str, int] = {}
+        self.time_scale = 1.0
+        self.locations: dict[str, list[str]] = {}
+
+    def poll(self) -> None:
+        truth = self.lab.truth()
+        self.time_scale = float(truth.get("time_scale", 1.0))
+        self.locations = truth.get("locations", {})
+        for name, host in truth.get("hosts", {}).items():
+            self.limits[name] = int(host.get("live_migration", {}).get("max_vm_migrations", 2))
+        for cluster in truth.get("clusters", {}).values():
+            for node in cluster.get("nodes", []):
+                self.limits[node] = int(cluster.get("max_parallel_migrations", self.limits.get(node, 2)))
+        for job in truth.get("jobs", []):
+            self.jobs[job["instance_id"]] = job
+
+    def interval(self) -> float:
+        """Real seconds between reads: a third of the retention at the current time scale, at most 2 s."""
+        return max(0.2, min(2.0, 300.0 / self.time_scale / 3))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(self.poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval())
+        await asyncio.to_thread(self.poll)
+
+
+def job_span(job: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A finished job's (asked, ended) in simulated epoch seconds. The truth has no start time; the time it was
+    submitted is when the host was asked, which is what a host's limit is about."""
+    if not job.get("time_submitted") or not job.get("end_time"):
+        return None
+    return (
+        datetime.fromisoformat(job["time_submitted"]).timestamp(),
+        datetime.fromisoformat(job["end_time"]).timestamp(),
+    )
+
+
+def peak_per_host(jobs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Per host, the most jobs it was asked to run at once (as source or destination)."""
+    edges: dict[str, list[tuple[float, int]]] = {}
+    for job in jobs:
+        span = job_span(job)
+        if span is None:
+            continue
+        for host in (job["source"], job["destination"]):
+            # An end sorts before a start at the same instant: back-to-back moves do not overlap.
+            edges.setdefault(host.upper(), []).extend([(span[0], 1), (span[1], -1)])
+    peaks: dict[str, int] = {}
+    for host, points in edges.items():
+        current = peak = 0
+        for _, step in sorted(points):
+            current += step
+            peak = max(peak, current)
+        peaks[host] = peak
+    return peaks
+
+
+# -- histories ---------------------------------------------------------------------------------------------------
+
+
+def _kind(event: HistoryEvent) -> str:
+    return EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+
+
+def _at(event: HistoryEvent) -> float:
+    return event.event_time.ToMicroseconds() / 1e6
+
+
+def _attributes(event: HistoryEvent) -> Any:
+    which = event.WhichOneof("attributes")
+    return getattr(event, which) if which else None
+
+
+def _label(event: HistoryEvent) -> str:
+    attrs = _attributes(event)
+    if attrs is None:
+        return ""
+    for path in ("signal_name", "activity_type.name", "workflow_type.name", "accepted_request.input.name"):
+        value: Any = attrs
+        for part in path.split("."):
+            value = getattr(value, part, None)
+            if value is None:
+                break
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _slotish(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SLOT_WORDS)
+
+
+def _union(intervals: Iterable[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
+_OUTGOING = {"START_CHILD_WORKFLOW_EXECUTION_INITIATED", "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"}
+_ACTIVITY_CLOSED = {
+    "ACTIVITY_TASK_COMPLETED",
+    "ACTIVITY_TASK_FAILED",
+    "ACTIVITY_TASK_TIMED_OUT",
+    "ACTIVITY_TASK_CANCELED",
+}
+
+
+@dataclass
+class Timeline:
+    """One workflow run read from its history. Durations in real seconds; None where the history does not show
+    the marks (another shape of slot grant, a move that never started)."""
+
+    events: int = 0
+    workflow_tasks: int = 0
+    activities: int = 0
+    started: float = 0.0
+    closed: float = 0.0
+    worker_wait: float = 0.0  # activity scheduled -> started, all activities (wall time, overlaps merged)
+    running: float = 0.0  # activity started -> closed
+    task_time: float = 0.0  # workflow task scheduled -> completed
+    slot_wait: float | None = None  # first slot request -> last grant before the move
+    slot_held: float | None = None  # slot-seconds held (both hosts), grant -> release
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> float:
+        return self.closed - self.started
+
+
+def timeline(events: Sequence[HistoryEvent], move_activity: str = MOVE_ACTIVITY) -> Timeline:
+    """What a MigrateVm run spent its time on, from its history alone."""
+    line = Timeline(events=len(events))
+    if not events:
+        return line
+    line.started, line.closed = _at(events[0]), _at(events[-1])
+    by_id = {e.event_id: e for e in events}
+    scheduled: dict[int, HistoryEvent] = {}
+    started: dict[int, HistoryEvent] = {}
+    waits: list[tuple[float, float]] = []
+    runs: list[tuple[float, float]] = []
+    tasks: list[tuple[float, float]] = []
+    move: tuple[float, float] | None = None
+    for event in events:
+        kind = _kind(event)
+        line.kinds[kind] += 1
+        attrs = _attributes(event)
+        if kind == "WORKFLOW_TASK_COMPLETED":
+            line.workflow_tasks += 1
+            origin = by_id.get(attrs.scheduled_event_id)
+            if origin is not None:
+                tasks.append((_at(origin), _at(event)))
+        elif kind == "ACTIVITY_TASK_SCHEDULED":
+            line.activities += 1
+            scheduled[event.event_id] = event
+        elif kind == "ACTIVITY_TASK_STARTED":
+            started[attrs.scheduled_event_id] = event
+            origin = scheduled.get(attrs.scheduled_event_id)
+            if origin is not None:
+                # Of a retried activity the history keeps the last attempt's start: earlier attempts count here.
+                waits.append((_at(origin), _at(event)))
+        elif kind in _ACTIVITY_CLOSED:
+            begun = started.get(attrs.scheduled_event_id)
+            if begun is not None:
+                runs.append((_at(begun), _at(event)))
+            origin = scheduled.get(attrs.scheduled_event_id)
+            if origin is not None and _label(origin) == move_activity and kind == "ACTIVITY_TASK_COMPLETED":
+                move = (_at(origin), _at(event))
+    line.worker_wait, line.running, line.task_time = _union(waits), _union(runs), _union(tasks)
+    if move is None:
+        return line
+    requests: list[float] = []
+    grants: list[float] = []
+    releases: list[float] = []
+    for event in events:
+        kind, at = _kind(event), _at(event)
+        label = _label(event)
+        if kind == "ACTIVITY_TASK_COMPLETED":
+            label = _label(by_id[_attributes(event).scheduled_event_id])
+        if not _slotish(label):
+            continue
+        outgoing = kind in _OUTGOING or kind == "ACTIVITY_TASK_SCHEDULED"
+        incoming = kind in ("WORKFLOW_EXECUTION_SIGNALED", "ACTIVITY_TASK_COMPLETED")
+        if at <= move[0]:
+            if outgoing:
+                requests.append(at)
+            elif incoming:
+                grants.append(at)
+        elif at >= move[1] and outgoing:
+            releases.append(at)
+    if requests and grants:
+        line.slot_wait = max(0.0, grants[-1] - requests[0])
+    if grants and releases:
+        # Two slots per move: two grants mean one per host (taken one after the other), one grant both at once.
+        first, last = grants[0], grants[-1]
+        line.slot_held = (releases[0] - first) + (releases[0] - last)
+    return line
+
+
+async def histories(client: Client, ids: Sequence[str], *, concurrency: int = 16) -> list[list[HistoryEvent]]:
+    """The event lists of these workflows (their latest runs)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(workflow_id: str) -> list[HistoryEvent]:
+        async with gate:
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            return list(history.events)
+
+    return list(await asyncio.gather(*(one(i) for i in ids)))
+
+
+async def other_workflow_events(client: Client, workflow_type: str = MIGRATE_VM_TYPE) -> int:
+    """History events of every run of every workflow that is not `workflow_type` (the slot entities and whatever
+    else the engine starts), so their growth per migration can be measured."""
+    total = 0
+    async for execution in client.list_workflows():
+        if execution.workflow_type == workflow_type:
+            continue
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        description = await handle.describe()
+        total += description.raw_description.workflow_execution_info.history_length
+    return total
+
+
+# -- figures -------------------------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least squares y = a + b x; None with fewer than two distinct x."""
+    xs = [p[0] for p in points]
+    if len(points) < 2 or max(xs) - min(xs) <= 0:
+        return None
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(p[1] for p in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x in xs)
+    return mean_y - slope * mean_x, slope
+
+
+def verdict(value: float | None, target: float, *, at_least: bool = False) -> str:
+    """`ok` / `OVER` / `UNDER` against a target, for the printed tables (figures, not a pass/fail test)."""
+    if value is None or value != value:
+        return "n/a"
+    if at_least:
+        return "ok" if value >= target else "UNDER"
+    return "ok" if value <= target else "OVER"

@@ -885,6 +885,7 @@ class MigrationActivities:
     def _watch(self, move: _Move) -> MoveResult:
         request = move.request
         deadline = time.monotonic() + self._max_move
+        paced: tuple[float, int] | None = None  # the first reading with progress: (monotonic time, percent)
         while True:
             # A session per poll: between polls it serves the worker's other activities.
             with self._client(request.source) as source:
@@ -894,6 +895,8 @@ class MigrationActivities:
                 return self._outcome_without_job(move)
             job = jobs[0]
             state, percent = _job_state(job), _int(job.get("PercentComplete"))
+            if paced is None and percent > 0:
+                paced = (time.monotonic(), percent)
             total = request.bytes_estimate
             beat = MoveHeartbeat(move.job_id, percent, bytes_done=total * percent // 100, bytes_total=total)
             _heartbeat(beat)
@@ -914,7 +917,19 @@ class MigrationActivities:
                     remedy="check the migration network's bandwidth; the move is retried",
                     details={"vm": request.vm, "job_id": move.job_id, "percent": percent},
                 )
-            _pause(self._poll)
+            _pause(self._next_poll(paced, percent))
+
+    def _next_poll(self, paced: tuple[float, int] | None, percent: int) -> float:
+        """The next poll's delay: the configured one, or less when the job's own pace says it ends sooner.
+
+        Both hosts' slots are held until the move is seen to end; polling at the expected end instead of up to a
+        whole interval after it gives them back sooner, for a round trip or two more per move.
+        """
+        if paced is None or percent <= paced[1]:
+            return self._poll
+        rate = (percent - paced[1]) / max(time.monotonic() - paced[0], 1e-3)  # percent per second
+        remaining = (100 - percent) / rate
+        return min(self._poll, max(self._poll / 10, remaining))
 
     def _result(self, move: _Move, job: Mapping[str, Any] | None) -> MoveResult:
         elapsed = _seconds(job.get("ElapsedTime")) if job is not None else None

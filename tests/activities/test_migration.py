@@ -446,3 +446,13 @@ def test_verify_before_the_move_and_for_a_vm_nowhere(pair: Callable[..., Lab]) -
         ActivityEnvironment().run(acts.verify_move, VerifyInput("ghost", ghost, "HV-A", "HV-B"))
     assert raised.value.error_type == c.VERIFY_FAILED
     assert not raised.value.retryable
+
+
+def test_the_move_polls_at_its_expected_end_rather_than_a_whole_interval_after(estate: Lab) -> None:
+    acts = MigrationActivities(load_inventory(estate.inventory_path), poll_seconds=2.0)
+    started = time.monotonic() - 10.0
+    assert acts._next_poll(None, 0) == 2.0  # no pace known yet
+    assert acts._next_poll((started, 10), 10) == 2.0  # no progress since
+    assert acts._next_poll((started, 10), 20) == 2.0  # 1 %/s, 80 s left: the configured interval
+    assert acts._next_poll((started, 10), 99) == 0.2  # 8.9 %/s, 0.11 s left: never below a tenth of the interval
+    assert acts._next_poll((started, 50), 95) == pytest.approx(5 / 4.5, rel=0.05)  # 4.5 %/s, 5 % left: 1.1 s

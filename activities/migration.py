@@ -41,9 +41,10 @@ from activities.errors import (
     UnknownError,
 )
 from activities.host_errors import ErrorInfo, classify
+from activities.host_settings import FIREWALL_RULE, firewall_rule_absent, migration_settings, settings_commands
 from activities.hosts import NULL, Command, CommandResult, HostClient, HostSessions
 from activities.inventory import Inventory
-from activities.vms import folder_name_problem, resolve_vm, same_name
+from activities.vms import config_file_candidates, folder_name_problem, resolve_vm, same_name, vm_files
 from workflows import contracts as c
 from workflows.contracts import (
     ActivityName,
@@ -76,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FIREWALL_RULE: Final = "VIRT-MIGL-In-TCP-NoScope"  # "Hyper-V (MIG-TCP-In)", TCP 6600
 ISO_MISSING: Final = "iso-missing-on-destination"  # the preflight concern remediate() fixes
 VIRT_NAMESPACE: Final = "root/virtualization/v2"
 MIGRATION_JOB: Final = "Msvm_MigrationJob"
@@ -89,9 +89,6 @@ JOB_COMPLETED_WITH_WARNINGS = 32768
 _HEARTBEAT_SILENT: Final = frozenset({"", "Unknown", "Disabled"})
 _SUCCEEDED: Final = frozenset({JOB_COMPLETED, JOB_COMPLETED_WITH_WARNINGS})
 REQUEST_TERMINATE: Final = 4  # Msvm_MigrationJob.RequestStateChange RequestedState
-# The files Hyper-V keeps in "<ConfigurationLocation>\Virtual Machines" named after the VM's id: configuration
-# version 6.2 and later (vmcx, vmgs, VMRS), and the older XML format (xml, bin, vsv).
-_CONFIG_EXTENSIONS: Final = (".vmcx", ".vmgs", ".VMRS", ".xml", ".bin", ".vsv")
 _DURATION: Final = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
@@ -335,33 +332,13 @@ def clean_destination(
 
 # -- host settings ----------------------------------------------------------------------------------------------
 def _read_settings(client: HostClient) -> HostMigrationSettings:
-    """The host's live-migration settings: three independent reads in one round trip."""
-    host, migration_networks, rules = client.batch(
-        [
-            Command("Get-VMHost"),
-            Command("Get-VMMigrationNetwork"),
-            Command("Get-NetFirewallRule", {"Name": FIREWALL_RULE}),
-        ],
-        check=False,
-    )
+    """The host's live-migration settings: three independent reads in one round trip, parsed as preflight parses
+    them (activities/host_settings.py), so what preflight hands the saga is what a restore puts back."""
+    host, migration_networks, rules = client.batch(list(settings_commands()), check=False)
     _raise_unexpected(host)
     _raise_unexpected(migration_networks)
-    _raise_unexpected(rules, ignore=_not_found)
-    vmhost = _dicts(host)[0] if _dicts(host) else {}
-    networks = tuple((_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in _dicts(migration_networks))
-    found = _dicts(rules)
-    # MSFT_NetFirewallRule.Enabled: 1 True, 2 False. A host without the rule: nothing to enable or restore.
-    firewall = not found or any(_int(r.get("Enabled")) == 1 or r.get("Enabled") is True for r in found)
-    return HostMigrationSettings(
-        host=client.host,
-        enabled=bool(vmhost.get("VirtualMachineMigrationEnabled")),
-        authentication=_text(vmhost.get("VirtualMachineMigrationAuthenticationType")),
-        performance=_text(vmhost.get("VirtualMachineMigrationPerformanceOption")),
-        use_any_network=bool(vmhost.get("UseAnyNetworkForMigration")),
-        networks=networks,
-        max_vm_migrations=_int(vmhost.get("MaximumVirtualMachineMigrations"), c.HYPERV_DEFAULT_MAX_MIGRATIONS),
-        firewall_rule_enabled=bool(firewall),
-    )
+    _raise_unexpected(rules, ignore=firewall_rule_absent)
+    return migration_settings(client.host, _dicts(host), _dicts(migration_networks), _dicts(rules))
 
 
 def _set_vmhost(client: HostClient, now: HostMigrationSettings, want: HostMigrationSettings) -> None:
@@ -505,9 +482,7 @@ class MigrationActivities:
             # The name taken literally (never as a pattern); exactly one VM, then its Id from here on.
             vm = resolve_vm(client, request.vm)
             vm_id = str(vm.get("Id") or vm.get("VMId"))
-            location = _text(vm.get("ConfigurationLocation") or vm.get("Path"))
-            base = ntpath.join(location, "Virtual Machines", vm_id.upper()) if location else ""
-            candidates = [base + ext for ext in _CONFIG_EXTENSIONS] if base else []
+            candidates = config_file_candidates(vm)
             # Its disks and which configuration files exist: one round trip.
             drives, *tested = client.batch(
                 [
@@ -515,13 +490,13 @@ class MigrationActivities:
                     *([_test_paths(candidates)] if candidates else []),
                 ]
             )
-            vhds = [_text(d.get("Path")) for d in _dicts(drives) if d.get("Path") and d.get("DiskNumber") is None]
             config = _existing(candidates, tested[0]) if tested else []
+        # The same files preflight hands the saga (PreflightFacts.vm_files), computed by the same code.
         return VmFacts(
             vm=_text(vm.get("Name")) or request.vm,
             vm_id=vm_id,
             host=request.host,
-            files=tuple(_dedupe([*config, *vhds])),
+            files=vm_files(config, _dicts(drives)),
             clustered=bool(vm.get("IsClustered")),
         )
 

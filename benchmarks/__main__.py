@@ -9,6 +9,7 @@ last lines of error output are kept for the summary, and the exit status is 1 wh
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # The longest any one benchmark may take before it is stopped (the concurrency one at full size takes minutes).
 DEADLINE_SECONDS = 3600
+# How long a benchmark past its deadline gets to end what it started after SIGTERM.
+GRACE_SECONDS = 60
 
 
 @dataclass
@@ -36,20 +39,25 @@ class Outcome:
 def run(name: str, arguments: list[str]) -> Outcome:
     started = time.monotonic()
     print(f"== {name} {' '.join(arguments)}".rstrip(), flush=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"benchmarks.{name}", *arguments], stderr=subprocess.PIPE, text=True
+    )
     try:
-        process = subprocess.run(
-            [sys.executable, "-m", f"benchmarks.{name}", *arguments],
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=DEADLINE_SECONDS,
-            check=False,
-        )
+        _, errors = process.communicate(timeout=DEADLINE_SECONDS)
     except subprocess.TimeoutExpired:
+        # SIGTERM first: the benchmark's own clean-up ends the dev server, lab and workers it started, which a
+        # SIGKILL would leave running.
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
         return Outcome(name, -1, time.monotonic() - started, f"stopped after {DEADLINE_SECONDS} s")
     seconds = time.monotonic() - started
     if process.returncode == 0:
         return Outcome(name, 0, seconds)
-    lines = [line for line in process.stderr.splitlines() if line.strip()]
+    lines = [line for line in errors.splitlines() if line.strip()]
     return Outcome(name, process.returncode, seconds, " | ".join(lines[-3:]) or "no error output")
 
 

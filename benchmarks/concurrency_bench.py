@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ from benchmarks.harness import (
     spawn,
     start_dev_server,
     start_lab,
+    stop_all,
+    stop_cleanly_on_signals,
     timeline,
     verdict,
     wait_for_pollers,
@@ -167,7 +170,9 @@ def _estate_lab(workdir: Path, name: str, time_scale: float, memory_gb: float, d
     topology = workdir / f"{name}.yaml"
     raw = estate_topology(HOSTS, VMS, time_scale=time_scale, memory_gb=memory_gb, disk_file_gb=disk_gb)
     topology.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return start_lab(topology, workdir / name, time_scale=time_scale)
+    lab = start_lab(topology, workdir / name, time_scale=time_scale)
+    lab.process.name = f"lab ({name})"
+    return lab
 
 
 async def _snlm_worker(client: Client, dev: DevServer, lab: LabProcess, workdir: Path, name: str) -> Process:
@@ -180,7 +185,7 @@ async def _snlm_worker(client: Client, dev: DevServer, lab: LabProcess, workdir:
         SNLM_DELEGATION_POLICY="skip",
         SNLM_GRACEFUL_SHUTDOWN_SECONDS="2",
     )
-    worker = spawn("snlm worker", [sys.executable, "worker.py"], workdir / f"{name}.log", env)
+    worker = spawn(f"snlm worker ({name})", [sys.executable, "worker.py"], workdir / f"worker-{name}.log", env)
     await wait_for_pollers(client, TASK_QUEUE, worker)
     return worker
 
@@ -335,9 +340,9 @@ def print_idle(run: Run, time_scale: float) -> None:
 async def batches(
     client: Client, dev: DevServer, workdir: Path, args: argparse.Namespace, processes: list[Process]
 ) -> None:
-    lab = await asyncio.to_thread(_estate_lab, workdir, "estate", args.time_scale, 2.0, 8.0)
+    lab = await asyncio.to_thread(_estate_lab, workdir, "batches", args.time_scale, 2.0, 8.0)
     processes.append(lab.process)
-    worker = await _snlm_worker(client, dev, lab, workdir, "worker-batches")
+    worker = await _snlm_worker(client, dev, lab, workdir, "batches")
     processes.append(worker)
     bare_worker = await _bare_worker(client, dev, workdir)
     processes.append(bare_worker)
@@ -391,7 +396,7 @@ async def routes(
 ) -> None:
     lab = await asyncio.to_thread(_estate_lab, workdir, "routes", 1.0, ROUTE_MEMORY_GB, ROUTE_DISK_GB)
     processes.append(lab.process)
-    worker = await _snlm_worker(client, dev, lab, workdir, "worker-routes")
+    worker = await _snlm_worker(client, dev, lab, workdir, "routes")
     processes.append(worker)
     log = JobLog(lab)
     stop = asyncio.Event()
@@ -453,7 +458,7 @@ async def run_all(args: argparse.Namespace) -> int:
                 try:
                     await part(client, dev, workdir, args, processes)
                 except (BenchError, OSError, RuntimeError) as error:
-                    print(f"{part.__name__}: could not run: {error}")
+                    print(f"{part.__name__}: could not run: {error}", file=sys.stderr)
                     status = 1
         finally:
             dev.process.stop()
@@ -472,6 +477,7 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=60.0, help="lab time scale of the batches")
     parser.add_argument("--deadline", type=float, help="seconds each run may take (default 600, quick 300)")
     args = parser.parse_args()
+    stop_cleanly_on_signals()
     args.batches = [int(b) for b in (args.batches or ("10,50" if args.quick else "10,50,200")).split(",")]
     args.route_moves = args.route_moves or (20 if args.quick else 50)
     args.deadline = args.deadline or (300.0 if args.quick else 600.0)
@@ -483,6 +489,11 @@ def main() -> None:
     except TimeoutError:
         print("concurrency_bench: did not finish within an hour", file=sys.stderr)
         status = 1
+    except Exception:
+        traceback.print_exc()
+        status = 1
+    finally:
+        stop_all()
     # Skip the interpreter teardown that can abort under the Temporal runtime's threads (starter.cli.exit_now).
     sys.stdout.flush()
     sys.stderr.flush()

@@ -61,6 +61,30 @@ def self_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_spawned: list[Process] = []
+
+
+def stop_all() -> None:
+    """End every process the benchmark started that is still running, newest first, each by its pid."""
+    for process in reversed(_spawned):
+        process.stop(process.stop_signal, timeout=10.0)
+
+
+def stop_cleanly_on_signals() -> None:
+    """On SIGTERM or SIGINT, end the processes the benchmark started, then exit (status 130).
+
+    Not a cancellation of the event loop: that would wait for the worker's graceful shutdown and its running
+    activities, unbounded in time; a benchmark stopped half-way has no figures to save anyway."""
+
+    def stop(signum: int, frame: object) -> None:
+        print(f"stopped by signal {signum}: ending the processes it started", file=sys.stderr, flush=True)
+        stop_all()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 class BenchError(RuntimeError):
     """A benchmark cannot go on; the message says which part failed and how."""
 
@@ -68,10 +92,13 @@ class BenchError(RuntimeError):
 class Process:
     """A child process a benchmark started, read through /proc and ended by its pid."""
 
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(
+        self, name: str, popen: subprocess.Popen[bytes], log_path: Path, stop_signal: signal.Signals = signal.SIGTERM
+    ) -> None:
         self.name = name
         self.popen = popen
         self.log_path = log_path
+        self.stop_signal = stop_signal  # the one it shuts down cleanly on
         self._last_cpu = 0.0
         self._last_peak = 0.0
 
@@ -120,14 +147,24 @@ class Process:
             self.popen.wait(timeout=10)
 
 
-def spawn(name: str, command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
-    """Start `command` from the repository root with its output in `log_path`."""
+def spawn(
+    name: str,
+    command: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> Process:
+    """Start `command` from the repository root with its output in `log_path`; `stop_all` ends it if the benchmark
+    is stopped before it does."""
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = str(ROOT) + os.pathsep + child_env.get("PYTHONPATH", "")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         popen = subprocess.Popen(list(command), cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT)
-    return Process(name, popen, log_path)
+    process = Process(name, popen, log_path, stop_signal)
+    _spawned.append(process)
+    return process
 
 
 # -- the dev server -------------------------------------------------------------------------------------------
@@ -238,7 +275,7 @@ class LabProcess:
 
     def stop(self) -> None:
         self.control.close()
-        self.process.stop(signal.SIGINT)
+        self.process.stop(self.process.stop_signal)
 
 
 def start_lab(
@@ -249,7 +286,7 @@ def start_lab(
     command = [sys.executable, "-m", "lab", "--topology", str(topology), "--inventory-out", str(inventory)]
     if time_scale is not None:
         command += ["--time-scale", f"{time_scale:g}"]
-    process = spawn("lab", command, workdir.parent / f"{workdir.name}.log")
+    process = spawn("lab", command, workdir.parent / f"{workdir.name}.log", stop_signal=signal.SIGINT)
     state_file = workdir / "lab.json"
     deadline = time.monotonic() + deadline_seconds
     while not state_file.exists():

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from benchmarks.harness import (
     self_cpu_seconds,
     start_dev_server,
     start_lab,
+    stop_all,
+    stop_cleanly_on_signals,
     timeline,
     verdict,
 )
@@ -356,16 +359,24 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=60.0, help="real length of the long move of the fit")
     parser.add_argument("--quick", action="store_true", help="3 moves, one move of each length for the fit")
     args = parser.parse_args()
+    stop_cleanly_on_signals()
+    status = 0
     try:
         asyncio.run(run(args))
     except BenchError as error:
         print(f"saga_bench: {error}", file=sys.stderr)
-        sys.stdout.flush()
-        os._exit(1)
+        status = 1
+    except Exception:
+        traceback.print_exc()
+        status = 1
+    finally:
+        stop_all()
+    # Skip the interpreter teardown that can abort under the Temporal runtime's threads (starter.cli.exit_now), and
+    # that would wait for activity threads still watching a host job after a failure.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
     main()
-    # Skip the interpreter teardown that can abort under the Temporal runtime's threads (starter.cli.exit_now).
-    sys.stdout.flush()
-    os._exit(0)

@@ -692,6 +692,7 @@ class ActivityName(enum.StrEnum):
     ENSURE_DELEGATION = "ensure_delegation"
     REVERT_DELEGATION = "revert_delegation"
     READ_COMPUTER_DELEGATION = "read_computer_delegation"
+    WATCH_MOVE = "watch_move"
 
 
 MIGRATE_VM_WORKFLOW_PREFIX = "snlm-vm-"
@@ -1123,3 +1124,429 @@ class PreflightBatchReport:
 
     reports: tuple[PreflightReport, ...]
     round_trips: dict[str, int]
+
+
+# -- Campaigns: many moves, in waves, inside maintenance windows -------------------------------------------
+
+CAMPAIGN_WORKFLOW_PREFIX = "snlm-campaign-"
+CAMPAIGN_NAME_MAX = 100
+# A run continues as new well before Temporal's hard history limits; the SDK's own suggestion comes first when
+# it comes earlier.
+CAMPAIGN_HISTORY_EVENTS_LIMIT = 8000
+PLAN_INVALID = "PlanInvalid"  # configuration: a plan file or its entries (every error, with file, line and field)
+CAMPAIGN_STATE_INVALID = "CampaignStateInvalid"  # pause / resume / retry asked of a campaign in the wrong state
+
+
+def campaign_workflow_id(name: str) -> str:
+    """`snlm-campaign-<name>`: one campaign per name, so starting a plan twice finds the running campaign."""
+    return f"{CAMPAIGN_WORKFLOW_PREFIX}{name}"
+
+
+class Weekday(enum.StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """A weekly recurring window in which moves may start: on each of `days` (every day when empty), from
+    `start` ("HH:MM", local time in `time_zone`, an IANA name) for `duration_minutes`. A window may run past
+    midnight; daylight-saving days are computed in the zone (a start that does not exist that day is moved on by
+    the gap, as zoneinfo does)."""
+
+    start: str
+    duration_minutes: int
+    days: tuple[Weekday, ...] = ()
+    time_zone: str = "UTC"
+
+
+class WaveFailurePolicy(enum.StrEnum):
+    """What a wave does when its moves fail: go on with the rest, or pause the campaign after N failures."""
+
+    CONTINUE = "continue"
+    PAUSE = "pause"
+
+
+class Scheduler(enum.StrEnum):
+    """The order moves start in. `planner` is snlm's (workflows/scheduling.py); the others are the baselines the
+    makespan benchmark compares it with: first-in-first-out with a cap per source host (Forklift's rule), with
+    caps on both hosts, and a seeded random order with caps on both hosts."""
+
+    PLANNER = "planner"
+    FIFO_SOURCE_CAP = "fifo-source"
+    FIFO = "fifo"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class CampaignMove:
+    """One VM to move. The estimates feed the planner and the forecast (0: unknown, the plan's defaults apply):
+    `memory_bytes` and `disk_bytes` from preflight (memory assigned, VHD file sizes), `dirty_bytes_per_second`
+    how fast the guest writes memory (pre-copy passes repeat what it dirtied)."""
+
+    vm: str
+    source: str
+    destination: str
+    storage_path: str | None = None
+    priority: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    dirty_bytes_per_second: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """The move's identity in a campaign: the one-VM path's workflow id (the VM and its source)."""
+        return migrate_vm_workflow_id(self.vm, self.source)
+
+
+@dataclass(frozen=True)
+class CampaignWave:
+    """Moves that start after every move of the wave before has ended. With `on_failure` pause, the campaign
+    pauses once `pause_after_failures` of this wave's moves failed (an operator resumes or cancels it)."""
+
+    name: str
+    moves: tuple[CampaignMove, ...]
+    on_failure: WaveFailurePolicy = WaveFailurePolicy.CONTINUE
+    pause_after_failures: int = 1
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """What the planner and the forecast know of a host: its concurrent migrations (the host's own
+    MaximumVirtualMachineMigrations, or less by policy) and its migration adapter's speed in bits per second
+    (full duplex: as much in as out)."""
+
+    host: str
+    slots: int = HYPERV_DEFAULT_MAX_MIGRATIONS
+    link_bits_per_second: float = 10e9
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """A whole campaign as validated from a plan file: waves in order, the windows moves may start in (none:
+    any time), the policy of every move, the hosts' profiles and the scheduler."""
+
+    name: str
+    waves: tuple[CampaignWave, ...]
+    windows: tuple[MaintenanceWindow, ...] = ()
+    policy: MigrationPolicy = MigrationPolicy()
+    hosts: tuple[HostProfile, ...] = ()
+    scheduler: Scheduler = Scheduler.PLANNER
+    seed: int = 0  # the random scheduler's seed
+
+
+class MoveState(enum.StrEnum):
+    """Where one move of a campaign is. `blocked` moves were never started (the campaign's preflight found a
+    blocker); `attached` ones were already running under the same id (a ticket, another campaign) and are
+    followed, not started again."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    MOVED = "moved"
+    ALREADY_THERE = "already-there"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self not in (MoveState.PENDING, MoveState.RUNNING)
+
+    @property
+    def ok(self) -> bool:
+        return self in (MoveState.MOVED, MoveState.ALREADY_THERE)
+
+
+# One letter per state: a campaign carries the state of every move across continue-as-new in one string.
+MOVE_STATE_CODES: dict[MoveState, str] = {
+    MoveState.PENDING: "p",
+    MoveState.RUNNING: "r",
+    MoveState.MOVED: "m",
+    MoveState.ALREADY_THERE: "a",
+    MoveState.BLOCKED: "b",
+    MoveState.FAILED: "f",
+    MoveState.CANCELLED: "c",
+}
+MOVE_STATES_BY_CODE = {code: state for state, code in MOVE_STATE_CODES.items()}
+
+
+class CampaignPhase(enum.StrEnum):
+    """What a campaign is doing. `ended` means every move ended: the campaign stays open for `retry-failed`
+    until it is closed (or its linger time passes)."""
+
+    CHECKING = "checking"
+    RUNNING = "running"
+    WAITING_FOR_WINDOW = "waiting-for-window"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    ENDED = "ended"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class WaveSpec:
+    """A wave without its moves (they travel in `PackedMoves`)."""
+
+    name: str
+    on_failure: WaveFailurePolicy = WaveFailurePolicy.CONTINUE
+    pause_after_failures: int = 1
+
+
+@dataclass(frozen=True)
+class PackedMoves:
+    """Every move of a campaign, column by column: one payload holds 10,000 moves (Temporal refuses payloads over
+    2 MB; one dataclass per move would pass it near 10,000). Hosts are named once and referenced by index; sizes
+    are MiB, dirty rates KiB/s; an empty storage path means the destination's default."""
+
+    hosts: tuple[str, ...] = ()
+    vm: tuple[str, ...] = ()
+    source: tuple[int, ...] = ()
+    destination: tuple[int, ...] = ()
+    wave: tuple[int, ...] = ()
+    storage_path: tuple[str, ...] = ()
+    priority: tuple[int, ...] = ()
+    memory_mib: tuple[int, ...] = ()
+    disk_mib: tuple[int, ...] = ()
+    dirty_kib_per_second: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.vm)
+
+    def move(self, index: int) -> CampaignMove:
+        storage = self.storage_path[index]
+        return CampaignMove(
+            vm=self.vm[index],
+            source=self.hosts[self.source[index]],
+            destination=self.hosts[self.destination[index]],
+            storage_path=storage or None,
+            priority=self.priority[index],
+            memory_bytes=self.memory_mib[index] * 2**20,
+            disk_bytes=self.disk_mib[index] * 2**20,
+            dirty_bytes_per_second=float(self.dirty_kib_per_second[index] * 2**10),
+        )
+
+
+def pack_moves(waves: tuple[CampaignWave, ...]) -> PackedMoves:
+    """The moves of `waves`, in wave order, packed (see PackedMoves)."""
+    hosts: dict[str, int] = {}
+
+    def host(name: str) -> int:
+        return hosts.setdefault(name, len(hosts))
+
+    columns: dict[str, list[object]] = {name: [] for name in PackedMoves.__dataclass_fields__ if name != "hosts"}
+    for index, wave in enumerate(waves):
+        for move in wave.moves:
+            columns["vm"].append(move.vm)
+            columns["source"].append(host(move.source))
+            columns["destination"].append(host(move.destination))
+            columns["wave"].append(index)
+            columns["storage_path"].append(move.storage_path or "")
+            columns["priority"].append(move.priority)
+            columns["memory_mib"].append(-(-move.memory_bytes // 2**20))
+            columns["disk_mib"].append(-(-move.disk_bytes // 2**20))
+            columns["dirty_kib_per_second"].append(round(move.dirty_bytes_per_second / 2**10))
+    return PackedMoves(hosts=tuple(hosts), **{name: tuple(values) for name, values in columns.items()})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CampaignCarry:
+    """What a run hands the next across continue-as-new: each move's state (one MOVE_STATE_CODES letter per
+    move, in PackedMoves order), start and end times (seconds after `epoch`, 0 when not yet), the errors of the
+    moves that failed, the ones running that this campaign did not start, and the counters."""
+
+    states: str
+    started: tuple[int, ...]
+    ended: tuple[int, ...]
+    errors: dict[int, str]
+    attached: tuple[int, ...] = ()
+    phase: CampaignPhase = CampaignPhase.RUNNING
+    wave: int = 0
+    paused_reason: str = ""
+    runs: int = 1
+    rounds: int = 0
+    epoch: float = 0.0
+
+
+@dataclass(frozen=True)
+class CampaignInput:
+    """A campaign to run: its plan without the moves (`waves` are the wave specs), the moves packed, where its
+    moves run (`task_queue`, whose slot book they share), whether it preflights every move first (`check`), and
+    on a continued run what the last one carried."""
+
+    name: str
+    waves: tuple[WaveSpec, ...]
+    moves: PackedMoves
+    windows: tuple[MaintenanceWindow, ...] = ()
+    policy: MigrationPolicy = MigrationPolicy()
+    hosts: tuple[HostProfile, ...] = ()
+    scheduler: Scheduler = Scheduler.PLANNER
+    seed: int = 0
+    task_queue: str = ""
+    check: bool = True
+    linger_seconds: float = 7 * 24 * 3600
+    # Continue as new past this many events (or when the SDK suggests it first).
+    history_limit: int = CAMPAIGN_HISTORY_EVENTS_LIMIT
+    carry: CampaignCarry | None = None
+
+
+def campaign_input(plan: CampaignPlan, *, task_queue: str = "", check: bool = True) -> CampaignInput:
+    return CampaignInput(
+        name=plan.name,
+        waves=tuple(WaveSpec(w.name, w.on_failure, w.pause_after_failures) for w in plan.waves),
+        moves=pack_moves(plan.waves),
+        windows=plan.windows,
+        policy=plan.policy,
+        hosts=plan.hosts,
+        scheduler=plan.scheduler,
+        seed=plan.seed,
+        task_queue=task_queue,
+        check=check,
+    )
+
+
+@dataclass(frozen=True)
+class CampaignCounts:
+    pending: int = 0
+    running: int = 0
+    moved: int = 0
+    already_there: int = 0
+    blocked: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """The `progress` query: counts by state, bytes (estimates: memory plus disks) moved and left, the current
+    wave, the forecast end (epoch seconds, 0 when unknown) and why the campaign waits, if it does."""
+
+    name: str
+    phase: CampaignPhase
+    counts: CampaignCounts
+    total: int
+    wave: int
+    waves: tuple[str, ...]
+    bytes_moved: int
+    bytes_left: int
+    forecast_end: float = 0.0
+    forecast_makespan_seconds: float = 0.0
+    window_opens: float = 0.0  # epoch seconds of the next window's start, while waiting for it
+    paused_reason: str = ""
+    run: int = 1
+    history_events: int = 0
+
+
+@dataclass(frozen=True)
+class MoveRecord:
+    """One move as the campaign saw it (the `moves` query; times are epoch seconds, 0 when not yet)."""
+
+    index: int
+    vm: str
+    source: str
+    destination: str
+    wave: int
+    state: MoveState
+    started: float = 0.0
+    ended: float = 0.0
+    error: str = ""
+    bytes: int = 0
+    attached: bool = False
+
+
+@dataclass(frozen=True)
+class MovesPage:
+    """A page of the `moves` query: `records` from `offset`, `total` in all."""
+
+    records: tuple[MoveRecord, ...]
+    offset: int
+    total: int
+
+
+@dataclass(frozen=True)
+class MovesQuery:
+    offset: int = 0
+    limit: int = 1000
+    states: tuple[MoveState, ...] = ()  # empty: every state
+
+
+@dataclass(frozen=True)
+class CampaignCommand:
+    """pause / resume / cancel / retry-failed / close: who asked and why (kept in the campaign's history)."""
+
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CampaignAnswer:
+    """What a campaign command did: the phase after it and a sentence for the operator."""
+
+    phase: CampaignPhase
+    message: str
+    affected: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    name: str
+    counts: CampaignCounts
+    total: int
+    runs: int
+    started: float
+    ended: float
+
+
+@dataclass(frozen=True)
+class WatchMoveInput:
+    """Follow a MigrateVm run this campaign did not start (or started in an earlier run) to its end."""
+
+    workflow_id: str
+
+
+@dataclass(frozen=True)
+class WatchMoveResult:
+    state: MoveState
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """Preflight a part of a campaign (`snlm campaign check`, and a campaign's first step), read-only: each host
+    pair's VMs in one batch per pair, so each host's reads are shared by its VMs."""
+
+    pairs: tuple[PreflightBatchInput, ...]
+    max_migrations_per_host: int | None = None
+
+
+@dataclass(frozen=True)
+class VmCheck:
+    """One VM's preflight in a campaign check, compact: the blockers and warnings as sentences, the sizes the
+    planner needs, and whether the move is already done."""
+
+    vm: str
+    source: str
+    destination: str
+    blockers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    already_there: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.blockers
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Every VM's check, in the order asked; each host's concurrent migrations as it reported them (its
+    MaximumVirtualMachineMigrations, capped by the policy); the PSRP round trips the check cost."""
+
+    vms: tuple[VmCheck, ...]
+    host_slots: dict[str, int]
+    round_trips: int = 0

@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.boundary import ErrorBoundary
+from activities.campaign import CampaignActivities
 from activities.directory import DirectoryActivities
 from activities.errors import ConfigurationError
 from activities.hosts import HostSessions
@@ -34,6 +35,7 @@ from activities.migration import MigrationActivities
 from activities.preflight import PreflightActivities
 from config.directory import SecretUnavailable
 from config.settings import Settings, connect_client, load_settings
+from workflows.campaign import CampaignCheckWorkflow, CampaignWorkflow
 from workflows.contracts import (
     DIRECTORY_NOT_CONFIGURED,
     SECRETS_UNREADABLE,
@@ -81,7 +83,7 @@ class _NoDirectory:
 
 
 def activities_for(
-    settings: Settings, inventory: Inventory, sessions: HostSessions | None = None
+    settings: Settings, inventory: Inventory, sessions: HostSessions | None = None, *, client: Client
 ) -> list[Callable[..., Any]]:
     """Every activity the workflows call, bound to this worker's inventory, host sessions and directory, one per
     name of the registry (`ActivityName`): a name left out, or registered under another name, stops the worker
@@ -111,6 +113,7 @@ def activities_for(
         ActivityName.ENSURE_DELEGATION: directory.ensure_delegation,
         ActivityName.REVERT_DELEGATION: directory.revert_delegation,
         ActivityName.READ_COMPUTER_DELEGATION: directory.read_computer_delegation,
+        ActivityName.WATCH_MOVE: CampaignActivities(client).watch_move,
     }
     missing = sorted(set(ActivityName) - set(registry))
     misnamed = sorted(name for name, fn in registry.items() if activity_name(fn) != name)
@@ -181,7 +184,14 @@ def checked_inventory(settings: Settings) -> Inventory:
     return inventory
 
 
-WORKFLOWS: Sequence[type] = (MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow)
+WORKFLOWS: Sequence[type] = (
+    MigrateVmWorkflow,
+    PreflightWorkflow,
+    MigrationSlotsWorkflow,
+    HostSlotsWorkflow,
+    CampaignWorkflow,
+    CampaignCheckWorkflow,
+)
 
 
 # How often a worker closes the host sessions that stayed idle past HostSessions' idle time.
@@ -242,7 +252,7 @@ def build_worker(client: Client, settings: Settings, *, inventory: Inventory | N
     inventory = inventory or load_worker_inventory(settings)
     # One pool of host sessions for every activity of both workers (closed by release_worker).
     sessions = HostSessions(inventory, per_host=settings.sessions_per_host)
-    activities = activities_for(settings, inventory, sessions)
+    activities = activities_for(settings, inventory, sessions, client=client)
     by_name = {activity_name(fn): fn for fn in activities}
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="snlm-activity")
     move_executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_moves, thread_name_prefix="snlm-move")

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from starter import campaign_cli
 from workflows.contracts import (
     DELEGATION_NOT_CONFIGURED,
     HA_CHOICE_REQUIRED,
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", default="", help="why, for the record")
     approve.add_argument("--approver", default=None, help="who decides (default: the current user)")
+    campaign_cli.add_parser(commands, EPILOG)
     return parser
 
 
@@ -1131,6 +1133,8 @@ COMMANDS = {
 async def run(args: argparse.Namespace, out: Output) -> int:
     """Run a parsed command; CliError leaves as its message and exit status."""
     try:
+        if args.command == "campaign":
+            return await campaign_cli.run(args, out, _connect)
         client, settings = await _connect(args)
         return await COMMANDS[args.command](client, settings, args, out)
     except CliError as error:

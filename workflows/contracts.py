@@ -1438,6 +1438,7 @@ class CampaignProgress:
     window_opens: float = 0.0  # epoch seconds of the next window's start, while waiting for it
     paused_reason: str = ""
     run: int = 1
+    duplicates: int = 0  # entries of the plan that named a move already listed (they count nowhere)
     history_events: int = 0
 
 

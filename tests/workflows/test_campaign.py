@@ -1,0 +1,381 @@
+"""The Campaign workflow on the time-skipping server: waves in order, host limits, windows, pause and resume,
+cancel, retry-failed only, continue-as-new with every count, and every VM moved once however often it is named.
+
+MigrateVm is replaced by a stand-in registered under its name (the samples' way of standing in for a part): it
+moves the VM in a small world kept by this test's activities, the way the saga would: a VM already on its
+destination is not moved again. The real saga is exercised against the lab in tests/e2e/test_campaign.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio import activity, workflow
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.campaign import CampaignActivities
+from workflows.campaign import CampaignWorkflow
+from workflows.contracts import (
+    CampaignCommand,
+    CampaignInput,
+    CampaignMove,
+    CampaignPhase,
+    CampaignPlan,
+    CampaignProgress,
+    CampaignResult,
+    CampaignWave,
+    HostProfile,
+    MaintenanceWindow,
+    MigrateVmInput,
+    MigrateVmResult,
+    MoveRecord,
+    MovesPage,
+    MovesQuery,
+    MoveState,
+    WaveFailurePolicy,
+    campaign_input,
+    campaign_workflow_id,
+)
+
+GIB = 2**30
+
+
+@dataclass
+class World:
+    """Where each VM runs, the moves really made, and the VMs whose next move fails."""
+
+    where: dict[str, str] = field(default_factory=dict)
+    moves: list[tuple[str, str, str]] = field(default_factory=list)
+    fail_next: set[str] = field(default_factory=set)
+    cancelled: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorldMove:
+    vm: str
+    source: str
+    destination: str
+
+
+class WorldActivities:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    @activity.defn(name="test_world_move")
+    def move(self, request: WorldMove) -> str:
+        here = self.world.where.get(request.vm)
+        if here == request.destination:
+            return "already-there"
+        if request.vm in self.world.fail_next:
+            self.world.fail_next.discard(request.vm)
+            raise ApplicationError(f"{request.vm}: the host refused", type="MoveFailed", non_retryable=True)
+        self.world.moves.append((request.vm, request.source, request.destination))
+        self.world.where[request.vm] = request.destination
+        return "moved"
+
+    @activity.defn(name="test_world_cancelled")
+    def cancelled(self, vm: str) -> None:
+        self.world.cancelled.append(vm)
+
+
+@workflow.defn(name="MigrateVm")
+class StandInMigrateVm:
+    """A move that takes a second per GiB of memory (workflow time), then changes the world once."""
+
+    @workflow.run
+    async def run(self, input: MigrateVmInput) -> MigrateVmResult:
+        try:
+            await workflow.sleep(timedelta(seconds=max(1, hash_size(input.vm))))
+        except asyncio.CancelledError:
+            await workflow.execute_activity(
+                "test_world_cancelled", input.vm, start_to_close_timeout=timedelta(seconds=10)
+            )
+            raise
+        outcome = await workflow.execute_activity(
+            "test_world_move",
+            WorldMove(input.vm, input.source, input.destination),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        return MigrateVmResult(
+            vm=input.vm,
+            source=input.source,
+            destination=input.destination,
+            moved=outcome == "moved",
+            already_there=outcome == "already-there",
+        )
+
+
+def hash_size(vm: str) -> int:
+    """The stand-in's move length in seconds: deterministic from the name (the number after the dash); one second
+    for names starting with "quick" (the test server does not skip time while an activity runs, and a campaign
+    that continued as new follows its moves in flight through the watch_move activity)."""
+    if vm.startswith("quick"):
+        return 1
+    digits = "".join(ch for ch in vm if ch.isdigit())
+    return 10 + (int(digits) % 7) * 10 if digits else 10
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def campaign_env(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> AsyncIterator[tuple[WorkflowEnvironment, World, str]]:
+    world = World()
+    activities = WorldActivities(world)
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=task_queue,
+        workflows=[CampaignWorkflow, StandInMigrateVm],
+        activities=[activities.move, activities.cancelled, CampaignActivities(time_skipping_env.client).watch_move],
+        activity_executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(4),
+    ):
+        yield time_skipping_env, world, task_queue
+
+
+def plan(name: str, waves: list[list[tuple[str, str, str]]], **kwargs: object) -> CampaignPlan:
+    built = tuple(
+        CampaignWave(f"wave-{n}", tuple(CampaignMove(vm, s, d, memory_bytes=4 * GIB) for vm, s, d in wave))
+        for n, wave in enumerate(waves)
+    )
+    return CampaignPlan(name=name, waves=built, **kwargs)  # type: ignore[arg-type]
+
+
+async def start(
+    env: WorkflowEnvironment, task_queue: str, request: CampaignInput
+) -> WorkflowHandle[CampaignWorkflow, Any]:
+    return await env.client.start_workflow(
+        CampaignWorkflow.run, request, id=campaign_workflow_id(request.name), task_queue=task_queue
+    )
+
+
+async def until_phase(
+    env: WorkflowEnvironment, handle: WorkflowHandle[CampaignWorkflow, Any], *phases: CampaignPhase
+) -> CampaignProgress:
+    """Query until the campaign reaches one of `phases`, skipping 5 s of workflow time between queries (bounded:
+    a day of workflow time)."""
+    for _ in range(17280):
+        progress = await handle.query(CampaignWorkflow.progress)
+        if progress.phase in phases:
+            return progress
+        await env.sleep(5)
+    raise AssertionError(f"campaign never reached {phases}: {progress}")
+
+
+async def records(handle: WorkflowHandle[CampaignWorkflow, Any]) -> list[MoveRecord]:
+    page: MovesPage = await handle.query(CampaignWorkflow.moves, MovesQuery(limit=5000))
+    return list(page.records)
+
+
+def peak_per_host(recs: list[MoveRecord]) -> dict[str, int]:
+    """The most moves any host had at once, from the records' start and end times."""
+    events: list[tuple[float, int, str]] = []
+    for r in recs:
+        if r.started and r.ended:
+            for host in (r.source.casefold(), r.destination.casefold()):
+                events += [(r.started, 1, host), (r.ended, -1, host)]
+    peak: dict[str, int] = {}
+    now: dict[str, int] = {}
+    for _, delta, host in sorted(events, key=lambda e: (e[0], e[1])):
+        now[host] = now.get(host, 0) + delta
+        peak[host] = max(peak.get(host, 0), now[host])
+    return peak
+
+
+def new_name() -> str:
+    return f"c-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_waves_in_order_within_host_limits(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, world, queue = campaign_env
+    hosts = [f"hv{n}" for n in range(4)]
+    wave0 = [(f"a{n}-{uuid.uuid4().hex[:4]}", hosts[n % 4], hosts[(n + 1) % 4]) for n in range(10)]
+    wave1 = [(f"b{n}-{uuid.uuid4().hex[:4]}", hosts[(n + 1) % 4], hosts[n % 4]) for n in range(6)]
+    request = campaign_input(
+        plan(new_name(), [wave0, wave1], hosts=tuple(HostProfile(h, slots=2) for h in hosts)),
+        task_queue=queue,
+        check=False,
+    )
+    handle = await start(env, queue, request)
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert progress.counts.moved == 16
+    assert progress.total == 16
+    assert progress.forecast_makespan_seconds > 0
+    recs = await records(handle)
+    assert all(r.state == MoveState.MOVED for r in recs)
+    last_of_wave0 = max(r.ended for r in recs if r.wave == 0)
+    assert all(r.started >= last_of_wave0 for r in recs if r.wave == 1)
+    assert max(peak_per_host(recs).values()) <= 2
+    assert sorted(vm for vm, _, _ in world.moves if vm in {m[0] for m in wave0 + wave1}) == sorted(
+        m[0] for m in wave0 + wave1
+    )
+    await handle.execute_update(CampaignWorkflow.close, CampaignCommand(by="test"))
+    result = await handle.result()
+    assert isinstance(result, CampaignResult)
+    assert result.counts.moved == 16
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_plan_run_twice_and_duplicate_vm_move_once(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, world, queue = campaign_env
+    vm = f"dup-{uuid.uuid4().hex[:6]}"
+    moves = [(vm, "hva", "hvb"), (vm.upper(), "HVA", "hvb")]  # the same VM twice, spelled differently
+    first = campaign_input(plan(new_name(), [moves]), task_queue=queue, check=False)
+    second = campaign_input(plan(new_name(), [[(vm, "hva", "hvb")]]), task_queue=queue, check=False)
+    one, two = await start(env, queue, first), await start(env, queue, second)
+    for handle in (one, two):
+        progress = await until_phase(env, handle, CampaignPhase.ENDED)
+        assert progress.counts.moved + progress.counts.already_there == progress.total
+    # The plan again, after the move: found on its destination, moved by nobody.
+    again = await start(env, queue, replace(first, name=new_name()))
+    progress = await until_phase(env, again, CampaignPhase.ENDED)
+    assert progress.counts.already_there == progress.total
+    assert [m for m in world.moves if m[0].casefold() == vm.casefold()] == [(vm, "hva", "hvb")] or [
+        m for m in world.moves if m[0].casefold() == vm.casefold()
+    ] == [(vm.upper(), "HVA", "hvb")]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_retry_failed_reruns_only_the_failures(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    moves = [(f"r{n}-{tag}", "hvx", "hvy") for n in range(4)]
+    world.fail_next.add(moves[1][0])
+    handle = await start(env, queue, campaign_input(plan(new_name(), [moves]), task_queue=queue, check=False))
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert (progress.counts.moved, progress.counts.failed) == (3, 1)
+    failed = [r for r in await records(handle) if r.state == MoveState.FAILED]
+    assert [r.vm for r in failed] == [moves[1][0]]
+    assert "the host refused" in failed[0].error
+    answer = await handle.execute_update(CampaignWorkflow.retry_failed, CampaignCommand(by="test"))
+    assert answer.affected == 1
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert progress.counts.moved == 4
+    assert sorted(vm for vm, _, _ in world.moves if vm.endswith(tag)) == sorted(m[0] for m in moves)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(CampaignWorkflow.retry_failed, CampaignCommand(by="test"))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_wave_pauses_after_failures_and_resumes(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    wave0 = tuple(CampaignMove(f"p{n}-{tag}", "hvp", "hvq") for n in range(3))
+    wave1 = tuple(CampaignMove(f"q{n}-{tag}", "hvq", "hvp") for n in range(2))
+    world.fail_next.add(wave0[0].vm)
+    request = campaign_input(
+        CampaignPlan(
+            new_name(),
+            (CampaignWave("w0", wave0, WaveFailurePolicy.PAUSE, 1), CampaignWave("w1", wave1)),
+        ),
+        task_queue=queue,
+        check=False,
+    )
+    handle = await start(env, queue, request)
+    progress = await until_phase(env, handle, CampaignPhase.PAUSED)
+    assert "wave w0" in progress.paused_reason
+    assert progress.counts.failed == 1
+    await env.sleep(600)
+    assert (await handle.query(CampaignWorkflow.progress)).wave == 0  # wave 1 never started while paused
+    await handle.execute_update(CampaignWorkflow.resume, CampaignCommand(by="test"))
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert (progress.counts.moved, progress.counts.failed) == (4, 1)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_pause_starts_nothing_until_resumed(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, _world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    moves = [(f"s{n}-{tag}", "hvs", "hvt") for n in range(6)]
+    request = campaign_input(
+        plan(new_name(), [moves], hosts=(HostProfile("hvs", 1), HostProfile("hvt", 1))), task_queue=queue, check=False
+    )
+    handle = await start(env, queue, request)
+    answer = await handle.execute_update(CampaignWorkflow.pause, CampaignCommand(by="test", reason="change freeze"))
+    assert answer.phase == CampaignPhase.PAUSED
+    await env.sleep(3600)
+    progress = await handle.query(CampaignWorkflow.progress)
+    assert progress.phase == CampaignPhase.PAUSED
+    assert "change freeze" in progress.paused_reason
+    assert progress.counts.moved <= 1
+    assert progress.counts.running == 0
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(CampaignWorkflow.pause, CampaignCommand(by="test"))
+    await handle.execute_update(CampaignWorkflow.resume, CampaignCommand(by="test"))
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert progress.counts.moved == 6
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_cancel_ends_moves_in_flight_and_starts_no_more(
+    campaign_env: tuple[WorkflowEnvironment, World, str],
+) -> None:
+    env, world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    moves = [(f"k{n}-{tag}", "hvk", "hvl") for n in range(5)]
+    request = campaign_input(
+        plan(new_name(), [moves], hosts=(HostProfile("hvk", 2), HostProfile("hvl", 2))), task_queue=queue, check=False
+    )
+    handle = await start(env, queue, request)
+    for _ in range(200):
+        if (await handle.query(CampaignWorkflow.progress)).counts.running == 2:
+            break
+        await asyncio.sleep(0.05)
+    answer = await handle.execute_update(CampaignWorkflow.cancel, CampaignCommand(by="test"))
+    assert answer.affected == 5
+    result = await handle.result()
+    assert isinstance(result, CampaignResult)
+    assert result.counts.cancelled == 5
+    assert result.counts.running == 0
+    assert sorted(vm for vm in world.cancelled if vm.endswith(tag)) == sorted(m[0] for m in moves[:2])
+    assert not [m for m in world.moves if m[0].endswith(tag)]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_moves_start_only_inside_windows(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, _world, queue = campaign_env
+    now = await env.get_current_time()
+    opens = (now + timedelta(hours=3)).replace(second=0, microsecond=0)
+    window = MaintenanceWindow(start=f"{opens:%H:%M}", duration_minutes=60, time_zone="UTC")
+    tag = uuid.uuid4().hex[:4]
+    moves = [(f"w{n}-{tag}", "hvw", "hvz") for n in range(4)]
+    handle = await start(
+        env, queue, campaign_input(plan(new_name(), [moves], windows=(window,)), task_queue=queue, check=False)
+    )
+    progress = await until_phase(env, handle, CampaignPhase.WAITING_FOR_WINDOW)
+    assert progress.window_opens == pytest.approx(opens.timestamp(), abs=1)
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert progress.counts.moved == 4
+    for record in await records(handle):
+        started = datetime.fromtimestamp(record.started, UTC)
+        assert opens <= started < opens + timedelta(minutes=60), record
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    env, world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    hosts = [f"hc{n}" for n in range(6)]
+    moves = [(f"quick{n}-{tag}", hosts[n % 6], hosts[(n + 3) % 6]) for n in range(30)]
+    world.fail_next.add(moves[7][0])
+    request = replace(
+        campaign_input(plan(new_name(), [moves[:20], moves[20:]]), task_queue=queue, check=False), history_limit=60
+    )
+    handle = await start(env, queue, request)
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert progress.run > 2
+    assert (progress.counts.moved, progress.counts.failed, progress.total) == (29, 1, 30)
+    recs = await records(handle)
+    assert all(r.started and r.ended for r in recs)
+    assert [r.vm for r in recs if r.state == MoveState.FAILED] == [moves[7][0]]
+    assert sorted(vm for vm, _, _ in world.moves if vm.endswith(tag)) == sorted(m[0] for m in moves if m != moves[7])

@@ -1,0 +1,459 @@
+"""The campaign planner and forecast (workflows/scheduling.py): examples of the model and of each scheduler's rule,
+properties over random plans and topologies (slots never exceeded, every move started once, the forecast never
+below the lower bound, the forecast taking the decisions `next_moves` takes, determinism), and the figures on
+generated campaigns: a rolling rebalance (hosts both send and receive) and an evacuation (one host to several).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workflows.contracts import CampaignMove, HostProfile, Scheduler
+from workflows.scheduling import (
+    DEFAULT_MODEL,
+    Forecast,
+    TransferModel,
+    lower_bound,
+    move_bytes,
+    move_seconds_alone,
+    next_moves,
+    simulate,
+)
+
+GiB = 2**30
+MODEL = TransferModel(stream_cap_fraction=0.7, setup_seconds=4.0, switchover_seconds=2.0, max_precopy_passes=5)
+TEN_G = 10e9 / 8  # bytes per second
+CAP = 0.7 * TEN_G
+BOTH_HOSTS = (Scheduler.PLANNER, Scheduler.FIFO, Scheduler.RANDOM)
+
+
+def _move(
+    vm: str, source: str, destination: str, disk: float = 0, memory: int = 0, *, priority: int = 0, dirty: float = 0.0
+) -> CampaignMove:
+    return CampaignMove(
+        vm,
+        source,
+        destination,
+        priority=priority,
+        memory_bytes=memory,
+        disk_bytes=int(disk),
+        dirty_bytes_per_second=dirty,
+    )
+
+
+def _hosts(*names: str, slots: int = 2, link: float = 10e9) -> dict[str, HostProfile]:
+    return {name: HostProfile(name, slots=slots, link_bits_per_second=link) for name in names}
+
+
+# -- the model ---------------------------------------------------------------------------------------------------
+def test_bytes_are_the_disks_then_memory_once_when_the_guest_is_idle() -> None:
+    move = _move("a", "HV01", "HV02", disk=40 * GiB, memory=8 * GiB)
+    assert move_bytes(move, MODEL) == 48 * GiB
+
+
+def test_precopy_passes_resend_what_the_guest_dirtied_up_to_the_last_pass() -> None:
+    half = _move("a", "HV01", "HV02", memory=8 * GiB, dirty=50e6)
+    # d = 0.5: five passes and the blackout send 1 + 1/2 + ... + 1/32 of the memory.
+    assert move_bytes(half, MODEL, rate_bytes_per_second=100e6) == pytest.approx(8 * GiB * 1.96875)
+    # A guest that dirties faster than the move sends never converges: every pass resends all of it.
+    busy = _move("b", "HV01", "HV02", memory=8 * GiB, dirty=500e6)
+    assert move_bytes(busy, MODEL, rate_bytes_per_second=100e6) == pytest.approx(8 * GiB * 6)
+
+
+def test_compression_shrinks_memory_but_not_disks() -> None:
+    move = _move("a", "HV01", "HV02", disk=10 * GiB, memory=8 * GiB)
+    assert move_bytes(move, TransferModel(memory_compression=2.0)) == 14 * GiB
+
+
+def test_a_move_alone_is_setup_bytes_at_one_streams_cap_and_switchover() -> None:
+    move = _move("a", "HV01", "HV02", disk=10 * CAP)
+    assert move_seconds_alone(move, HostProfile("HV01"), HostProfile("HV02"), MODEL) == pytest.approx(16.0)
+    # The slower link sets the stream's cap.
+    slow = HostProfile("HV02", link_bits_per_second=1e9)
+    assert move_seconds_alone(move, HostProfile("HV01"), slow, MODEL) == pytest.approx(6 + 100)
+
+
+def test_the_model_refuses_parameters_that_make_no_sense() -> None:
+    with pytest.raises(ValueError, match="stream_cap_fraction"):
+        TransferModel(stream_cap_fraction=0)
+    with pytest.raises(ValueError, match="max_precopy_passes"):
+        TransferModel(max_precopy_passes=0)
+
+
+# -- the forecast's physics --------------------------------------------------------------------------------------
+def test_one_move_takes_its_time_alone() -> None:
+    moves = [_move("a", "HV01", "HV02", disk=100 * CAP)]
+    forecast = simulate(moves, _hosts("HV01", "HV02"), scheduler=Scheduler.PLANNER, model=MODEL)
+    assert forecast.makespan_seconds == pytest.approx(106.0)
+    assert forecast.moves[moves[0].key].start == 0.0
+    assert forecast.hosts["HV01"].bytes_out == forecast.hosts["HV02"].bytes_in == pytest.approx(100 * CAP)
+    assert forecast.hosts["HV01"].busy_slot_seconds == pytest.approx(106.0)
+    assert forecast.waves == pytest.approx((106.0,))
+
+
+def test_two_moves_out_of_one_host_share_its_link() -> None:
+    moves = [_move("a", "HV01", "HV02", disk=100 * CAP), _move("b", "HV01", "HV03", disk=100 * CAP)]
+    forecast = simulate(moves, _hosts("HV01", "HV02", "HV03"), scheduler=Scheduler.FIFO, model=MODEL)
+    # Each gets half of the 10 Gb/s link (less than a stream's cap) for the whole transfer.
+    expected = 4 + 100 * CAP / (TEN_G / 2) + 2
+    assert [forecast.moves[m.key].end for m in moves] == [pytest.approx(expected)] * 2
+
+
+def test_a_move_held_back_by_its_other_end_leaves_its_share_to_the_move_beside_it() -> None:
+    hosts = {**_hosts("HV01", "HV03"), "HV02": HostProfile("HV02", link_bits_per_second=1e9)}
+    moves = [_move("slow", "HV01", "HV02", disk=10 * CAP), _move("fast", "HV01", "HV03", disk=100 * CAP)]
+    forecast = simulate(moves, hosts, scheduler=Scheduler.FIFO, model=MODEL)
+    # Max-min fair: the move to the 1 Gb/s host reaches 87.5 MB/s, so the other keeps a full stream (an equal
+    # split of HV01's link would hold it to 625 MB/s).
+    assert forecast.moves[moves[1].key].end == pytest.approx(4 + 100 + 2)
+    assert forecast.moves[moves[0].key].end == pytest.approx(4 + 10 * CAP / (0.7 * 1e9 / 8) + 2)
+
+
+def test_a_wave_starts_when_the_wave_before_has_ended() -> None:
+    moves = [_move("a", "HV01", "HV02", disk=100 * CAP), _move("b", "HV03", "HV04", disk=10 * CAP)]
+    waves = [[moves[0].key], [], [moves[1].key]]
+    forecast = simulate(moves, _hosts(), scheduler=Scheduler.PLANNER, model=MODEL, waves=waves)
+    assert forecast.waves == pytest.approx((106.0, 106.0, 122.0))
+    assert forecast.moves[moves[1].key].start == pytest.approx(106.0)
+
+
+def test_simulate_refuses_plans_it_cannot_run() -> None:
+    move = _move("a", "HV01", "HV02", disk=GiB)
+    with pytest.raises(ValueError, match="twice"):
+        simulate([move, move], {}, scheduler=Scheduler.FIFO)
+    with pytest.raises(ValueError, match="no move"):
+        simulate([move], {}, scheduler=Scheduler.FIFO, waves=[["snlm-vm-x@hv01"]])
+    with pytest.raises(ValueError, match="in no wave"):
+        simulate([move], {}, scheduler=Scheduler.FIFO, waves=[[]])
+    with pytest.raises(ValueError, match="no migration slots"):
+        simulate([move], _hosts("HV02", slots=0), scheduler=Scheduler.FIFO)
+
+
+def test_an_empty_campaign_ends_at_once() -> None:
+    forecast = simulate([], {}, scheduler=Scheduler.PLANNER)
+    assert forecast.makespan_seconds == 0.0
+    assert forecast.waves == (0.0,)
+    assert lower_bound([], {}).seconds == 0.0
+
+
+def test_a_move_from_a_host_to_itself_holds_one_slot() -> None:
+    moves = [_move("a", "HV01", "hv01", disk=10 * CAP), _move("b", "HV01", "HV02", disk=10 * CAP)]
+    forecast = simulate(moves, _hosts("HV01", "HV02"), scheduler=Scheduler.FIFO, model=MODEL)
+    assert [forecast.moves[m.key].start for m in moves] == [0.0, 0.0]
+    assert forecast.makespan_seconds >= lower_bound(moves, _hosts("HV01", "HV02"), MODEL).seconds
+
+
+# -- the schedulers' rules ---------------------------------------------------------------------------------------
+def test_host_names_compare_case_insensitively_and_unknown_hosts_have_two_slots() -> None:
+    hosts = {"hv01": HostProfile("hv01", slots=1)}
+    running = [_move("r", "HV01", "HV09")]
+    pending = [_move("a", "Hv01", "HV02"), _move("b", "HV03", "HV09"), _move("c", "HV04", "HV09")]
+    for scheduler in BOTH_HOSTS:
+        chosen = next_moves(pending, running, hosts, scheduler=scheduler)
+        # HV01 is full; HV09 (not in `hosts`) has HYPERV_DEFAULT_MAX_MIGRATIONS = 2, one taken.
+        assert len(chosen) == 1
+        assert chosen[0].vm in ("b", "c")
+
+
+def test_the_planner_serves_the_busiest_host_first() -> None:
+    # HV09 has one slot; HV01 has far more to do than HV02, so HV09's slot goes to HV01's move although HV02's is
+    # first in the plan and longer.
+    pending = [
+        _move("light", "HV02", "HV09", disk=300 * CAP),
+        _move("heavy", "HV01", "HV09", disk=100 * CAP),
+        *(_move(f"more{k}", f"HV1{k}", "HV01", disk=400 * CAP) for k in range(4)),
+    ]
+    hosts = {"HV09": HostProfile("HV09", slots=1)}
+    planned = next_moves(pending, [], hosts, scheduler=Scheduler.PLANNER, model=MODEL)
+    assert "heavy" in [m.vm for m in planned]
+    assert "light" not in [m.vm for m in planned]
+    fifo = next_moves(pending, [], hosts, scheduler=Scheduler.FIFO, model=MODEL)
+    assert "light" in [m.vm for m in fifo]
+
+
+def test_the_planner_starts_the_longest_first() -> None:
+    pending = [_move(f"vm{k}", "HV01", f"HV1{k}", disk=(k + 1) * 10 * CAP) for k in range(5)]
+    hosts = _hosts("HV01", slots=1)
+    assert [m.vm for m in next_moves(pending, [], hosts, scheduler=Scheduler.PLANNER)] == ["vm4"]
+    assert [m.vm for m in next_moves(pending, [], hosts, scheduler=Scheduler.FIFO)] == ["vm0"]
+
+
+def test_the_planner_prefers_the_direction_with_a_free_stream() -> None:
+    # HV01 sends one move already: a second move out would halve both, a move in gets a full stream.
+    running = [_move("r", "HV01", "HV02", disk=100 * CAP)]
+    pending = [_move("out", "HV01", "HV03", disk=200 * CAP), _move("in", "HV04", "HV01", disk=50 * CAP)]
+    assert [m.vm for m in next_moves(pending, running, {}, scheduler=Scheduler.PLANNER)] == ["in"]
+
+
+def test_priority_goes_first_but_never_idles_a_slot() -> None:
+    hosts = _hosts("HV01", slots=1)
+    pending = [_move("big", "HV01", "HV02", disk=500 * CAP), _move("urgent", "HV01", "HV03", disk=CAP, priority=5)]
+    assert [m.vm for m in next_moves(pending, [], hosts, scheduler=Scheduler.PLANNER)] == ["urgent"]
+    # The urgent move's destination is full: the other move takes HV01's slot rather than leave it idle.
+    hosts["HV03"] = HostProfile("HV03", slots=1)
+    running = [_move("r", "HV07", "HV03")]
+    assert [m.vm for m in next_moves(pending, running, hosts, scheduler=Scheduler.PLANNER)] == ["big"]
+
+
+def test_fifo_source_looks_at_the_source_only_and_the_destination_makes_the_move_wait() -> None:
+    hosts = {**_hosts("HV01", "HV02", slots=1), "HV09": HostProfile("HV09", slots=1)}
+    moves = [_move("a", "HV01", "HV09", disk=100 * CAP), _move("b", "HV02", "HV09", disk=100 * CAP)]
+    assert next_moves(moves, [], hosts, scheduler=Scheduler.FIFO_SOURCE_CAP) == moves
+    assert next_moves(moves, [], hosts, scheduler=Scheduler.FIFO) == moves[:1]
+    forecast = simulate(moves, hosts, scheduler=Scheduler.FIFO_SOURCE_CAP, model=MODEL)
+    waited = forecast.moves[moves[1].key]
+    assert waited.chosen == 0.0
+    assert waited.start == pytest.approx(106.0)
+
+
+def test_random_shuffles_by_seed_and_round() -> None:
+    pending = [_move(f"vm{k}", f"HV{k:02d}", "HV99") for k in range(20)]
+    hosts = {"HV99": HostProfile("HV99", slots=1)}
+    picks = [next_moves(pending, [], hosts, scheduler=Scheduler.RANDOM, seed=7, round_=r)[0].vm for r in range(8)]
+    again = [next_moves(pending, [], hosts, scheduler=Scheduler.RANDOM, seed=7, round_=r)[0].vm for r in range(8)]
+    assert picks == again
+    assert len(set(picks)) > 1
+
+
+def test_lower_bound_names_its_binding_term() -> None:
+    evacuation = [_move(f"vm{k}", "HV01", f"HV1{k}", disk=100 * CAP) for k in range(3)]
+    bound = lower_bound(evacuation, {}, MODEL)
+    assert bound.binding == "host HV01 bytes out"
+    assert bound.seconds == pytest.approx(6 + 300 * CAP / TEN_G)
+    gather = [_move(f"vm{k}", f"HV1{k}", "HV01", disk=100 * CAP) for k in range(3)]
+    assert lower_bound(gather, {}, MODEL).binding == "host HV01 bytes in"
+    monster = [_move("monster", "HV01", "HV02", disk=1000 * CAP), _move("small", "HV03", "HV04", disk=CAP)]
+    assert lower_bound(monster, {}, MODEL).binding == "move snlm-vm-monster@hv01 alone"
+    # A host that only sends can never run one stream each way: its slots and links need longer than its alone-times
+    # over its slots.
+    many = [_move(f"vm{k}", "HV01", f"HV1{k}", disk=10 * CAP) for k in range(8)]
+    bound = lower_bound(many, _hosts("HV01", slots=4), MODEL)
+    assert bound.terms["host HV01 slots and links"] >= bound.terms["host HV01 slots"]
+
+
+# -- properties over random plans and topologies -------------------------------------------------------------------
+@st.composite
+def _campaigns(draw: st.DrawFn) -> tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]]:
+    count = draw(st.integers(2, 7))
+    names = [f"HV{k:02d}" for k in range(count)]
+    hosts: dict[str, HostProfile] = {}
+    for name in names:
+        if draw(st.integers(0, 4)):  # some hosts are left to the defaults
+            spelling = name.lower() if draw(st.booleans()) else name
+            hosts[spelling] = HostProfile(
+                spelling,
+                slots=draw(st.integers(1, 3)),
+                link_bits_per_second=draw(st.sampled_from([1e9, 10e9, 25e9])),
+            )
+    moves: list[CampaignMove] = []
+    for k in range(draw(st.integers(0, 30))):
+        source = draw(st.sampled_from(names))
+        destination = draw(st.sampled_from([n for n in names if n != source]))
+        moves.append(
+            CampaignMove(
+                f"vm{k}",
+                source.lower() if draw(st.booleans()) else source,
+                destination,
+                priority=draw(st.integers(0, 2)),
+                memory_bytes=draw(st.integers(0, 64)) * GiB,
+                disk_bytes=draw(st.integers(0, 300)) * GiB,
+                dirty_bytes_per_second=float(draw(st.integers(0, 1500)) * 2**20),
+            )
+        )
+    wave_count = draw(st.integers(1, 3))
+    waves: list[list[str]] = [[] for _ in range(wave_count)]
+    for move in moves:
+        waves[draw(st.integers(0, wave_count - 1))].append(move.key)
+    return moves, hosts, waves
+
+
+def _slots(hosts: Mapping[str, HostProfile], name: str) -> int:
+    profiles = {key.casefold(): profile for key, profile in hosts.items()}
+    return profiles.get(name.casefold(), HostProfile(name)).slots
+
+
+def _touching(moves: Sequence[CampaignMove], name: str) -> int:
+    return sum(1 for m in moves if name.casefold() in {m.source.casefold(), m.destination.casefold()})
+
+
+@settings(max_examples=120, deadline=None)
+@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+def test_next_moves_never_exceeds_any_hosts_slots(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
+    scheduler: Scheduler,
+    seed: int,
+    rng: random.Random,
+) -> None:
+    moves, hosts, _ = campaign
+    # What runs already is itself a valid set: a first-fit of a random part of the plan.
+    running: list[CampaignMove] = []
+    pending: list[CampaignMove] = []
+    for move in moves:
+        fits = all(_touching(running, h) < _slots(hosts, h) for h in (move.source, move.destination))
+        (running if fits and rng.random() < 0.4 else pending).append(move)
+    chosen = next_moves(pending, running, hosts, scheduler=scheduler, seed=seed, round_=seed % 7)
+    assert len({m.key for m in chosen}) == len(chosen)
+    assert {m.key for m in chosen} <= {m.key for m in pending}
+    if scheduler == Scheduler.FIFO_SOURCE_CAP:
+        # The rule looks at the source only: each move started while its source had a free slot.
+        for index, move in enumerate(chosen):
+            assert _touching([*running, *chosen[:index]], move.source) < _slots(hosts, move.source)
+        return
+    for name in {h.casefold() for m in moves for h in (m.source, m.destination)}:
+        assert _touching([*running, *chosen], name) <= max(_slots(hosts, name), _touching(running, name))
+    # First-fit: nothing left pending could still start.
+    taken = [*running, *chosen]
+    for move in pending:
+        if move not in chosen:
+            assert any(_touching(taken, h) >= _slots(hosts, h) for h in (move.source, move.destination))
+
+
+def _occupancy_peaks(moves: Sequence[CampaignMove], forecast: Forecast) -> dict[str, int]:
+    events: dict[str, list[tuple[float, int]]] = {}
+    for move in moves:
+        span = forecast.moves[move.key]
+        for host in {move.source.casefold(), move.destination.casefold()}:
+            events.setdefault(host, []).extend([(span.start, 1), (span.end, -1)])
+    peaks: dict[str, int] = {}
+    for host, points in events.items():
+        level = peak = 0
+        for _, step in sorted(points):  # at one instant a slot is freed (-1) before it is taken again (+1)
+            level += step
+            peak = max(peak, level)
+        peaks[host] = peak
+    return peaks
+
+
+@settings(max_examples=120, deadline=None)
+@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16))
+def test_simulate_starts_every_move_once_within_slots_waves_and_bound(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
+    scheduler: Scheduler,
+    seed: int,
+) -> None:
+    moves, hosts, waves = campaign
+    forecast = simulate(moves, hosts, scheduler=scheduler, seed=seed, waves=waves)
+    assert set(forecast.moves) == {m.key for m in moves}
+    overhead = DEFAULT_MODEL.setup_seconds + DEFAULT_MODEL.switchover_seconds
+    for span in forecast.moves.values():
+        assert math.isfinite(span.start)
+        assert span.chosen <= span.start
+        assert span.end >= span.start + overhead - 1e-9
+    for host, peak in _occupancy_peaks(moves, forecast).items():
+        assert peak <= _slots(hosts, host)
+    previous_end = 0.0
+    for index, keys in enumerate(waves):
+        assert all(forecast.moves[k].start >= previous_end for k in keys)
+        wave_end = max((forecast.moves[k].end for k in keys), default=previous_end)
+        assert forecast.waves[index] == pytest.approx(wave_end)
+        previous_end = forecast.waves[index]
+    assert forecast.makespan_seconds == pytest.approx(max((s.end for s in forecast.moves.values()), default=0.0))
+    bound = lower_bound(moves, hosts)
+    assert forecast.makespan_seconds >= bound.seconds * (1 - 1e-9) - 1e-9
+    assert simulate(moves, hosts, scheduler=scheduler, seed=seed, waves=waves) == forecast
+
+
+@settings(max_examples=80, deadline=None)
+@given(_campaigns(), st.sampled_from([Scheduler.PLANNER, Scheduler.FIFO]))
+def test_the_forecast_takes_the_decisions_next_moves_takes(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]], scheduler: Scheduler
+) -> None:
+    moves, hosts, waves = campaign
+    forecast = simulate(moves, hosts, scheduler=scheduler, waves=waves)
+    wave_of = {key: index for index, keys in enumerate(waves) for key in keys}
+    for instant in sorted({span.start for span in forecast.moves.values()}):
+        started = {m.key for m in moves if forecast.moves[m.key].start == instant}
+        wave = {wave_of[key] for key in started}
+        assert len(wave) == 1
+        pending = [m for m in moves if wave_of[m.key] in wave and forecast.moves[m.key].start >= instant]
+        running = [m for m in moves if forecast.moves[m.key].start < instant < forecast.moves[m.key].end]
+        chosen = next_moves(pending, running, hosts, scheduler=scheduler)
+        assert {m.key for m in chosen} == started
+
+
+# -- the figures: generated campaigns -------------------------------------------------------------------------------
+def _vm(rng: random.Random) -> tuple[int, int, float]:
+    """Memory mostly 4-16 GiB with a few 64-256 GiB monsters, disks lognormal (median 60 GiB), dirty rates up to
+    64 MiB/s."""
+    memory = rng.randint(64, 256) if rng.random() < 0.04 else rng.randint(4, 16)
+    disk = min(2048.0, rng.lognormvariate(math.log(60), 0.8))
+    return memory * GiB, int(disk * GiB), rng.uniform(0, 64) * 2**20
+
+
+def rolling_rebalance(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile]]:
+    """8-16 hosts with 2 slots and 10 Gb/s; each sends 6-14 VMs to random others (so each receives too), in a
+    shuffled plan order."""
+    rng = random.Random(seed)
+    names = [f"HV{k:02d}" for k in range(1, rng.randint(8, 16) + 1)]
+    moves = []
+    for source in names:
+        for k in range(rng.randint(6, 14)):
+            memory, disk, dirty = _vm(rng)
+            destination = rng.choice([n for n in names if n != source])
+            moves.append(CampaignMove(f"{source}-vm{k}", source, destination, None, 0, memory, disk, dirty))
+    rng.shuffle(moves)
+    return moves, {name: HostProfile(name) for name in names}
+
+
+def evacuation(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile]]:
+    """One host's 20-40 VMs to 4-8 others."""
+    rng = random.Random(seed)
+    names = [f"HV{k:02d}" for k in range(rng.randint(4, 8) + 1)]
+    moves = []
+    for k in range(rng.randint(20, 40)):
+        memory, disk, dirty = _vm(rng)
+        moves.append(CampaignMove(f"vm{k}", names[0], rng.choice(names[1:]), None, 0, memory, disk, dirty))
+    return moves, {name: HostProfile(name) for name in names}
+
+
+Generator = Callable[[int], tuple[list[CampaignMove], dict[str, HostProfile]]]
+
+
+def makespans(
+    generate: Generator, schedulers: Sequence[Scheduler], seeds: range = range(20)
+) -> dict[Scheduler, list[float]]:
+    """Makespan over lower bound, per scheduler, one per seed."""
+    figures: dict[Scheduler, list[float]] = {s: [] for s in schedulers}
+    for seed in seeds:
+        moves, hosts = generate(seed)
+        bound = lower_bound(moves, hosts).seconds
+        for scheduler in schedulers:
+            figures[scheduler].append(simulate(moves, hosts, scheduler=scheduler, seed=seed).makespan_seconds / bound)
+    return figures
+
+
+def by_destination(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile]]:
+    """The same rebalance, its plan listed destination by destination (as a plan that fills hosts one by one is)."""
+    moves, hosts = rolling_rebalance(seed)
+    return sorted(moves, key=lambda m: (m.destination, m.vm)), hosts
+
+
+# The gain over Forklift's rule depends on how badly the plan's order serves that rule: over 20 seeds it ends at 1.36
+# of the bound on a shuffled plan (the planner 19 % sooner) and at 1.53 on a plan listed by destination (29 %
+# sooner); the planner does not depend on the order (1.08 of the bound either way).
+REBALANCE_OVER_BOUND = 1.15
+EVACUATION_OVER_BOUND = 1.03
+
+
+@pytest.mark.parametrize(("generate", "gain_over_fifo_source"), [(rolling_rebalance, 0.18), (by_destination, 0.28)])
+def test_on_a_rolling_rebalance_the_planner_beats_forklifts_rule_and_nears_the_bound(
+    generate: Generator, gain_over_fifo_source: float
+) -> None:
+    figures = makespans(generate, [Scheduler.PLANNER, Scheduler.FIFO_SOURCE_CAP])
+    planner, fifo_source = figures[Scheduler.PLANNER], figures[Scheduler.FIFO_SOURCE_CAP]
+    assert all(p <= f for p, f in zip(planner, fifo_source, strict=True))
+    gain = 1 - statistics.median(p / f for p, f in zip(planner, fifo_source, strict=True))
+    assert gain >= gain_over_fifo_source
+    assert statistics.median(planner) <= REBALANCE_OVER_BOUND
+
+
+def test_on_an_evacuation_the_planner_is_within_three_percent_of_the_bound() -> None:
+    planner = makespans(evacuation, [Scheduler.PLANNER])[Scheduler.PLANNER]
+    assert max(planner) <= EVACUATION_OVER_BOUND

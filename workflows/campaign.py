@@ -1,0 +1,713 @@
+"""Campaign: many VMs moved in waves, inside maintenance windows, in the order the planner chooses (DESIGN.md
+"The workflows").
+
+Each VM moves through its own MigrateVm child under the id the one-VM path uses (`migrate_vm_workflow_id`: the VM
+and its source), so a plan run twice, a VM listed twice, a ticket and a second campaign naming the same move all
+land on one run: a running one is followed, not started again, and a new run of a finished one finds the VM
+already on its destination (the saga's own check) and moves nothing. Moving the VM back later is another id.
+
+The planner (`workflows/scheduling.py`) picks which moves start each time a slot frees; MigrationSlots still
+grants every move both hosts' slots, so no host is ever asked for more than its limit whatever starts them.
+
+History: a move costs the campaign three events (child initiated, started, ended) plus its share of workflow
+tasks; a run continues as new when the SDK suggests it or near CAMPAIGN_HISTORY_EVENTS_LIMIT, carrying every move's
+state in one string. Children are started with the ABANDON close policy so they outlive the run that started them;
+the next run follows them through the `watch_move` activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts import (
+        CAMPAIGN_STATE_INVALID,
+        MOVE_STATE_CODES,
+        MOVE_STATES_BY_CODE,
+        SA_CAMPAIGN,
+        SEVERITY_BLOCKER,
+        SEVERITY_WARNING,
+        ActivityName,
+        CampaignAnswer,
+        CampaignCarry,
+        CampaignCommand,
+        CampaignCounts,
+        CampaignInput,
+        CampaignMove,
+        CampaignPhase,
+        CampaignProgress,
+        CampaignResult,
+        CheckInput,
+        CheckResult,
+        ConcernId,
+        HostProfile,
+        MigrateVmInput,
+        MigrateVmResult,
+        MoveRecord,
+        MovesPage,
+        MovesQuery,
+        MoveState,
+        PreflightBatchInput,
+        PreflightBatchReport,
+        PreflightVm,
+        VmCheck,
+        WatchMoveInput,
+        WatchMoveResult,
+        WaveFailurePolicy,
+    )
+    from workflows.scheduling import next_moves, simulate
+    from workflows.windows import next_opening, open_window, seconds_until_open
+
+_CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
+_QUICK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
+# A check's batch of one host pair: enough VMs to share each host's reads, few enough that one report stays small.
+CHECK_BATCH_VMS = 25
+# Batches of a check running at once: each opens sessions on two hosts.
+CHECK_PARALLEL = 8
+# Moves one CampaignCheck child preflights: its history keeps the full reports, the campaign only the summary.
+CHECK_CHILD_VMS = 500
+# The watch of a move started elsewhere: a heartbeat every few minutes tells a dead worker from a long move.
+_WATCH_HEARTBEAT = timedelta(minutes=5)
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _failure_text(error: BaseException) -> str:
+    inner = _innermost(error)
+    kind = inner.type if isinstance(inner, ApplicationError) and inner.type else type(inner).__name__
+    message = inner.message if isinstance(inner, ApplicationError) else str(inner)
+    return f"{kind}: {message}"[:2000]
+
+
+def check_batches(moves: Sequence[CampaignMove], *, size: int = CHECK_BATCH_VMS) -> list[PreflightBatchInput]:
+    """The moves grouped by host pair (case-insensitive), in first-seen order, cut into batches of `size`."""
+    pairs: dict[tuple[str, str], list[CampaignMove]] = {}
+    for move in moves:
+        pairs.setdefault((move.source.casefold(), move.destination.casefold()), []).append(move)
+    batches: list[PreflightBatchInput] = []
+    for group in pairs.values():
+        for start in range(0, len(group), size):
+            chunk = group[start : start + size]
+            batches.append(
+                PreflightBatchInput(
+                    source=chunk[0].source,
+                    destination=chunk[0].destination,
+                    vms=tuple(PreflightVm(m.vm, m.storage_path) for m in chunk),
+                )
+            )
+    return batches
+
+
+@workflow.defn(name="CampaignCheck")
+class CampaignCheckWorkflow:
+    """Preflight many VMs, read-only, and keep a compact summary: per VM its blockers, warnings and sizes; per
+    host its concurrent migrations. `snlm campaign check` runs it; a campaign runs it before its first move."""
+
+    @workflow.run
+    async def run(self, input: CheckInput) -> CheckResult:
+        limit = asyncio.Semaphore(CHECK_PARALLEL)
+
+        async def one(batch: PreflightBatchInput) -> PreflightBatchReport:
+            async with limit:
+                report: PreflightBatchReport = await workflow.execute_activity(
+                    ActivityName.PREFLIGHT_BATCH,
+                    batch,
+                    result_type=PreflightBatchReport,
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=_QUICK_RETRY,
+                )
+                return report
+
+        reports = await asyncio.gather(*(one(batch) for batch in input.pairs))
+        vms: list[VmCheck] = []
+        slots: dict[str, int] = {}
+        round_trips = 0
+        for batch, batch_report in zip(input.pairs, reports, strict=True):
+            round_trips += sum(batch_report.round_trips.values())
+            for report in batch_report.reports:
+                summary = report.summary
+                facts = report.facts or {}
+                memory = _memory_bytes(facts.get("vm.memory_startup_gb", ""))
+                total = summary.move_bytes if summary is not None else 0
+                for settings in summary.settings if summary is not None else ():
+                    cap = settings.max_vm_migrations
+                    if input.max_migrations_per_host is not None:
+                        cap = min(cap, input.max_migrations_per_host)
+                    slots[settings.host] = max(1, cap)
+                vms.append(
+                    VmCheck(
+                        vm=report.vm,
+                        source=batch.source,
+                        destination=batch.destination,
+                        blockers=tuple(
+                            f"{c.id}: {c.message}" for c in report.concerns if c.severity == SEVERITY_BLOCKER
+                        ),
+                        warnings=tuple(
+                            f"{c.id}: {c.message}" for c in report.concerns if c.severity == SEVERITY_WARNING
+                        ),
+                        memory_bytes=memory,
+                        disk_bytes=max(0, total - memory),
+                        already_there=any(c.id == ConcernId.VM_ALREADY_ON_DESTINATION for c in report.concerns),
+                    )
+                )
+        return CheckResult(vms=tuple(vms), host_slots=slots, round_trips=round_trips)
+
+
+def _memory_bytes(gigabytes: str) -> int:
+    try:
+        return int(float(gigabytes) * 2**30)
+    except ValueError:
+        return 0
+
+
+@workflow.defn(name="Campaign")
+class CampaignWorkflow:
+    """A plan of moves, in waves and windows, each VM moved exactly once, in the order the planner picks."""
+
+    @workflow.init
+    def __init__(self, input: CampaignInput) -> None:
+        self._input = input
+        packed = input.moves
+        # The same move listed twice (the VM and its source, case-insensitive) is one move, the first entry's: the
+        # others never run and count nowhere (`duplicates` says how many there were). Every run derives the same
+        # list from the same input, so the carried states line up.
+        self._moves: list[CampaignMove] = []
+        self._wave_of: list[int] = []
+        seen: set[str] = set()
+        for number in range(len(packed)):
+            move = packed.move(number)
+            if move.key not in seen:
+                seen.add(move.key)
+                self._moves.append(move)
+                self._wave_of.append(packed.wave[number])
+        self._duplicates = len(packed) - len(self._moves)
+        carry = input.carry
+        count = len(self._moves)
+        if carry is not None:
+            self._states = [MOVE_STATES_BY_CODE[c] for c in carry.states]
+            # Carried as whole seconds after the epoch, plus one so that 0 still means "not yet".
+            self._started = [carry.epoch + s - 1 if s else 0.0 for s in carry.started]
+            self._ended = [carry.epoch + e - 1 if e else 0.0 for e in carry.ended]
+            self._errors = dict(carry.errors)
+            self._attached = set(carry.attached)
+            self._phase = carry.phase
+            self._wave = carry.wave
+            self._paused_reason = carry.paused_reason
+            self._runs = carry.runs
+            self._rounds = carry.rounds
+            self._epoch = carry.epoch
+        else:
+            self._states = [MoveState.PENDING] * count
+            self._started = [0.0] * count
+            self._ended = [0.0] * count
+            self._errors = {}
+            self._attached = set()
+            self._phase = CampaignPhase.CHECKING if input.check else CampaignPhase.RUNNING
+            self._wave = 0
+            self._paused_reason = ""
+            self._runs = 1
+            self._rounds = 0
+            self._epoch = 0.0
+        self._hosts: dict[str, HostProfile] = {h.host.casefold(): h for h in input.hosts}
+        self._running: set[int] = {i for i, s in enumerate(self._states) if s == MoveState.RUNNING}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._cancelling: set[str] = set()
+        self._cancel_requests: list[asyncio.Task[None]] = []
+        self._changed = False
+        self._cancel_requested = False
+        self._close_requested = False
+        self._acknowledged_failures: dict[int, int] = {}
+        self._forecast_end = 0.0
+        self._forecast_makespan = 0.0
+        self._window_opens = 0.0
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    @workflow.query
+    def progress(self) -> CampaignProgress:
+        counts = self._counts()
+        moved = sum(self._bytes(i) for i, s in enumerate(self._states) if s == MoveState.MOVED)
+        left = sum(self._bytes(i) for i, s in enumerate(self._states) if s in (MoveState.PENDING, MoveState.RUNNING))
+        return CampaignProgress(
+            name=self._input.name,
+            phase=self._phase,
+            counts=counts,
+            total=len(self._moves),
+            wave=self._wave,
+            waves=tuple(w.name for w in self._input.waves),
+            bytes_moved=moved,
+            bytes_left=left,
+            forecast_end=self._forecast_end,
+            forecast_makespan_seconds=self._forecast_makespan,
+            window_opens=self._window_opens,
+            paused_reason=self._paused_reason,
+            run=self._runs,
+            duplicates=self._duplicates,
+            history_events=workflow.info().get_current_history_length(),
+        )
+
+    @workflow.query
+    def moves(self, query: MovesQuery) -> MovesPage:
+        wanted = set(query.states)
+        indices = [i for i, s in enumerate(self._states) if not wanted or s in wanted]
+        page = indices[query.offset : query.offset + max(0, min(query.limit, 5000))]
+        return MovesPage(records=tuple(self._record(i) for i in page), offset=query.offset, total=len(indices))
+
+    # -- commands -----------------------------------------------------------------------------------------------
+    @workflow.update
+    def pause(self, command: CampaignCommand) -> CampaignAnswer:
+        self._phase = CampaignPhase.PAUSED
+        self._paused_reason = f"paused by {command.by or 'an operator'}" + (
+            f": {command.reason}" if command.reason else ""
+        )
+        self._wake()
+        return CampaignAnswer(self._phase, f"paused; {len(self._running)} move(s) in flight finish, none starts")
+
+    @pause.validator
+    def _validate_pause(self, command: CampaignCommand) -> None:
+        if self._phase in (CampaignPhase.CANCELLING, CampaignPhase.ENDED, CampaignPhase.CLOSED):
+            raise ApplicationError(f"cannot pause a campaign that is {self._phase}", type=CAMPAIGN_STATE_INVALID)
+        if self._phase == CampaignPhase.PAUSED:
+            raise ApplicationError("the campaign is already paused", type=CAMPAIGN_STATE_INVALID)
+
+    @workflow.update
+    def resume(self, command: CampaignCommand) -> CampaignAnswer:
+        self._phase = CampaignPhase.RUNNING
+        self._paused_reason = ""
+        # A wave that paused for its failures goes on: the failures so far are acknowledged.
+        self._acknowledged_failures[self._wave] = self._wave_failures(self._wave)
+        self._wake()
+        return CampaignAnswer(self._phase, "resumed")
+
+    @resume.validator
+    def _validate_resume(self, command: CampaignCommand) -> None:
+        if self._phase != CampaignPhase.PAUSED:
+            raise ApplicationError(f"cannot resume a campaign that is {self._phase}", type=CAMPAIGN_STATE_INVALID)
+
+    @workflow.update
+    async def cancel(self, command: CampaignCommand) -> CampaignAnswer:
+        self._cancel_requested = True
+        self._phase = CampaignPhase.CANCELLING
+        pending = [i for i, s in enumerate(self._states) if s == MoveState.PENDING]
+        for index in pending:
+            self._set(index, MoveState.CANCELLED, "cancelled before it started")
+        in_flight = len(self._running)
+        self._wake()
+        # The answer comes once every move in flight has ended (its compensations run): nothing is left half-done.
+        await workflow.wait_condition(lambda: not self._running)
+        return CampaignAnswer(
+            self._phase,
+            f"cancelled: {len(pending)} pending move(s) will not start, {in_flight} in flight ended",
+            affected=len(pending) + in_flight,
+        )
+
+    @cancel.validator
+    def _validate_cancel(self, command: CampaignCommand) -> None:
+        if self._phase in (CampaignPhase.CANCELLING, CampaignPhase.CLOSED):
+            raise ApplicationError(f"the campaign is already {self._phase}", type=CAMPAIGN_STATE_INVALID)
+
+    @workflow.update
+    def retry_failed(self, command: CampaignCommand) -> CampaignAnswer:
+        again = [i for i, s in enumerate(self._states) if s in (MoveState.FAILED, MoveState.BLOCKED)]
+        for index in again:
+            self._states[index] = MoveState.PENDING
+            self._started[index] = self._ended[index] = 0.0
+            self._errors.pop(index, None)
+        self._wave = min(self._wave_of[i] for i in again)
+        self._acknowledged_failures.clear()
+        self._phase = CampaignPhase.RUNNING
+        self._paused_reason = ""
+        self._wake()
+        return CampaignAnswer(self._phase, f"{len(again)} failed move(s) will run again", affected=len(again))
+
+    @retry_failed.validator
+    def _validate_retry(self, command: CampaignCommand) -> None:
+        if self._phase in (CampaignPhase.CANCELLING, CampaignPhase.CLOSED):
+            raise ApplicationError(f"cannot retry in a campaign that is {self._phase}", type=CAMPAIGN_STATE_INVALID)
+        if not any(s in (MoveState.FAILED, MoveState.BLOCKED) for s in self._states):
+            raise ApplicationError("no move of this campaign failed", type=CAMPAIGN_STATE_INVALID)
+
+    @workflow.update
+    def close(self, command: CampaignCommand) -> CampaignAnswer:
+        self._close_requested = True
+        self._wake()
+        return CampaignAnswer(CampaignPhase.CLOSED, "closed")
+
+    @close.validator
+    def _validate_close(self, command: CampaignCommand) -> None:
+        if self._phase != CampaignPhase.ENDED:
+            raise ApplicationError(
+                f"only a campaign whose moves all ended can be closed (it is {self._phase}); cancel it first",
+                type=CAMPAIGN_STATE_INVALID,
+            )
+
+    # -- the run ------------------------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: CampaignInput) -> CampaignResult:
+        if input.carry is None:
+            self._epoch = workflow.now().timestamp()
+            workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
+            if input.check:
+                await self._check()
+                if self._phase == CampaignPhase.CHECKING:
+                    self._phase = CampaignPhase.RUNNING
+        self._forecast()
+        # Moves a previous run started (or found running under their id) are followed to their end.
+        for index in sorted(self._running):
+            self._tasks[index] = asyncio.create_task(self._watch(index))
+        while True:
+            if self._close_requested:
+                break
+            if self._phase == CampaignPhase.ENDED:
+                if not await self._linger():
+                    break
+                continue
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._continued())
+            self._changed = False
+            if self._cancel_requested:
+                if not self._running:
+                    break
+            elif self._phase == CampaignPhase.PAUSED:
+                pass
+            else:
+                self._advance_waves()
+                if self._wave >= len(input.waves):
+                    if not self._running:
+                        self._phase = CampaignPhase.ENDED
+                        continue
+                elif not self._paused():
+                    waited = await self._wait_for_window()
+                    if waited:
+                        continue
+                    self._start_next()
+            await workflow.wait_condition(lambda: self._changed)
+        # The cancel update answers once the moves in flight ended: let it, before the run completes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        counts = self._counts()
+        self._phase = CampaignPhase.CLOSED
+        return CampaignResult(
+            name=input.name,
+            counts=counts,
+            total=len(self._moves),
+            runs=self._runs,
+            started=self._epoch,
+            ended=workflow.now().timestamp(),
+        )
+
+    async def _linger(self) -> bool:
+        """Every move ended: stay open for retry-failed until closed or the linger time passes (False: end)."""
+        self._changed = False
+        try:
+            await workflow.wait_condition(lambda: self._changed, timeout=timedelta(seconds=self._input.linger_seconds))
+        except TimeoutError:
+            return False
+        return not self._close_requested
+
+    async def _check(self) -> None:
+        """Preflight every pending move (CampaignCheck children, each a part of the plan): blocked moves never
+        start, sizes and host limits feed the planner."""
+        indices = [i for i, s in enumerate(self._states) if s == MoveState.PENDING]
+        parts = [indices[n : n + CHECK_CHILD_VMS] for n in range(0, len(indices), CHECK_CHILD_VMS)]
+        cap = self._input.policy.max_migrations_per_host
+
+        async def one(number: int, part: list[int]) -> CheckResult:
+            result: CheckResult = await workflow.execute_child_workflow(
+                CampaignCheckWorkflow.run,
+                CheckInput(tuple(check_batches([self._moves[i] for i in part])), max_migrations_per_host=cap),
+                id=f"{workflow.info().workflow_id}-check-{number}",
+                task_queue=self._input.task_queue or workflow.info().task_queue,
+            )
+            return result
+
+        results = await asyncio.gather(*(one(n, part) for n, part in enumerate(parts)))
+        for part, result in zip(parts, results, strict=True):
+            by_key = {(c.vm, c.source.casefold(), c.destination.casefold()): c for c in result.vms}
+            for index in part:
+                move = self._moves[index]
+                check = by_key.get((move.vm, move.source.casefold(), move.destination.casefold()))
+                if check is None:
+                    continue
+                if check.memory_bytes or check.disk_bytes:
+                    self._moves[index] = CampaignMove(
+                        vm=move.vm,
+                        source=move.source,
+                        destination=move.destination,
+                        storage_path=move.storage_path,
+                        priority=move.priority,
+                        memory_bytes=check.memory_bytes or move.memory_bytes,
+                        disk_bytes=check.disk_bytes or move.disk_bytes,
+                        dirty_bytes_per_second=move.dirty_bytes_per_second,
+                    )
+                if check.blockers and not check.already_there:
+                    self._set(index, MoveState.BLOCKED, "; ".join(check.blockers))
+            for host, slots in result.host_slots.items():
+                known = self._hosts.get(host.casefold())
+                if known is None:
+                    self._hosts[host.casefold()] = HostProfile(host, slots=slots)
+                elif slots < known.slots:
+                    self._hosts[host.casefold()] = HostProfile(known.host, slots, known.link_bits_per_second)
+
+    # -- scheduling ---------------------------------------------------------------------------------------------
+    def _advance_waves(self) -> None:
+        """The next wave starts when every move of the current one ended; a wave with `pause` pauses the campaign
+        once its failures reach the threshold."""
+        while self._wave < len(self._input.waves):
+            spec = self._input.waves[self._wave]
+            failures = self._wave_failures(self._wave) - self._acknowledged_failures.get(self._wave, 0)
+            if spec.on_failure == WaveFailurePolicy.PAUSE and failures >= spec.pause_after_failures:
+                self._phase = CampaignPhase.PAUSED
+                self._paused_reason = (
+                    f"wave {spec.name}: {failures} move(s) failed (the wave pauses after {spec.pause_after_failures})"
+                )
+                return
+            if any(not self._states[i].ended for i in self._wave_members(self._wave)):
+                return
+            self._wave += 1
+
+    def _paused(self) -> bool:
+        return self._phase == CampaignPhase.PAUSED
+
+    def _wave_members(self, wave: int) -> list[int]:
+        return [i for i, w in enumerate(self._wave_of) if w == wave]
+
+    def _wave_failures(self, wave: int) -> int:
+        return sum(1 for i in self._wave_members(wave) if self._states[i] == MoveState.FAILED)
+
+    async def _wait_for_window(self) -> bool:
+        """Outside every window: wait (a durable timer) for the next one, or for a command. True when it waited."""
+        windows = self._input.windows
+        if not windows or open_window(workflow.now(), windows) is not None:
+            self._window_opens = 0.0
+            if self._phase == CampaignPhase.WAITING_FOR_WINDOW:
+                self._phase = CampaignPhase.RUNNING
+            return False
+        self._phase = CampaignPhase.WAITING_FOR_WINDOW
+        opening = next_opening(workflow.now(), windows)
+        self._window_opens = opening.timestamp() if opening is not None else 0.0
+        seconds = seconds_until_open(workflow.now(), windows)
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._changed, timeout=timedelta(seconds=max(1.0, seconds)))
+        if self._phase == CampaignPhase.WAITING_FOR_WINDOW:
+            self._phase = CampaignPhase.RUNNING
+        return True
+
+    def _start_next(self) -> None:
+        pending = [self._moves[i] for i in self._wave_members(self._wave) if self._states[i] == MoveState.PENDING]
+        if not pending:
+            return
+        index_of = {self._moves[i].key: i for i in self._wave_members(self._wave)}
+        running = [self._moves[i] for i in sorted(self._running)]
+        self._rounds += 1
+        chosen = next_moves(
+            pending, running, self._hosts, scheduler=self._input.scheduler, seed=self._input.seed, round_=self._rounds
+        )
+        for move in chosen:
+            index = index_of[move.key]
+            self._states[index] = MoveState.RUNNING
+            self._started[index] = workflow.now().timestamp()
+            self._running.add(index)
+            self._tasks[index] = asyncio.create_task(self._run_move(index))
+
+    # -- one move -----------------------------------------------------------------------------------------------
+    async def _run_move(self, index: int) -> None:
+        move = self._moves[index]
+        request = MigrateVmInput(
+            vm=move.vm,
+            source=move.source,
+            destination=move.destination,
+            storage_path=move.storage_path,
+            policy=self._input.policy,
+            campaign=self._input.name,
+        )
+        try:
+            handle = await workflow.start_child_workflow(
+                "MigrateVm",
+                request,
+                id=move.key,
+                task_queue=self._input.task_queue or workflow.info().task_queue,
+                result_type=MigrateVmResult,
+                # The move outlives this run (continue-as-new) and even a cancelled campaign: a move is never cut
+                # off mid-flight by its campaign closing; cancel reaches it explicitly.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            # Running already (a ticket, another campaign, or this one before a restart): follow it, never start
+            # a second.
+            self._attached.add(index)
+            await self._watch(index)
+            return
+        try:
+            result: MigrateVmResult = await handle
+        except ChildWorkflowError as error:
+            cancelled = is_cancelled_exception(error) or isinstance(_innermost(error), asyncio.CancelledError)
+            self._finish(index, MoveState.CANCELLED if cancelled else MoveState.FAILED, _failure_text(error))
+            return
+        self._finish(index, MoveState.MOVED if result.moved else MoveState.ALREADY_THERE, "")
+
+    async def _watch(self, index: int) -> None:
+        """Follow a move this run did not start to its end (the `watch_move` activity waits on its result)."""
+        try:
+            watched: WatchMoveResult = await workflow.execute_activity(
+                ActivityName.WATCH_MOVE,
+                WatchMoveInput(self._moves[index].key),
+                result_type=WatchMoveResult,
+                start_to_close_timeout=timedelta(seconds=self._input.policy.move_timeout_seconds + 3600),
+                heartbeat_timeout=_WATCH_HEARTBEAT,
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5)),
+            )
+        except ActivityError as error:
+            self._finish(index, MoveState.FAILED, _failure_text(error))
+            return
+        self._finish(index, watched.state, watched.error)
+
+    def _finish(self, index: int, state: MoveState, error: str) -> None:
+        self._set(index, state, error)
+        self._running.discard(index)
+        self._tasks.pop(index, None)
+        self._wake()
+
+    def _set(self, index: int, state: MoveState, error: str) -> None:
+        self._states[index] = state
+        if state.ended:
+            self._ended[index] = workflow.now().timestamp()
+        if error:
+            self._errors[index] = error
+        else:
+            self._errors.pop(index, None)
+
+    def _wake(self) -> None:
+        self._changed = True
+        if self._cancel_requested:
+            for index in sorted(self._running):
+                if index in self._attached:
+                    # Another request's move: the campaign stops following it and leaves it running.
+                    task = self._tasks.pop(index, None)
+                    if task is not None:
+                        task.cancel()
+                    self._running.discard(index)
+                    self._set(
+                        index,
+                        MoveState.CANCELLED,
+                        f"left running: {self._moves[index].key} was started by "
+                        "another request, which the campaign's cancel does not stop",
+                    )
+                    continue
+                self._cancel_move(index)
+
+    def _cancel_move(self, index: int) -> None:
+        key = self._moves[index].key
+        if key in self._cancelling:
+            return
+        self._cancelling.add(key)
+        self._cancel_requests.append(asyncio.create_task(workflow.get_external_workflow_handle(key).cancel()))
+
+    # -- continue-as-new ----------------------------------------------------------------------------------------
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self._input.history_limit
+
+    def _continued(self) -> CampaignInput:
+        epoch = self._epoch
+        carry = CampaignCarry(
+            states="".join(MOVE_STATE_CODES[s] for s in self._states),
+            started=tuple(int(s - epoch) + 1 if s else 0 for s in self._started),
+            ended=tuple(int(e - epoch) + 1 if e else 0 for e in self._ended),
+            errors=dict(self._errors),
+            attached=tuple(sorted(self._attached)),
+            phase=self._phase,
+            wave=self._wave,
+            paused_reason=self._paused_reason,
+            runs=self._runs + 1,
+            rounds=self._rounds,
+            epoch=epoch,
+        )
+        packed = self._input.moves
+        return CampaignInput(
+            name=self._input.name,
+            waves=self._input.waves,
+            moves=packed,
+            windows=self._input.windows,
+            policy=self._input.policy,
+            hosts=tuple(self._hosts.values()),
+            scheduler=self._input.scheduler,
+            seed=self._input.seed,
+            task_queue=self._input.task_queue,
+            check=False,
+            linger_seconds=self._input.linger_seconds,
+            history_limit=self._input.history_limit,
+            carry=carry,
+        )
+
+    # -- figures ------------------------------------------------------------------------------------------------
+    def _forecast(self) -> None:
+        left = [i for i, s in enumerate(self._states) if s in (MoveState.PENDING, MoveState.RUNNING)]
+        if not left:
+            return
+        waves: dict[int, list[str]] = {}
+        for index in left:
+            waves.setdefault(self._wave_of[index], []).append(self._moves[index].key)
+        forecast = simulate(
+            [self._moves[i] for i in left],
+            self._hosts,
+            scheduler=self._input.scheduler,
+            seed=self._input.seed,
+            waves=[waves[w] for w in sorted(waves)],
+        )
+        self._forecast_makespan = forecast.makespan_seconds
+        self._forecast_end = workflow.now().timestamp() + forecast.makespan_seconds
+
+    def _counts(self) -> CampaignCounts:
+        tally = dict.fromkeys(MoveState, 0)
+        for state in self._states:
+            tally[state] += 1
+        return CampaignCounts(
+            pending=tally[MoveState.PENDING],
+            running=tally[MoveState.RUNNING],
+            moved=tally[MoveState.MOVED],
+            already_there=tally[MoveState.ALREADY_THERE],
+            blocked=tally[MoveState.BLOCKED],
+            failed=tally[MoveState.FAILED],
+            cancelled=tally[MoveState.CANCELLED],
+        )
+
+    def _bytes(self, index: int) -> int:
+        move = self._moves[index]
+        return move.memory_bytes + move.disk_bytes
+
+    def _record(self, index: int) -> MoveRecord:
+        move = self._moves[index]
+        return MoveRecord(
+            index=index,
+            vm=move.vm,
+            source=move.source,
+            destination=move.destination,
+            wave=self._wave_of[index],
+            state=self._states[index],
+            started=self._started[index],
+            ended=self._ended[index],
+            error=self._errors.get(index, ""),
+            bytes=self._bytes(index),
+            attached=index in self._attached,
+        )

@@ -26,13 +26,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.boundary import ErrorBoundary
-from activities.campaign import CampaignActivities
+from activities.campaign import CampaignActivities, forecast_campaign
 from activities.directory import DirectoryActivities
 from activities.errors import ConfigurationError
 from activities.hosts import HostSessions
 from activities.inventory import Inventory, InventoryError, load_inventory
 from activities.migration import MigrationActivities
 from activities.preflight import PreflightActivities
+from activities.survey import SurveyActivities
 from config.directory import SecretUnavailable
 from config.settings import Settings, connect_client, load_settings
 from workflows.campaign import CampaignCheckWorkflow, CampaignWorkflow
@@ -50,6 +51,7 @@ from workflows.contracts import (
 from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
 from workflows.migration_slots import MigrationSlotsWorkflow
+from workflows.survey import SurveyHostsWorkflow
 
 log = logging.getLogger("snlm.worker")
 
@@ -114,6 +116,8 @@ def activities_for(
         ActivityName.REVERT_DELEGATION: directory.revert_delegation,
         ActivityName.READ_COMPUTER_DELEGATION: directory.read_computer_delegation,
         ActivityName.WATCH_MOVE: CampaignActivities(client).watch_move,
+        ActivityName.FORECAST_CAMPAIGN: forecast_campaign,
+        ActivityName.SURVEY_HOST: SurveyActivities(inventory, sessions=sessions).survey_host,
     }
     missing = sorted(set(ActivityName) - set(registry))
     misnamed = sorted(name for name, fn in registry.items() if activity_name(fn) != name)
@@ -191,6 +195,7 @@ WORKFLOWS: Sequence[type] = (
     HostSlotsWorkflow,
     CampaignWorkflow,
     CampaignCheckWorkflow,
+    SurveyHostsWorkflow,
 )
 
 

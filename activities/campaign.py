@@ -16,7 +16,16 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.contracts import ActivityName, MigrateVmResult, MoveState, WatchMoveInput, WatchMoveResult
+from workflows.contracts import (
+    ActivityName,
+    ForecastInput,
+    ForecastSummary,
+    MigrateVmResult,
+    MoveState,
+    WatchMoveInput,
+    WatchMoveResult,
+)
+from workflows.scheduling import simulate
 
 # A heartbeat well inside the campaign's heartbeat timeout for the watch (5 min): the watch costs a few actions an
 # hour, and a dead worker's watch is retried elsewhere within minutes.
@@ -70,3 +79,28 @@ class CampaignActivities:
         while True:
             activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+@activity.defn(name=ActivityName.FORECAST_CAMPAIGN)
+def forecast_campaign(input: ForecastInput) -> ForecastSummary:
+    """The planner's simulation of the moves left, run as a local activity: at 10,000 moves it takes seconds, longer
+    than a workflow task may block, and only its result belongs in the campaign's history."""
+    moves = [input.moves.move(i) for i in range(len(input.moves))]
+    waves: dict[int, list[str]] = {}
+    for index, move in enumerate(moves):
+        waves.setdefault(input.moves.wave[index], []).append(move.key)
+    order = sorted(waves)
+    forecast = simulate(
+        moves,
+        {h.host.casefold(): h for h in input.hosts},
+        scheduler=input.scheduler,
+        seed=input.seed,
+        waves=[waves[w] for w in order],
+    )
+    # Waves by their index in the campaign (the simulation numbers only the waves it was given).
+    ends = dict(zip(order, forecast.waves, strict=False))
+    return ForecastSummary(
+        makespan_seconds=forecast.makespan_seconds,
+        wave_ends=tuple(ends.get(w, 0.0) for w in range(max(order) + 1)) if order else (),
+        host_ends={host: figures.last_end for host, figures in forecast.hosts.items()},
+    )

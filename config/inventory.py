@@ -23,6 +23,7 @@ every error of this module, keep the value out.
         encryption: auto      # auto | always | never (Basic over http must say never)
         fqdn: hv01.contoso.com
         cluster: CL01
+        migration_link_gbps: 10   # optional: the live-migration adapter's speed, for forecasts
 
 Relative paths (`password_file`, `ca_file`) are relative to the inventory file. Every error is an
 `InventoryError` whose message names the file, the host and the field (`inventory.yaml: hosts.HV01.port: ...`)
@@ -116,7 +117,11 @@ def _refuse_inline_secrets(data: Any) -> Any:
 
 
 class HostEntry(_Model):
-    """One host: its WinRM listener, how to authenticate, and what the engine should know about it."""
+    """One host: its WinRM listener, how to authenticate, and what the engine should know about it.
+
+    `migration_link_gbps` (optional, > 0): the speed, in Gbit/s each way, of the adapter the host's live
+    migrations cross. The engine reads it to forecast a campaign's durations; nothing connects with it.
+    """
 
     name: str = Field(description="The host's NetBIOS name (the key under `hosts`).")
     address: Annotated[str, Field(min_length=1)]
@@ -134,6 +139,7 @@ class HostEntry(_Model):
     encryption: Encryption = "auto"
     fqdn: str | None = None
     cluster: str | None = None
+    migration_link_gbps: Annotated[float, Field(gt=0)] | None = None
     _source: str = PrivateAttr(default="<inventory>")
 
     @model_validator(mode="before")

@@ -376,6 +376,8 @@ class Lab:
                 encryption="never" if access.auth == "basic" and access.scheme == "http" else "auto",
                 fqdn=host.fqdn,
                 cluster=host.cluster,
+                # The adapter the lab's transfer model moves this host's migrations over as the lab starts.
+                migration_link_gbps=host.migration_nic().bandwidth_bps / 10**9,
             )
         return Inventory(hosts=hosts)
 

@@ -35,6 +35,7 @@ from workflows.contracts import (
     CampaignResult,
     CheckInput,
     CheckResult,
+    DelegationPolicy,
     HostProfile,
     MoveRecord,
     MovesPage,
@@ -101,6 +102,12 @@ def add_parser(commands: Any, epilog: str) -> None:
     )
     start = plan_action("start", "start a plan's campaign (or find it running)")
     start.add_argument(
+        "--delegation",
+        choices=[p.value for p in DelegationPolicy],
+        help="Kerberos delegation for every move: manage, verify or skip; default: the plan's policy.delegation "
+        "when it names one other than manage, otherwise SNLM_DELEGATION_POLICY (or manage)",
+    )
+    start.add_argument(
         "--no-check",
         dest="check",
         action="store_false",
@@ -161,7 +168,7 @@ def load(args: argparse.Namespace, settings: Any | None) -> CampaignPlan:
                 cli.EXIT_CONFIGURATION, "inventory", f"cannot read the inventory {path}: {error}"
             ) from None
     try:
-        return load_plan(args.plan, name=args.name, inventory=inventory)
+        plan = load_plan(args.plan, name=args.name, inventory=inventory)
     except PlanInvalid as error:
         raise cli.CliError(
             cli.EXIT_USAGE,
@@ -169,6 +176,25 @@ def load(args: argparse.Namespace, settings: Any | None) -> CampaignPlan:
             str(error),
             problems=[p.__dict__ for p in error.problems],
         ) from None
+    return with_links(plan, inventory) if inventory is not None else plan
+
+
+def with_links(plan: CampaignPlan, inventory: Any) -> CampaignPlan:
+    """The plan's host profiles, completed with each host's migration link speed from the inventory where the plan
+    gives none (the forecast's and the planner's bandwidth)."""
+    hosts = {h.host.casefold(): h for h in plan.hosts}
+    names = {name for wave in plan.waves for move in wave.moves for name in (move.source, move.destination)}
+    for name in sorted(names):
+        entry = inventory.find(name)
+        gbps = getattr(entry, "migration_link_gbps", None) if entry is not None else None
+        if gbps is None:
+            continue
+        known = hosts.get(name.casefold())
+        if known is None:
+            hosts[name.casefold()] = HostProfile(name, link_bits_per_second=gbps * 1e9)
+        elif known.link_bits_per_second == HostProfile(name).link_bits_per_second:
+            hosts[name.casefold()] = replace(known, link_bits_per_second=gbps * 1e9)
+    return replace(plan, hosts=tuple(hosts.values()))
 
 
 async def run(args: argparse.Namespace, out: Output, connect: Callable[[argparse.Namespace], Awaitable[Any]]) -> int:
@@ -350,8 +376,13 @@ async def cmd_start(client: Client, settings: Any, plan: CampaignPlan, args: arg
         linger_seconds=max(60.0, args.linger_days * 86400),
     )
     policy = request.policy
+    if args.delegation:
+        policy = replace(policy, delegation=DelegationPolicy(args.delegation))
+    elif policy.delegation == DelegationPolicy.MANAGE:
+        policy = replace(policy, delegation=DelegationPolicy(settings.delegation_policy))
     if not policy.slot_book:
-        request = replace(request, policy=replace(policy, slot_book=settings.task_queue))
+        policy = replace(policy, slot_book=settings.task_queue)
+    request = replace(request, policy=policy)
     try:
         handle = await client.start_workflow(CAMPAIGN_WORKFLOW, request, id=workflow_id, task_queue=settings.task_queue)
         started = True

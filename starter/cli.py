@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from starter import campaign_cli
+from starter import campaign_cli, plan_cli
 from workflows.contracts import (
     DELEGATION_NOT_CONFIGURED,
     HA_CHOICE_REQUIRED,
@@ -108,7 +108,8 @@ exit status:
   1    the migration failed for a reason not listed below, was cancelled, terminated or timed out
   2    usage or bad input, or a configuration error: the request, the settings or the inventory are wrong
        (e.g. UnknownHost, InventoryInvalid for a password file that cannot be read; the remedy is printed)
-  3    preflight found blockers (preflight, or a migration stopped by its preflight)
+  3    preflight found blockers (preflight, campaign check, or a migration stopped by its preflight); plan: some
+       VM could not be placed
   4    not found: no workflow with that id, or no VM of that name on the source host (VmNotFound)
   5    cannot reach Temporal (check --address / TEMPORAL_ADDRESS), or a host or the directory stayed
        unreachable through every retry (HostUnreachable, DirectoryUnreachable and other transient errors)
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--comment", default="", help="why, for the record")
     approve.add_argument("--approver", default=None, help="who decides (default: the current user)")
     campaign_cli.add_parser(commands, EPILOG)
+    plan_cli.add_parser(commands, EPILOG)
     return parser
 
 
@@ -1135,6 +1137,8 @@ async def run(args: argparse.Namespace, out: Output) -> int:
     try:
         if args.command == "campaign":
             return await campaign_cli.run(args, out, _connect)
+        if args.command == "plan":
+            return await plan_cli.run(args, out, _connect)
         client, settings = await _connect(args)
         return await COMMANDS[args.command](client, settings, args, out)
     except CliError as error:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
@@ -51,9 +52,12 @@ with workflow.unsafe.imports_passed_through():
         CampaignPhase,
         CampaignProgress,
         CampaignResult,
+        CampaignWave,
         CheckInput,
         CheckResult,
         ConcernId,
+        ForecastInput,
+        ForecastSummary,
         HostProfile,
         MigrateVmInput,
         MigrateVmResult,
@@ -68,8 +72,9 @@ with workflow.unsafe.imports_passed_through():
         WatchMoveInput,
         WatchMoveResult,
         WaveFailurePolicy,
+        pack_moves,
     )
-    from workflows.scheduling import next_moves, simulate
+    from workflows.scheduling import next_moves
     from workflows.windows import next_opening, open_window, seconds_until_open
 
 _CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
@@ -371,7 +376,7 @@ class CampaignWorkflow:
                 await self._check()
                 if self._phase == CampaignPhase.CHECKING:
                     self._phase = CampaignPhase.RUNNING
-        self._forecast()
+        await self._forecast()
         # Moves a previous run started (or found running under their id) are followed to their end.
         for index in sorted(self._running):
             self._tasks[index] = asyncio.create_task(self._watch(index))
@@ -661,22 +666,31 @@ class CampaignWorkflow:
         )
 
     # -- figures ------------------------------------------------------------------------------------------------
-    def _forecast(self) -> None:
+    async def _forecast(self) -> None:
+        """The planner's forecast of the moves left (pending and in flight, the latter as if from their start):
+        a local activity, since the simulation of thousands of moves outlasts what a workflow task may take."""
         left = [i for i, s in enumerate(self._states) if s in (MoveState.PENDING, MoveState.RUNNING)]
         if not left:
             return
-        waves: dict[int, list[str]] = {}
-        for index in left:
-            waves.setdefault(self._wave_of[index], []).append(self._moves[index].key)
-        forecast = simulate(
-            [self._moves[i] for i in left],
-            self._hosts,
-            scheduler=self._input.scheduler,
-            seed=self._input.seed,
-            waves=[waves[w] for w in sorted(waves)],
+        waves = tuple(CampaignWave(spec.name, ()) for spec in self._input.waves)
+        grouped = [
+            replace(wave, moves=tuple(self._moves[i] for i in left if self._wave_of[i] == n))
+            for n, wave in enumerate(waves)
+        ]
+        summary: ForecastSummary = await workflow.execute_local_activity(
+            ActivityName.FORECAST_CAMPAIGN,
+            ForecastInput(
+                moves=pack_moves(tuple(grouped)),
+                hosts=tuple(self._hosts.values()),
+                scheduler=self._input.scheduler,
+                seed=self._input.seed,
+            ),
+            result_type=ForecastSummary,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_attempts=2),
         )
-        self._forecast_makespan = forecast.makespan_seconds
-        self._forecast_end = workflow.now().timestamp() + forecast.makespan_seconds
+        self._forecast_makespan = summary.makespan_seconds
+        self._forecast_end = workflow.now().timestamp() + summary.makespan_seconds
 
     def _counts(self) -> CampaignCounts:
         tally = dict.fromkeys(MoveState, 0)

@@ -693,6 +693,8 @@ class ActivityName(enum.StrEnum):
     REVERT_DELEGATION = "revert_delegation"
     READ_COMPUTER_DELEGATION = "read_computer_delegation"
     WATCH_MOVE = "watch_move"
+    SURVEY_HOST = "survey_host"
+    FORECAST_CAMPAIGN = "forecast_campaign"
 
 
 MIGRATE_VM_WORKFLOW_PREFIX = "snlm-vm-"
@@ -1551,3 +1553,67 @@ class CheckResult:
     vms: tuple[VmCheck, ...]
     host_slots: dict[str, int]
     round_trips: int = 0
+
+
+# -- Surveys: what hosts hold, for generated plans (`snlm plan evacuate`, `snlm plan rebalance`) ---------------
+
+SURVEY_WORKFLOW_PREFIX = "snlm-survey-"
+
+
+@dataclass(frozen=True)
+class SurveyedVm:
+    """A VM as a survey reads it: what placement needs (memory, disks, switches) and whether it can move live."""
+
+    name: str
+    vm_id: str
+    state: str
+    memory_bytes: int
+    disk_bytes: int
+    switches: tuple[str, ...] = ()
+    clustered: bool = False
+
+
+@dataclass(frozen=True)
+class HostSurvey:
+    """A host's VMs and capacity: memory in all and free, its virtual switches, its concurrent migrations, and the
+    free bytes of each drive (letter -> bytes)."""
+
+    host: str
+    vms: tuple[SurveyedVm, ...]
+    memory_bytes: int
+    free_memory_bytes: int
+    switches: tuple[str, ...] = ()
+    max_migrations: int = HYPERV_DEFAULT_MAX_MIGRATIONS
+    free_disk_bytes: dict[str, int] | None = None
+    vm_path: str = ""
+
+
+@dataclass(frozen=True)
+class SurveyInput:
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SurveyResult:
+    hosts: tuple[HostSurvey, ...]
+
+
+@dataclass(frozen=True)
+class ForecastInput:
+    """What the `forecast_campaign` local activity simulates: the moves left (packed), each one's state letter
+    (pending or running), the waves of the moves left, the hosts and the scheduler."""
+
+    moves: PackedMoves
+    hosts: tuple[HostProfile, ...]
+    scheduler: Scheduler
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ForecastSummary:
+    """A forecast without its per-move detail: the makespan, each wave's end (by index) and each host's last end,
+    in seconds from when it was made."""
+
+    makespan_seconds: float
+    wave_ends: tuple[float, ...] = ()
+    host_ends: dict[str, float] | None = None

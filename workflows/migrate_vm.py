@@ -112,6 +112,9 @@ _PATCH_SLOT_LEASE_RENEWAL = "slot-lease-renewal"
 # Both hosts' slots granted together by MigrationSlots (no renewals), the move activity on its own task queue with
 # the policy's heartbeat timeout, and one search-attribute upsert per step change.
 _PATCH_CHEAP_MOVES = "cheap-moves"
+# A VM that was not running before its move is verified as moved when it is on the destination and gone from the
+# source (it is not expected to run there).
+_PATCH_OFF_VMS_MOVE = "off-vms-move"
 
 _KEYS = {
     name: SearchAttributeKey.for_keyword(name)
@@ -578,7 +581,16 @@ class MigrateVmWorkflow:
             timeout=_READ + timedelta(seconds=policy.guest_timeout_seconds),
             heartbeat=timedelta(minutes=1),
         )
-        if not (verified.running_on_destination and verified.gone_from_source):
+        moved_as_it_was = (
+            verified.gone_from_source
+            and not verified.running_on_destination
+            # A VM that was off (or saved) before the move is off after it: moved, not failed; one found already
+            # moved is wherever its owner left it. Runs recorded before this rule failed here; the patch keeps
+            # their replay.
+            and (already_there or not self._was_running())
+            and workflow.patched(_PATCH_OFF_VMS_MOVE)
+        )
+        if not (verified.running_on_destination and verified.gone_from_source) and not moved_as_it_was:
             raise ApplicationError(
                 f"{input.vm}: after the move it is "
                 f"{'running' if verified.running_on_destination else 'not running'} on {input.destination} and "
@@ -686,6 +698,12 @@ class MigrateVmWorkflow:
         return restore
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _was_running(self) -> bool:
+        """The VM ran when preflight read it (unknown counts as running: the stricter check)."""
+        facts = (self._report.facts if self._report is not None else None) or {}
+        state = facts.get("vm.state", "Running")
+        return state in ("Running", "2", "")
+
     def _set_step(self, step: Step) -> None:
         """The step the `progress` query reports at once; the search attribute follows at the next wait.
 

@@ -7,9 +7,14 @@ A move goes through the phases vmms shows (reference/hyperv-facts.md, fidelity c
 admission against the hosts' migration limit (event 21501 when it never comes), the connection to the
 destination on TCP 6600 with its authentication (0x8009030E, 0x8007274C/D), the compatibility checks and the
 planned VM on the destination (failures at under 10 %), then the bytes: the VHDs of a storage move, the
-memory in pre-copy passes, the blackout. Each tick of one scheduler thread advances simulated time
-(`world.clock`) through every job, event by event, so rates change exactly when a concurrent move starts or
-ends. A job belongs to vmms: nothing here depends on the PowerShell session that started it.
+memory in pre-copy passes, the blackout, and the switch-over. Each tick of one scheduler thread advances
+simulated time (`world.clock`) through every job, event by event, so rates change exactly when a concurrent
+move starts or ends. A job belongs to vmms: nothing here depends on the PowerShell session that started it.
+
+The transfer model (lab/README.md "The transfer model", constants in `world.transfer`): every host's migration
+adapter carries its bandwidth out and its bandwidth in at once; the moves in flight share those capacities
+max-min fairly (`max_min_rates`), each also held under its stream cap (a fraction of the slower of its two
+adapters); a fixed set-up precedes the first byte and a fixed switch-over follows the last.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from lab.commands import ErrorCategory
 from lab.model import checks, kerberos
+from lab.model.clock import LabClock
 from lab.model.state import (
     Host,
     MigrationAuthenticationType,
     OsVersion,
+    TransferSettings,
     VirtualMachine,
     VMMigrationPerformance,
     VMState,
@@ -163,13 +170,22 @@ class Incompatibility:
 
 
 # -- physics and timing (simulated seconds, bytes) -----------------------------------------------------------
-# Opening the migration connection and authenticating it.
+# The defaults of the topology's `lab.transfer` (lab/README.md "The transfer model" gives the reasons).
+# From admission to the first byte: opening the migration connection and authenticating it (the first
+# CONNECT_SECONDS of it, when a refused or unauthenticated connection fails), then the compatibility checks
+# and the planned VM on the destination (moves that fail there fail at under 10 %).
+SETUP_SECONDS: Final = TransferSettings.setup_seconds
 CONNECT_SECONDS: Final = 1.0
+PREPARE_SECONDS: Final = SETUP_SECONDS - CONNECT_SECONDS
+# After the last byte: the VM stays paused while the destination takes it over and the source lets it go.
+SWITCHOVER_SECONDS: Final = TransferSettings.switchover_seconds
+# What one move can draw of the slower of its two adapters: a single TCP connection (TCPIP, Compression),
+# or SMB with Multichannel (the SMB option's memory, a storage move's VHDs).
+TCP_STREAM_FRACTION: Final = TransferSettings.tcp_stream_fraction
+SMB_STREAM_FRACTION: Final = TransferSettings.smb_stream_fraction
 # A connection attempt to a host that does not answer gives up after about 21 s: Windows' TCP SYN retries
 # (the same 21 s per address Test-NetConnection shows, fidelity catalogue 1.16).
 CONNECT_TIMEOUT_SECONDS: Final = 21.0
-# The compatibility checks and the planned VM on the destination: moves that fail here fail at under 10 %.
-PREPARE_SECONDS: Final = 2.0
 # Pre-copy stops when what the guest dirtied during a pass is this small, or after this many passes; the
 # rest moves during the blackout, with the VM paused.
 PRECOPY_STOP_BYTES: Final = 32 * 1024 * 1024
@@ -205,6 +221,54 @@ IN_USE_TEXT: Final = "The operation cannot be performed while the virtual machin
 _EPSILON_BYTES: Final = 0.5
 _MIN_STEP: Final = 1e-6
 _MAX_EVENTS_PER_ADVANCE: Final = 200_000
+# Relative slack under which a capacity counts as used up in progressive filling (float rounding).
+_FILL_TOLERANCE: Final = 1e-9
+
+FlowKey = TypeVar("FlowKey", bound=Hashable)
+LinkKey = TypeVar("LinkKey", bound=Hashable)
+
+
+def max_min_rates(
+    flows: Mapping[FlowKey, tuple[float, Sequence[LinkKey]]], capacities: Mapping[LinkKey, float]
+) -> dict[FlowKey, float]:
+    """Max-min fair rates by progressive filling.
+
+    Args:
+        flows: per flow, its own cap and the links it crosses (keys of `capacities`).
+        capacities: what each link carries in total.
+
+    Returns:
+        Per flow, its rate: every flow not yet held back grows at the same pace until a link it crosses is
+        full or it reaches its cap; then it keeps that rate and the others grow on. No flow can go faster
+        without slowing one that goes no faster than it.
+    """
+    rates: dict[FlowKey, float] = dict.fromkeys(flows, 0.0)
+    left = {link: float(capacity) for link, capacity in capacities.items()}
+    growing = {key for key, (cap, links) in flows.items() if cap > 0 and all(left[link] > 0 for link in links)}
+    # Each round fills at least one link or one cap, which holds back at least one flow.
+    for _ in range(len(flows) + 1):
+        if not growing:
+            break
+        users: dict[LinkKey, int] = {}
+        for key in growing:
+            for link in flows[key][1]:
+                users[link] = users.get(link, 0) + 1
+        step = min(
+            min((left[link] / count for link, count in users.items()), default=math.inf),
+            min(flows[key][0] - rates[key] for key in growing),
+        )
+        step = max(step, 0.0)
+        for key in growing:
+            rates[key] += step
+        for link, count in users.items():
+            left[link] -= step * count
+        full = {link for link in users if left[link] <= _FILL_TOLERANCE * capacities[link]}
+        growing = {
+            key
+            for key in growing
+            if rates[key] < flows[key][0] * (1 - _FILL_TOLERANCE) and not any(link in full for link in flows[key][1])
+        }
+    return rates
 
 
 class _Phase(enum.IntEnum):
@@ -214,13 +278,14 @@ class _Phase(enum.IntEnum):
     COPYING = 3  # the VHDs of a storage move
     MEMORY = 4  # pre-copy passes
     BLACKOUT = 5  # the VM is paused; the last dirty pages move
-    DONE = 6
+    SWITCHOVER = 6  # no bytes left; the destination takes the VM over (still paused)
+    DONE = 7
 
 
-_ADMITTED: Final = frozenset({_Phase.CONNECTING, _Phase.PREPARING, _Phase.COPYING, _Phase.MEMORY, _Phase.BLACKOUT})
 _TRANSFERRING: Final = frozenset({_Phase.COPYING, _Phase.MEMORY, _Phase.BLACKOUT})
+_ADMITTED: Final = frozenset({_Phase.CONNECTING, _Phase.PREPARING, *_TRANSFERRING, _Phase.SWITCHOVER})
 # Once the destination holds the planned VM, a broken connection leaves it (and partial files) behind.
-_CONNECTED: Final = frozenset({_Phase.PREPARING, *_TRANSFERRING})
+_CONNECTED: Final = frozenset({_Phase.PREPARING, *_TRANSFERRING, _Phase.SWITCHOVER})
 
 
 @dataclass(eq=False)
@@ -276,6 +341,15 @@ class _Run:
         return left
 
 
+def _clock_epoch(clock: LabClock) -> datetime:
+    """The simulated wall-clock time at elapsed 0, so that a job's times are exact to the microsecond.
+
+    `now()` and `elapsed()` are two reads of the clock; a thread switch between them (seconds of simulated time
+    at a high time scale) only ever makes the difference early, so the latest of a few samples is the closest.
+    """
+    return max(clock.now() - timedelta(seconds=clock.elapsed()) for _ in range(5))
+
+
 class MoveEngine:
     """Runs every migration of the world on one scheduler thread. Thread-safe (it works under `world.lock`).
 
@@ -304,6 +378,7 @@ class MoveEngine:
         self.limit_wording = limit_wording
         self._runs: list[_Run] = []
         self._now = world.clock.elapsed()
+        self._epoch = _clock_epoch(world.clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if faults is not None:
@@ -572,28 +647,41 @@ class MoveEngine:
     def _sim_now(self) -> datetime:
         """The wall-clock time of the engine's present instant: events carry the time they happened, not the
         (slightly later) time the scheduler thread got to them."""
-        clock = self.world.clock
-        return clock.now() - timedelta(seconds=max(0.0, clock.elapsed() - self._now))
+        return self._epoch + timedelta(seconds=self._now)
 
     def _limit(self, host: Host) -> int:
         # In a cluster, (Get-Cluster).MaximumParallelMigrations takes precedence (fidelity catalogue 1.2).
         cluster = self.world.cluster_of(host)
         return cluster.max_parallel_migrations if cluster is not None else host.live_migration.max_vm_migrations
 
-    def _rates(self) -> dict[int, float]:
-        """Wire bytes per second of each transferring move: each host's migration adapter is shared equally
-        by the moves in flight on it, and a move goes as fast as the slower of its two ends allows."""
-        counts: dict[str, int] = {}
-        moving = [r for r in self._runs if r.phase in _TRANSFERRING]
-        for run in moving:
-            counts[run.source.name] = counts.get(run.source.name, 0) + 1
-            counts[run.destination.name] = counts.get(run.destination.name, 0) + 1
-        rates = {}
-        for run in moving:
-            source_share = run.source.migration_nic().bandwidth_bps / 8 / counts[run.source.name]
-            destination_share = run.destination.migration_nic().bandwidth_bps / 8 / counts[run.destination.name]
-            rates[id(run)] = min(source_share, destination_share)
-        return rates
+    def _rates(self, *, memory_of: _Run | None = None) -> dict[int, float]:
+        """Wire bytes per second of each transferring move (and of `memory_of` as if its memory were moving).
+
+        The links are each host's migration adapter, outgoing and incoming apart when it is full duplex
+        (one link for both when not); every move crosses its source's outgoing link and its destination's
+        incoming one, under its own stream cap; `max_min_rates` shares them."""
+        moving = [(r, r.phase) for r in self._runs if r.phase in _TRANSFERRING and r is not memory_of]
+        if memory_of is not None:
+            moving.append((memory_of, _Phase.MEMORY))
+        flows: dict[int, tuple[float, tuple[tuple[str, str], ...]]] = {}
+        capacities: dict[tuple[str, str], float] = {}
+        for run, phase in moving:
+            out_nic, in_nic = run.source.migration_nic(), run.destination.migration_nic()
+            out_link = (run.source.name, "out" if out_nic.full_duplex else "both")
+            in_link = (run.destination.name, "in" if in_nic.full_duplex else "both")
+            capacities[out_link] = out_nic.bandwidth_bps / 8
+            capacities[in_link] = in_nic.bandwidth_bps / 8
+            slower = min(out_nic.bandwidth_bps, in_nic.bandwidth_bps) / 8
+            flows[id(run)] = (self._stream_fraction(run, phase) * slower, (out_link, in_link))
+        return max_min_rates(flows, capacities)
+
+    def _stream_fraction(self, run: _Run, phase: _Phase) -> float:
+        """The share of the slower adapter one move can draw: VHDs go over SMB (a storage move needs the cifs
+        delegation for it), memory over the source's performance option."""
+        transfer = self.world.transfer
+        if phase == _Phase.COPYING or run.source.live_migration.performance == VMMigrationPerformance.SMB:
+            return transfer.smb_stream_fraction
+        return transfer.tcp_stream_fraction
 
     @staticmethod
     def _factor(run: _Run) -> float:
@@ -606,7 +694,7 @@ class MoveEngine:
     def _time_to_event(self, run: _Run, wire_rate: float) -> float:
         if run.phase == _Phase.WAITING:
             return max(0.0, run.submitted + self.admission_timeout - self._now)
-        if run.phase in (_Phase.CONNECTING, _Phase.PREPARING):
+        if run.phase in (_Phase.CONNECTING, _Phase.PREPARING, _Phase.SWITCHOVER):
             return max(0.0, run.phase_ends - self._now)
         rate = self._logical_rate(run, wire_rate)
         if rate <= 0:
@@ -736,9 +824,22 @@ class MoveEngine:
                 run.pass_left, run.dirtied = run.dirtied, 0.0
             return True
         if run.phase == _Phase.BLACKOUT and run.blackout_left <= _EPSILON_BYTES:
+            self._switch_over(run)
+            return True
+        if run.phase == _Phase.SWITCHOVER and self._now >= run.phase_ends:
             self._complete(run)
             return True
         return False
+
+    def _switch_over(self, run: _Run) -> None:
+        """The last byte moved: the destination takes the VM over in a fixed time, the VM paused throughout
+        (for a VM that runs, part of the blackout); nothing cancels it any more."""
+        run.phase = _Phase.SWITCHOVER
+        seconds = self.world.transfer.switchover_seconds
+        run.phase_ends = self._now + seconds
+        run.job.cancellable = False
+        if run.memory:
+            run.job.blackout_seconds += seconds
 
     def _admit(self) -> bool:
         """Start waiting jobs, oldest first, where both hosts have a free migration slot."""
@@ -762,7 +863,8 @@ class MoveEngine:
             run.job.state = JobState.Running
             run.job.start_time = self._sim_now()
             run.unreachable = self.faults is not None and self.faults.partitioned(source.name, destination.name)
-            run.phase_ends = self._now + (CONNECT_TIMEOUT_SECONDS if run.unreachable else CONNECT_SECONDS)
+            connect = min(CONNECT_SECONDS, self.world.transfer.setup_seconds)
+            run.phase_ends = self._now + (CONNECT_TIMEOUT_SECONDS if run.unreachable else connect)
             admitted = True
         return admitted
 
@@ -810,7 +912,8 @@ class MoveEngine:
             )
             return
         run.phase = _Phase.PREPARING
-        run.phase_ends = self._now + PREPARE_SECONDS
+        # The rest of the set-up: what the connection did not take of it.
+        run.phase_ends = self._now + max(0.0, self.world.transfer.setup_seconds - CONNECT_SECONDS)
 
     def _authentication_problem(self, run: _Run) -> str | None:
         """hyperv-facts "Authentication and delegation": the double hop, and Kerberos constrained delegation."""
@@ -883,15 +986,8 @@ class MoveEngine:
         total = float(sum(c.size for c in run.layout.copies))
         if not run.memory:
             return total
-        counts: dict[str, int] = {}
-        for other in self._runs:
-            if other.phase in _TRANSFERRING or other is run:
-                for name in (other.source.name, other.destination.name):
-                    counts[name] = counts.get(name, 0) + 1
-        wire = min(
-            run.source.migration_nic().bandwidth_bps / 8 / counts[run.source.name],
-            run.destination.migration_nic().bandwidth_bps / 8 / counts[run.destination.name],
-        )
+        # The memory's rate beside today's other moves.
+        wire = self._rates(memory_of=run).get(id(run), 0.0)
         ratio = run.vm.dirty_rate / (wire * self._factor(run)) if wire > 0 else 1.0
         chunk = float(run.memory)
         for passes in range(1, MAX_PRECOPY_PASSES + 1):
@@ -904,7 +1000,7 @@ class MoveEngine:
     def _start_memory(self, run: _Run) -> None:
         if run.memory == 0:
             # A VM that is off or saved moves no memory.
-            self._complete(run)
+            self._switch_over(run)
             return
         run.phase = _Phase.MEMORY
         run.pass_left = float(run.memory)

@@ -200,6 +200,28 @@ class HostNic:
     bandwidth_bps: int = 10 * 10**9
     # Get-NetAdapterBinding component ids -> enabled. Real hosts bind both by default.
     bindings: dict[str, bool] = field(default_factory=lambda: {"ms_msclient": True, "ms_server": True})
+    # Ethernet is full duplex: the adapter sends `bandwidth_bps` and receives `bandwidth_bps` at once. A
+    # half-duplex adapter (or a link modelled as one shared figure) carries both directions in one budget.
+    full_duplex: bool = True
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """The lab-wide constants of the transfer model (lab/README.md "The transfer model"); the topology's
+    `lab.transfer` sets them.
+
+    `tcp_stream_fraction`: one live-migration TCP connection (the TCPIP and Compression options) carries at
+    most this fraction of the slower of its two adapters. `smb_stream_fraction`: the same for what goes over
+    SMB (the SMB option's memory, every storage move's VHDs), which SMB Multichannel spreads over several
+    connections. `setup_seconds`: from admission to the first byte (connection, authentication,
+    compatibility checks, the planned VM). `switchover_seconds`: after the last byte, the VM paused while the
+    destination takes it over.
+    """
+
+    tcp_stream_fraction: float = 0.7
+    smb_stream_fraction: float = 1.0
+    setup_seconds: float = 4.0
+    switchover_seconds: float = 2.0
 
 
 @dataclass
@@ -463,6 +485,7 @@ class World:
     hosts: dict[str, Host]  # key: host name, upper case
     clusters: dict[str, Cluster]  # key: cluster name, upper case
     directory: Directory
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     lock: threading.RLock = field(default_factory=threading.RLock)
     # How many Move-VM operations were started for each VM id: the truth behind "moved at most once".
     move_starts: Counter[uuid.UUID] = field(default_factory=Counter)

@@ -45,6 +45,7 @@ from lab.model.state import (
     NetworkAdapter,
     OsVersion,
     SwitchType,
+    TransferSettings,
     VhdType,
     VirtualMachine,
     VirtualSwitch,
@@ -93,12 +94,16 @@ class SwitchSpec(_Model):
 
 
 class NicSpec(_Model):
-    """A physical adapter; `bindings` are Get-NetAdapterBinding component ids (ms_msclient, ms_server)."""
+    """A physical adapter; `bindings` are Get-NetAdapterBinding component ids (ms_msclient, ms_server).
+
+    `bandwidth_gbps` is the link speed in each direction; `full_duplex: false` makes sending and receiving
+    share it (lab/README.md "The transfer model")."""
 
     name: str
     ip: ipaddress.IPv4Address
     prefix: Annotated[int, Field(ge=1, le=32)] = 24
     bandwidth_gbps: Annotated[float, Field(gt=0)] = 10.0
+    full_duplex: bool = True
     bindings: dict[str, bool] = Field(default_factory=lambda: {"ms_msclient": True, "ms_server": True})
 
 
@@ -233,6 +238,26 @@ class WinRMSpec(_Model):
     max_commands_per_shell: Annotated[int, Field(ge=1)] = 1000
 
 
+class TransferSpec(_Model):
+    """The transfer model's constants (lab/README.md "The transfer model"), defaults from `TransferSettings`."""
+
+    # A fraction of the slower adapter of the move: above 0 (a stream that never moves is a fault, not a
+    # setting), at most 1 (a stream cannot beat its link).
+    tcp_stream_fraction: Annotated[float, Field(gt=0, le=1)] = TransferSettings.tcp_stream_fraction
+    smb_stream_fraction: Annotated[float, Field(gt=0, le=1)] = TransferSettings.smb_stream_fraction
+    # Simulated seconds. The upper bound catches milliseconds written where seconds are meant.
+    setup_seconds: Annotated[float, Field(ge=0, le=600)] = TransferSettings.setup_seconds
+    switchover_seconds: Annotated[float, Field(ge=0, le=600)] = TransferSettings.switchover_seconds
+
+    def settings(self) -> TransferSettings:
+        return TransferSettings(
+            tcp_stream_fraction=self.tcp_stream_fraction,
+            smb_stream_fraction=self.smb_stream_fraction,
+            setup_seconds=self.setup_seconds,
+            switchover_seconds=self.switchover_seconds,
+        )
+
+
 class LabSpec(_Model):
     domain: str = "lab.test"
     netbios_domain: str = "LAB"
@@ -241,6 +266,7 @@ class LabSpec(_Model):
     # real host sends, and a test can show that a client does not depend on them.
     compare_vm_message_ids: dict[str, int] = Field(default_factory=dict)
     winrm: WinRMSpec = Field(default_factory=WinRMSpec)
+    transfer: TransferSpec = Field(default_factory=TransferSpec)
 
     @field_validator("compare_vm_message_ids")
     @classmethod
@@ -368,7 +394,15 @@ def build_world(spec: TopologySpec, *, time_scale: float | None = None) -> World
                 for s in hs.switches
             ],
             nics=[
-                HostNic(n.name, str(n.ip), n.prefix, int(n.bandwidth_gbps * 10**9), dict(n.bindings)) for n in hs.nics
+                HostNic(
+                    n.name,
+                    str(n.ip),
+                    n.prefix,
+                    int(n.bandwidth_gbps * 10**9),
+                    dict(n.bindings),
+                    full_duplex=n.full_duplex,
+                )
+                for n in hs.nics
             ],
             live_migration=LiveMigrationSettings(
                 enabled=lm.enabled,
@@ -514,4 +548,11 @@ def build_world(spec: TopologySpec, *, time_scale: float | None = None) -> World
         if directory.computer(host.name) is None:
             directory.put(ComputerAccount(host.name))
 
-    return World(clock=clock, domain=domain, hosts=hosts, clusters=clusters, directory=directory)
+    return World(
+        clock=clock,
+        domain=domain,
+        hosts=hosts,
+        clusters=clusters,
+        directory=directory,
+        transfer=spec.lab.transfer.settings(),
+    )

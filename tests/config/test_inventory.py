@@ -52,3 +52,20 @@ def test_what_the_format_writes_it_reads_back(tmp_path: Path) -> None:
     }
     assert again.host("HV02").tls_verify is False
     assert again.host("HV01").password_file == tmp_path / "pw"
+
+
+def test_migration_link_speed_is_optional_positive_and_read_back(tmp_path: Path) -> None:
+    base = {"address": "h", "username": "u", "password_env": "X"}
+    inventory = parse_inventory({"hosts": {"HV01": {**base, "migration_link_gbps": 25}, "HV02": base}})
+    assert inventory.host("HV01").migration_link_gbps == 25.0
+    assert inventory.host("HV02").migration_link_gbps is None
+    out = tmp_path / "written.yaml"
+    dump_inventory(inventory, out)
+    written = out.read_text(encoding="utf-8")
+    assert "migration_link_gbps: 25" in written
+    assert written.count("migration_link_gbps") == 1  # left out where it is not known
+    assert load_inventory(out).host("HV01").migration_link_gbps == 25.0
+    for bad in (0, -10, "fast"):
+        with pytest.raises(InventoryError) as caught:
+            parse_inventory({"hosts": {"HV01": {**base, "migration_link_gbps": bad}}})
+        assert (caught.value.host, caught.value.field) == ("HV01", "migration_link_gbps")

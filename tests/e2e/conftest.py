@@ -171,6 +171,8 @@ def topology(n: Names) -> dict[str, Any]:
         _vm("ver1", n.s1, version="12.0"),
         _vm("bak1", n.s1, backup_in_progress=True),
         _vm("fw1", n.s1),
+        # Moves as it is (off), by a campaign.
+        _vm("off1", n.s1, state="Off"),
     ]
     return {
         "lab": {"domain": "lab.test", "netbios_domain": "LAB", "time_scale": DEFAULT_TIME_SCALE},

@@ -183,6 +183,8 @@ def test_lab_inventory_matches_its_endpoints_and_hides_the_password(lab_factory:
         assert entry.ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
         assert entry.fqdn == f"{name.lower()}.lab.test"
         assert entry.cluster is None
+        # The Migration adapter (10.10.10.0/24, the hosts' migration network), not the 1 Gbit/s Management one.
+        assert entry.migration_link_gbps == 10
     assert inventory.host("HV-A").auth == "ntlm"
     assert inventory.host("HV-B").auth == "basic"
     password = inventory.host("HV-A").resolve_password().get_secret_value()

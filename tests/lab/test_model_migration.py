@@ -89,9 +89,11 @@ def make_world(
     directory: dict[str, Any] | None = None,
     clusters: list[dict[str, Any]] | None = None,
     time_scale: float = TIME_SCALE,
+    transfer: dict[str, Any] | None = None,
 ) -> World:
     hosts = hosts if hosts is not None else [host_spec("HV01", 1), host_spec("HV02", 2)]
     raw = {
+        "lab": {"transfer": transfer or {}},
         "hosts": hosts,
         "vms": vms if vms is not None else [vm_spec("web01")],
         "directory": directory if directory is not None else full_delegation([h["name"] for h in hosts]),
@@ -298,11 +300,13 @@ def test_compression_is_faster_than_tcpip(running):
 
 def test_two_concurrent_moves_share_the_link_and_take_longer(running):
     vms = [vm_spec("a", disks=[], memory_gb=16), vm_spec("b", disks=[], memory_gb=16)]
-    world = make_world(vms=vms)
+    # Streams as fast as the link, so that sharing it halves each move's rate (test_model_transfer has the
+    # stream cap).
+    world = make_world(vms=vms, transfer={"tcp_stream_fraction": 1})
     engine = running(world)
     alone = sim_duration(wait_done(engine.start_move(request("a"))))
 
-    world2 = make_world(vms=vms)
+    world2 = make_world(vms=vms, transfer={"tcp_stream_fraction": 1})
     engine2 = running(world2)
     with world2.lock:  # submit both at the same instant
         jobs = [engine2.start_move(request("a")), engine2.start_move(request("b"))]

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.campaign import CampaignActivities
+from activities.campaign import CampaignActivities, forecast_campaign
 from workflows.campaign import CampaignWorkflow
 from workflows.contracts import (
     CampaignCommand,
@@ -136,7 +136,12 @@ async def campaign_env(
         time_skipping_env.client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, StandInMigrateVm],
-        activities=[activities.move, activities.cancelled, CampaignActivities(time_skipping_env.client).watch_move],
+        activities=[
+            activities.move,
+            activities.cancelled,
+            CampaignActivities(time_skipping_env.client).watch_move,
+            forecast_campaign,
+        ],
         activity_executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(4),
     ):
         yield time_skipping_env, world, task_queue

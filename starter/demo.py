@@ -13,9 +13,11 @@ in `.snlm/demo/`:
 - a lab from the built-in topology (simulated Hyper-V hosts on 127.0.0.1), reading that directory;
 - a worker, in-process, serving the migration task queue with the lab's inventory (and the directory);
 
-then moves four VMs at once, each with an expected outcome, prints progress lines as they go and a summary table
-at the end, and stops everything it started (with --keep-running, it waits for Ctrl-C so you can look around
-in the UI and drive the lab with `snlm`). Exit status 0 when every VM ended as expected.
+then runs a campaign of four VMs (the Campaign workflow: its preflight of every VM, then the moves in the
+planner's order), each with an expected outcome, in the live view (`snlm campaign watch`'s), writes the campaign's
+HTML report, prints a summary table at the end, and stops everything it started (with --keep-running, it waits
+for Ctrl-C so you can look around in the UI and drive the lab with `snlm`). Exit status 0 when every VM ended as
+expected.
 
 Delegation takes one of two paths, and the demo says which and why:
 
@@ -42,16 +44,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starter.cli import EXIT_INTERRUPTED, GIB, MOVE_ACTIVITY, exit_now, failure_info, query_progress, start_migration
+from starter.cli import EXIT_INTERRUPTED, MOVE_ACTIVITY, exit_now
 from starter.devserver import DevServer, DevServerError, start_dev_server
 from workflows.contracts import (
     MIGRATION_SERVICE,
-    PREFLIGHT_BLOCKED,
+    CampaignAnswer,
+    CampaignCommand,
+    CampaignMove,
+    CampaignPlan,
+    CampaignWave,
     DelegationPolicy,
-    MigrateVmInput,
     MigrateVmResult,
     MigrationPolicy,
-    MigrationProgress,
+    MoveState,
+    campaign_input,
+    campaign_workflow_id,
+    migrate_vm_workflow_id,
 )
 
 if TYPE_CHECKING:
@@ -354,64 +362,8 @@ async def _move_attempts(handle: WorkflowHandle[Any, Any]) -> int:
     return attempts
 
 
-def _progress_line(t: Tracked, p: MigrationProgress) -> str | None:
-    step = str(p.step.value if hasattr(p.step, "value") else p.step)
-    parts = [f"{step:<12}"]
-    if p.bytes_total:
-        parts.append(f"{p.percent:3d}%  {p.bytes_done / GIB:5.1f} / {p.bytes_total / GIB:5.1f} GiB")
-    elif p.percent:
-        parts.append(f"{p.percent:3d}%")
-    if p.attempt > 1:
-        parts.append(f"attempt {p.attempt}")
-    if p.waiting_for:
-        parts.append(f"waiting for {p.waiting_for}")
-    text = "  ".join(parts)
-    key = f"{step}|{p.waiting_for}|{p.attempt}"
-    if key == t.last_line and p.percent < t.last_percent + 20 and not (p.percent == 100 and t.last_percent < 100):
-        return None
-    t.last_line = key
-    t.last_percent = p.percent
-    return text
-
-
 def _label(move: DemoMove) -> str:
     return f"{move.vm:<7} {move.source}->{move.destination}"
-
-
-async def _watch(t: Tracked) -> None:
-    from temporalio.client import WorkflowFailureError
-
-    result_task = asyncio.ensure_future(t.handle.result())
-    try:
-        while not result_task.done():
-            progress = await query_progress(t.handle)
-            line = _progress_line(t, progress) if progress is not None else None
-            if line:
-                say(f"  {_label(t.move):<22} {line}")
-            await asyncio.wait([result_task], timeout=POLL_SECONDS)
-        try:
-            result = result_task.result()
-            t.result = result
-            t.outcome = "moved" if result.moved or result.already_there else "not moved"
-            t.detail = f"now on {result.destination}" + (
-                f"; {len(result.warnings)} warning(s)" if result.warnings else ""
-            )
-        except WorkflowFailureError as error:
-            failure = failure_info(error)
-            t.outcome = "blocked" if failure["type"] == PREFLIGHT_BLOCKED else "failed"
-            message = str(failure["message"]).splitlines()[0]
-            if not message.startswith(failure["type"]):
-                message = f"{failure['type']}: {message}"
-            t.detail = message if len(message) <= 200 else message[:197] + "..."
-        t.seconds = time.monotonic() - t.started
-        with contextlib.suppress(Exception):
-            t.attempts = await _move_attempts(t.handle)
-        mark = "as expected" if t.outcome == t.move.expect else f"UNEXPECTED (expected {t.move.expect})"
-        say(f"  {_label(t.move):<22} {t.outcome.upper()} in {t.seconds:.1f} s, {mark}: {t.detail}")
-    finally:
-        if not result_task.done():
-            result_task.cancel()
-        t.done.set()
 
 
 def summary_lines(tracked: Sequence[Tracked]) -> list[str]:
@@ -445,6 +397,13 @@ def summary_lines(tracked: Sequence[Tracked]) -> list[str]:
     return lines
 
 
+def demo_plan(delegation: DelegationPolicy, task_queue: str) -> CampaignPlan:
+    """The demo's campaign: MOVES in one wave, the planner's order, heartbeats every 2.4 s (moves of seconds)."""
+    moves = tuple(CampaignMove(m.vm, m.source, m.destination, storage_path=m.storage_path) for m in MOVES)
+    policy = MigrationPolicy(delegation=delegation, move_heartbeat_seconds=3.0, slot_book=task_queue)
+    return CampaignPlan(name=CAMPAIGN, waves=(CampaignWave("demo", moves),), policy=policy)
+
+
 async def run_campaign(
     client: Client,
     lab: Lab,
@@ -452,34 +411,65 @@ async def run_campaign(
     stop: asyncio.Event,
     *,
     delegation: DelegationPolicy = DelegationPolicy.SKIP,
+    report: Path | None = None,
 ) -> list[Tracked]:
-    """Start every move of MOVES at once, watch them to their end (or until `stop`), and check the clustered one."""
+    """Run MOVES as a Campaign (its own preflight first, then the moves in the planner's order), follow it in the
+    live view until every move ended (or until `stop`), write its report, close it, and check the clustered move."""
+    from starter.campaign_cli import follow, moves
+    from starter.cli import Output
+    from starter.report import write_report
+
     before = await asyncio.to_thread(lab.truth)
-    tracked: list[Tracked] = []
     for move in MOVES:
         if move.fail_at_percent is not None:
             lab.inject_fault("fail_move_at", vm=move.vm, percent=move.fail_at_percent, action="reset")
-        request = MigrateVmInput(
-            vm=move.vm,
-            source=move.source,
-            destination=move.destination,
-            storage_path=move.storage_path,
-            # Heartbeats every 2.4 s instead of 24: the demo's moves take seconds and are there to be watched.
-            policy=MigrationPolicy(delegation=delegation, move_heartbeat_seconds=3.0),
-            campaign=CAMPAIGN,
-        )
-        handle, _ = await start_migration(client, request, task_queue=task_queue)
-        say(f"  {_label(move):<22} started {handle.id}: {move.story}")
-        tracked.append(Tracked(move, handle, time.monotonic()))
-    watchers = [asyncio.ensure_future(_watch(t)) for t in tracked]
+    handle = await client.start_workflow(
+        "Campaign",
+        campaign_input(demo_plan(delegation, task_queue), task_queue=task_queue),
+        id=campaign_workflow_id(CAMPAIGN),
+        task_queue=task_queue,
+    )
+    started = time.monotonic()
+    say(f"  started {handle.id}: its preflight of every VM, then the moves in the planner's order")
+    for move in MOVES:
+        say(f"  {_label(move):<22} {move.story}")
+    say()
+    following = asyncio.ensure_future(follow(client, handle, Output("text"), every=POLL_SECONDS))
     stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-    everyone: asyncio.Future[Any] = asyncio.gather(*watchers)
     try:
-        await asyncio.wait([stopper, everyone], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopper, following], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
-        for watcher in watchers:
-            watcher.cancel()
+        if not following.done():
+            following.cancel()
+    records = {r.vm: r for r in await moves(handle)}
+    tracked: list[Tracked] = []
+    for move in MOVES:
+        child = client.get_workflow_handle(migrate_vm_workflow_id(move.vm, move.source), result_type=MigrateVmResult)
+        t = Tracked(move, child, started)
+        record = records.get(move.vm)
+        if record is not None and record.state.ended:
+            t.outcome = {
+                MoveState.MOVED: "moved",
+                MoveState.ALREADY_THERE: "moved",
+                MoveState.BLOCKED: "blocked",
+            }.get(record.state, str(record.state))
+            t.detail = record.error.splitlines()[0][:200] if record.error else f"now on {move.destination}"
+            t.seconds = record.ended - record.started if record.started else 0.0
+            if record.state in (MoveState.MOVED, MoveState.ALREADY_THERE):
+                with contextlib.suppress(Exception):
+                    t.result = await t.handle.result()
+            with contextlib.suppress(Exception):
+                t.attempts = await _move_attempts(t.handle)
+        tracked.append(t)
+    if report is not None and following.done() and not following.cancelled():
+        progress = following.result()
+        if progress is not None:
+            write_report(report, progress, list(records.values()))
+            say(f"  report         {report}")
+    if not stop.is_set():
+        with contextlib.suppress(Exception):
+            await handle.execute_update("close", CampaignCommand(by="demo"), result_type=CampaignAnswer)
     after = await asyncio.to_thread(lab.truth)
     for t in tracked:
         if t.move.restore_ha:
@@ -603,8 +593,11 @@ async def run_demo(workdir: Path, *, time_scale: float, keep_running: bool, no_d
         say(f"  worker         in-process, task queue {settings.task_queue}; its log in {log_file}")
         say(f"  try            TEMPORAL_ADDRESS={server.target} snlm status web07@HV-S2")
         say()
-        say(f"campaign '{CAMPAIGN}': {len(MOVES)} VMs at once, delegation policy '{choice.policy.value}'")
-        tracked = await run_campaign(client, lab, settings.task_queue, stop, delegation=choice.policy)
+        say(f"campaign '{CAMPAIGN}': {len(MOVES)} VMs, delegation policy '{choice.policy.value}'")
+        say(f"  watch it       TEMPORAL_ADDRESS={server.target} snlm campaign watch {CAMPAIGN}   (or in the UI)")
+        tracked = await run_campaign(
+            client, lab, settings.task_queue, stop, delegation=choice.policy, report=workdir / "campaign-report.html"
+        )
         say()
         say("summary")
         for line in summary_lines(tracked):

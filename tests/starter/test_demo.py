@@ -46,8 +46,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 async def test_the_campaign_ends_as_the_demo_says_on_the_skip_path(
-    server: DevServer, lab: Lab, capsys: pytest.CaptureFixture[str]
+    server: DevServer, lab: Lab, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    report = tmp_path / "campaign-report.html"
     settings = Settings(
         temporal_address=server.target,
         temporal_namespace="default",
@@ -60,7 +61,14 @@ async def test_the_campaign_ends_as_the_demo_says_on_the_skip_path(
     client = await connect_client(settings)
     async with build_worker(client, settings):
         tracked = await asyncio.wait_for(
-            demo.run_campaign(client, lab, settings.task_queue, asyncio.Event(), delegation=DelegationPolicy.SKIP),
+            demo.run_campaign(
+                client,
+                lab,
+                settings.task_queue,
+                asyncio.Event(),
+                delegation=DelegationPolicy.SKIP,
+                report=report,
+            ),
             timeout=90,
         )
 
@@ -86,8 +94,9 @@ async def test_the_campaign_ends_as_the_demo_says_on_the_skip_path(
     assert "MOVE ATTEMPTS" in summary
     assert "app04 HA:" in summary
     out = capsys.readouterr().out
-    assert "web08   HV-S2->HV-S4   MOVED" in out
-    assert "attempt 2" in out, "the retry shows in the progress lines"
+    assert "ended: 4/4 ended (3 moved, 0 already there, 0 failed, 1 blocked, 0 cancelled)" in out
+    assert "passthrough-disk" in report.read_text(encoding="utf-8")
+    assert demo.CAMPAIGN in report.read_text(encoding="utf-8")
 
 
 def test_the_skip_path_is_chosen_and_explained_without_a_directory(tmp_path: Path) -> None:

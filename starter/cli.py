@@ -387,13 +387,9 @@ def _final_text(final: dict[str, Any]) -> str:
     return f"{final['step']:<12}  100%" if final["percent"] == 100 else str(final["step"])
 
 
-def _bar(percent: int, width: int = 24) -> str:
-    filled = max(0, min(width, round(width * percent / 100)))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
 class ProgressView:
-    """A live bar on a terminal (redrawn in place), or a plain line whenever something changes."""
+    """A live bar on a terminal (rich, redrawn in place, the same library as the campaign view), or a plain line
+    whenever something changes (a pipe, a log)."""
 
     def __init__(self, out: Output, label: str) -> None:
         self.out = out
@@ -401,17 +397,28 @@ class ProgressView:
         self.tty = not out.json and out.out.isatty()
         self.last = ""
         self.last_percent = -100
-        self.drawn = False
+        self._live: Any = None
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=out.out), auto_refresh=False, transient=False)
+            self._live.start()
+
+    def _draw(self, percent: int, text: str) -> None:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        row = Table.grid(padding=(0, 2))
+        row.add_row(self.label, ProgressBar(total=100, completed=percent, width=30), text)
+        self._live.update(row, refresh=True)
 
     def show(self, p: MigrationProgress) -> None:
         if self.out.json:
             return
         text = _progress_text(p)
-        if self.tty:
-            line = f"\r{self.label}  {_bar(p.percent)}  {text}"
-            self.out.out.write(line.ljust(110)[:160])
-            self.out.out.flush()
-            self.drawn = True
+        if self._live is not None:
+            self._draw(p.percent, text)
             return
         # Plain lines: on a new step, or every 10 % of the move, so a log stays readable.
         key = f"{p.step}|{p.waiting_for}|{p.attempt}"
@@ -424,18 +431,15 @@ class ProgressView:
         """The run's end state as the last line (the bar at 100 % when done)."""
         if self.out.json:
             return
-        if self.tty:
-            bar = f"{_bar(100)}  " if final["percent"] == 100 else ""
-            self.out.out.write(f"\r{self.label}  {bar}{_final_text(final)}".ljust(110)[:160])
-            self.out.out.flush()
-            self.drawn = True
+        if self._live is not None:
+            self._draw(int(final["percent"]), _final_text(final))
         else:
             self.out.line(f"{self.label}  {_final_text(final)}")
 
     def done(self) -> None:
-        if self.tty and self.drawn:
-            self.out.out.write("\n")
-            self.out.out.flush()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 # -- Temporal ---------------------------------------------------------------------------------------------------

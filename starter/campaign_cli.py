@@ -46,6 +46,7 @@ from workflows.contracts import (
     campaign_workflow_id,
 )
 from workflows.scheduling import simulate
+from workflows.windows import end_inside_windows
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
@@ -328,17 +329,18 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
     unknown = sum(1 for m in moves if not (m.memory_bytes or m.disk_bytes))
     now = datetime.now(UTC)
     out.line(f"campaign {plan.name}: {len(moves)} move(s) in {len(plan.waves)} wave(s), scheduler {plan.scheduler}")
+    end = end_inside_windows(now, plan.windows, forecast.makespan_seconds)
     out.line(
-        f"  makespan {_duration(forecast.makespan_seconds)} (moving from now: ends about "
-        f"{now + timedelta(seconds=forecast.makespan_seconds):%Y-%m-%d %H:%M %Z})"
+        f"  makespan {_duration(forecast.makespan_seconds)} of moving; started now, it ends about "
+        f"{end:%Y-%m-%d %H:%M %Z}"
     )
     if plan.windows:
-        out.line("  inside maintenance windows only: the wall-clock end is later by the time between windows")
+        out.line("  moves start only inside the plan's maintenance windows: the end counts open-window time only")
     if unknown:
         out.line(f"  note: {unknown} move(s) have no size in the plan (use --check to read them from the hosts)")
     for index, wave in enumerate(plan.waves):
-        end = forecast.waves[index] if index < len(forecast.waves) else 0.0
-        out.line(f"  wave {wave.name}: {len(wave.moves)} move(s), ends at +{_duration(end)}")
+        wave_end = forecast.waves[index] if index < len(forecast.waves) else 0.0
+        out.line(f"  wave {wave.name}: {len(wave.moves)} move(s), ends at +{_duration(wave_end)}")
     for host, figures in sorted(forecast.hosts.items(), key=lambda item: -item[1].last_end):
         out.line(
             f"  host {host}: last move ends at +{_duration(figures.last_end)}, "
@@ -348,6 +350,7 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
         {
             "campaign": plan.name,
             "makespan_seconds": forecast.makespan_seconds,
+            "end": end.isoformat(),
             "waves": {
                 w.name: (forecast.waves[i] if i < len(forecast.waves) else 0.0) for i, w in enumerate(plan.waves)
             },

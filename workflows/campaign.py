@@ -75,7 +75,7 @@ with workflow.unsafe.imports_passed_through():
         pack_moves,
     )
     from workflows.scheduling import next_moves
-    from workflows.windows import next_opening, open_window, seconds_until_open
+    from workflows.windows import end_inside_windows, next_opening, open_window, seconds_until_open
 
 _CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
 _QUICK_RETRY = RetryPolicy(
@@ -690,7 +690,10 @@ class CampaignWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=2),
         )
         self._forecast_makespan = summary.makespan_seconds
-        self._forecast_end = workflow.now().timestamp() + summary.makespan_seconds
+        # Work advances only inside the windows: the end is where the makespan's seconds of open window run out.
+        self._forecast_end = end_inside_windows(
+            workflow.now(), self._input.windows, summary.makespan_seconds
+        ).timestamp()
 
     def _counts(self) -> CampaignCounts:
         tally = dict.fromkeys(MoveState, 0)

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_DURATION_MINUTES",
     "UPCOMING_HORIZON",
     "always_open",
+    "end_inside_windows",
     "next_opening",
     "open_window",
     "seconds_until_open",
@@ -227,3 +228,26 @@ def _utc(now: datetime) -> datetime:
 
 def _first_day(now: datetime, zone: ZoneInfo) -> date:
     return now.astimezone(zone).date() - timedelta(days=_LOOKBACK_DAYS)
+
+
+def end_inside_windows(now: datetime, windows: Sequence[MaintenanceWindow], work_seconds: float) -> datetime:
+    """When `work_seconds` of a campaign's work, started at `now`, ends if work advances only while a window is
+    open: the forecast's wall-clock end. Moves in flight finish after a window closes, so the campaign's real end
+    may come a little later (by at most its longest move). No windows: `now + work_seconds`."""
+    moment = _utc(now)
+    if not windows:
+        return moment + timedelta(seconds=work_seconds)
+    left = max(0.0, work_seconds)
+    cursor = moment
+    # Spans in batches: a campaign of months may cross hundreds of windows.
+    while True:
+        spans = upcoming(cursor, windows, 64)
+        if not spans:
+            return cursor + timedelta(seconds=left)
+        for start, end in spans:
+            begin = max(start, cursor)
+            length = (end - begin).total_seconds()
+            if length >= left:
+                return begin + timedelta(seconds=left)
+            left -= length
+            cursor = end

@@ -464,3 +464,17 @@ async def test_a_workflow_sleeps_until_a_window_opens(time_skipping_env: Workflo
     assert start <= woke_at < end
     assert (start, end) == open_window(woke_at, windows)
     assert start == next_opening(closed_at, windows)
+
+
+def test_the_forecast_end_counts_only_open_window_time() -> None:
+    from workflows.windows import end_inside_windows
+
+    nightly = MaintenanceWindow(start="22:00", duration_minutes=120, time_zone="UTC")
+    monday_noon = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    # 3 h of work: 2 h on Monday night, then 1 h from Tuesday 22:00.
+    assert end_inside_windows(monday_noon, [nightly], 3 * 3600) == datetime(2026, 3, 3, 23, 0, tzinfo=UTC)
+    # Inside a window already: the rest of it counts from now.
+    assert end_inside_windows(datetime(2026, 3, 2, 23, 0, tzinfo=UTC), [nightly], 1800) == datetime(
+        2026, 3, 2, 23, 30, tzinfo=UTC
+    )
+    assert end_inside_windows(monday_noon, [], 90) == monday_noon + timedelta(seconds=90)

@@ -24,22 +24,63 @@ client's own password handed over to be scrubbed out of anything raised. `props(
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import re
+import struct
 import threading
 import time
 import uuid
 import weakref
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pydantic import SecretStr
-from pypsrp.complex_objects import GenericComplexObject, PSInvocationState
-from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp._utils import version_equal_or_newer
+from pypsrp.complex_objects import (
+    ApartmentState,
+    Color,
+    CommandMetadataCount,
+    CommandOrigin,
+    ComplexObject,
+    Coordinates,
+    CultureInfo,
+    DictionaryMeta,
+    GenericComplexObject,
+    HostMethodIdentifier,
+    InformationalRecord,
+    KeyInfoDotNet,
+    ListMeta,
+    ObjectMeta,
+    ParameterMetadata,
+    PipelineResultTypes,
+    ProgressRecordType,
+    PSCredential,
+    PSInvocationState,
+    PSThreadOptions,
+    QueueMeta,
+    RemoteStreamOptions,
+    SessionStateEntryVisibility,
+    Size,
+    StackMeta,
+)
+from pypsrp.exceptions import InvalidPSRPOperation
+from pypsrp.messages import (
+    DebugRecord,
+    Destination,
+    ErrorRecordMessage,
+    InformationRecord,
+    MessageType,
+    VerboseRecord,
+    WarningRecord,
+)
+from pypsrp.powershell import Fragment, Fragmenter, PowerShell, RunspacePool
+from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from activities.errors import SnlmError, TransientError
@@ -211,6 +252,460 @@ def _notify(report: SessionReport) -> None:
             log.warning("a session observer failed", exc_info=True)
 
 
+# -- the wire codec ---------------------------------------------------------------------------------------------
+# pypsrp 0.9.1 spends most of a worker's CPU per move on its own bookkeeping, not on the wire: each command it is
+# given becomes a Command object with eight PipelineResultTypes objects, deep-copied twice to build the
+# CREATE_PIPELINE (Pipeline._get_statements) as an ElementTree; and every nested element of every object it receives
+# is rendered back to text (Serializer.deserialize, for ComplexObject._xml). Here the host client's structured
+# commands are written straight to the CLIXML pypsrp would send for them, and received objects are read without the
+# text: pypsrp's wire format and objects, byte for byte out and object for object in (tests/activities/
+# test_wire_codec.py compares them with pypsrp's own), made for a fraction of the CPU.
+
+# A command as the wire carries it: the cmdlet, then its arguments in order, (name, value) for a parameter (a value
+# of None: a switch, or $null) and (None, value) for a positional argument. A statement is a list of them (`A | B`).
+_WireCommand = tuple[str, tuple[tuple[str | None, Any], ...]]
+_WireStatement = list[_WireCommand]
+
+# Characters that change a string on its way into CLIXML: pypsrp's `_xHHHH_` escapes (an underscore before x, C0
+# and C1 controls, characters beyond the BMP) and XML's own (&, <, >).
+_NOT_PLAIN: Final = re.compile("[&<>_\u0000-\u001f\u007f-\u009f\U00010000-\U0010ffff]")
+# The .NET type of a PowerShell object's command, argument and statement lists.
+_PS_OBJECT_LIST: Final = (
+    "System.Collections.Generic.List`1[[System.Management.Automation.PSObject, System.Management.Automation, "
+    "Version=1.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
+    "System.Object",
+)
+# Every command's merge settings, all "None" (what pypsrp's Command sends unless told otherwise): those before its
+# arguments, then those of protocol 2.2 (PowerShell 3.0) and of 2.3 (PowerShell 5.1) after them.
+_MERGES_BEFORE: Final = ("MergeMyResult", "MergeToResult", "MergePreviousResults")
+_MERGES_2_2: Final = ("MergeError", "MergeWarning", "MergeVerbose", "MergeDebug")
+_MERGES_2_3: Final = ("MergeInformation",)
+_HOST_INFO_NULL: Final = (
+    '<MS><B N="_isHostNull">true</B><B N="_isHostUINull">true</B><B N="_isHostRawUINull">true</B>'
+    '<B N="_useRunspaceHost">true</B></MS>'
+)
+
+
+def _xml_escape(text: str) -> str:
+    """Text as ElementTree escapes it in an element."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _element(tag: str, name: str | None, text: str) -> str:
+    """One element as ElementTree writes it: `<S N="V">text</S>`, or `<S N="V" />` when empty."""
+    head = f'<{tag} N="{name}"' if name is not None else f"<{tag}"
+    return f"{head}>{text}</{tag}>" if text else f"{head} />"
+
+
+class _PipelineWriter:
+    """The CLIXML of the CREATE_PIPELINE message pypsrp's PowerShell.begin_invoke sends for these statements (no
+    input, no history, no host), as pypsrp's Serializer writes it, element for element.
+
+    RefIds and type-name references come from the serializer's own counters, in document order, so a value left to
+    pypsrp (a list, a hashtable, a GUID...) is numbered as pypsrp would number it."""
+
+    def __init__(self, serializer: Serializer, protocol_version: str) -> None:
+        serializer._clear()
+        self.serializer = serializer
+        self.merges_after = (_MERGES_2_2 if version_equal_or_newer(protocol_version, "2.2") else ()) + (
+            _MERGES_2_3 if version_equal_or_newer(protocol_version, "2.3") else ()
+        )
+        self.none = PipelineResultTypes(value=PipelineResultTypes.NONE)
+
+    def message(self, statements: Sequence[_WireStatement], apartment_state: int) -> bytes:
+        head = f'<Obj RefId="{self.ref()}"><MS><B N="NoInput">true</B>'
+        parts = [
+            head,
+            self.enum("ApartmentState", ApartmentState(value=apartment_state)),
+            self.enum("RemoteStreamOptions", RemoteStreamOptions(value=RemoteStreamOptions.ADD_INVOCATION_INFO)),
+            '<B N="AddToHistory">false</B>',
+            f'<Obj RefId="{self.ref()}" N="HostInfo">{_HOST_INFO_NULL}</Obj>',
+            f'<Obj RefId="{self.ref()}" N="PowerShell"><MS><B N="IsNested">false</B>',
+        ]
+        if len(statements) > 1:
+            parts.append(f'<Obj RefId="{self.ref()}" N="ExtraCmds">{self.type_names(_PS_OBJECT_LIST)}<LST>')
+            for statement in statements:
+                parts.append(f'<Obj RefId="{self.ref()}"><MS>{self.commands(statement)}</MS></Obj>')
+            parts.append("</LST></Obj>")
+        else:
+            parts.append('<Nil N="ExtraCmds" />')
+        parts.append(self.commands(statements[0]))
+        parts.append('<Nil N="History" /><B N="RedirectShellErrorOutputPipe">false</B></MS></Obj>')
+        parts.append('<B N="IsNested">false</B></MS></Obj>')
+        return "".join(parts).encode("utf-8")
+
+    def commands(self, statement: _WireStatement) -> str:
+        head = f'<Obj RefId="{self.ref()}" N="Cmds">{self.type_names(_PS_OBJECT_LIST)}'
+        return head + _element("LST", None, "".join(self.command(command) for command in statement)) + "</Obj>"
+
+    def command(self, command: _WireCommand) -> str:
+        cmdlet, arguments = command
+        parts = [f'<Obj RefId="{self.ref()}"><MS>', _element("S", "Cmd", self.text(cmdlet))]
+        parts.append('<B N="IsScript">false</B><Nil N="UseLocalScope" />')
+        parts += [self.enum(name, self.none) for name in _MERGES_BEFORE]
+        parts.append(f'<Obj RefId="{self.ref()}" N="Args">{self.type_names(_PS_OBJECT_LIST)}')
+        parts.append(_element("LST", None, "".join(self.argument(name, value) for name, value in arguments)))
+        parts.append("</Obj>")
+        parts += [self.enum(name, self.none) for name in self.merges_after]
+        parts.append("</MS></Obj>")
+        return "".join(parts)
+
+    def argument(self, name: str | None, value: Any) -> str:
+        head = f'<Obj RefId="{self.ref()}"><MS>'
+        label = _element("S", "N", self.text(name)) if name is not None else '<Nil N="N" />'
+        return f"{head}{label}{self.value(value)}</MS></Obj>"
+
+    def value(self, value: Any) -> str:
+        """A parameter's value, typed as pypsrp types it."""
+        kind = type(value)
+        if value is None:
+            return '<Nil N="V" />'
+        if kind is str:
+            return _element("S", "V", self.text(value))
+        if kind is bool:
+            return _element("B", "V", "true" if value else "false")
+        if kind is int:
+            return _element("I32", "V", str(value))
+        # Anything else (a list, a hashtable, a GUID, an object...) is written by pypsrp itself, numbered from here on.
+        parent = ET.Element("MS")
+        self.serializer._create_obj(parent, value, meta=ObjectMeta(name="V"))
+        return "".join(ET.tostring(child, encoding="unicode") for child in parent)
+
+    # -- pieces ----------------------------------------------------------------------------------------------
+    def ref(self) -> str:
+        ref: str = self.serializer._get_obj_id()
+        return ref
+
+    def text(self, value: str) -> str:
+        if not _NOT_PLAIN.search(value):
+            return value
+        return _xml_escape(cast(str, self.serializer._serialize_string(value)))
+
+    def type_names(self, types: Sequence[str]) -> str:
+        known = self.serializer.tn
+        ref = known.get(types[0])
+        if ref is not None:
+            return f'<TNRef RefId="{ref}" />'
+        ref = self.serializer.tn_id
+        self.serializer.tn_id += 1
+        known[types[0]] = ref
+        # pypsrp writes type names as they are (XML-escaped, without `_xHHHH_` escapes).
+        return f'<TN RefId="{ref}">' + "".join(_element("T", None, _xml_escape(name)) for name in types) + "</TN>"
+
+    def enum(self, name: str, value: Any) -> str:
+        head = f'<Obj RefId="{self.ref()}" N="{name}">'
+        to_string = _element("ToString", None, self.text(value._to_string))
+        return f"{head}{self.type_names(value._types)}{to_string}<I32>{value.value}</I32></Obj>"
+
+
+class _PipelineMessage(ComplexObject):
+    """A CREATE_PIPELINE already written as CLIXML (by `_PipelineWriter`), on its way to `_Fragmenter`."""
+
+    MESSAGE_TYPE = MessageType.CREATE_PIPELINE
+
+    def __init__(self, clixml: bytes) -> None:
+        super().__init__()
+        self.clixml = clixml
+
+
+class _PowerShell(PowerShell):
+    """A pipeline of structured commands, `statements`, whose CREATE_PIPELINE `_PipelineWriter` writes.
+
+    With pipeline input (or another option of begin_invoke) it is pypsrp's own PowerShell: the same commands are
+    added as pypsrp objects and pypsrp writes the message."""
+
+    def __init__(self, pool: RunspacePool, statements: Sequence[_WireStatement]) -> None:
+        super().__init__(pool)
+        self.statements = list(statements)
+
+    def begin_invoke(
+        self,
+        input: Any = None,
+        add_to_history: bool = False,
+        apartment_state: int | None = None,
+        redirect_shell_error_to_out: bool = False,
+        remote_stream_options: int | None = RemoteStreamOptions.ADD_INVOCATION_INFO,
+    ) -> None:
+        pool = self.runspace_pool
+        plain = (
+            input is None
+            and not (add_to_history or redirect_shell_error_to_out)
+            and apartment_state is None
+            and remote_stream_options == RemoteStreamOptions.ADD_INVOCATION_INFO
+            and pool.host is None
+            and bool(pool.protocol_version)
+            and not self.commands
+            and self.state == PSInvocationState.NOT_STARTED
+        )
+        if not plain:
+            for statement in self.statements:
+                for cmdlet, arguments in statement:
+                    self.add_cmdlet(cmdlet)
+                    for name, value in arguments:
+                        if name is None:
+                            self.add_argument(value)
+                        else:
+                            self.add_parameter(name, value)
+                self.add_statement()
+            self.statements = []
+            super().begin_invoke(
+                input, add_to_history, apartment_state, redirect_shell_error_to_out, remote_stream_options
+            )
+            return
+        if not self.statements:
+            raise InvalidPSRPOperation("Cannot invoke PowerShell without any commands being set")
+        writer = _PipelineWriter(pool._serializer, cast(str, pool.protocol_version))
+        self._invoke(_PipelineMessage(writer.message(self.statements, pool.apartment_state)))
+
+
+class _Fragmenter(Fragmenter):
+    """pypsrp's Fragmenter, taking CREATE_PIPELINE messages already written (`_PipelineMessage`) as they are."""
+
+    def fragment(self, data: Any, rpid: str, pid: str | None = None, remaining_size: int | None = None) -> list[bytes]:
+        if not isinstance(data, _PipelineMessage) or remaining_size is not None:
+            return list(super().fragment(data, rpid, pid, remaining_size))
+        empty = uuid.UUID(int=0)
+        message = (
+            struct.pack("<II", Destination.SERVER, MessageType.CREATE_PIPELINE)
+            + (uuid.UUID(rpid) if rpid is not None else empty).bytes_le
+            + (uuid.UUID(pid) if pid is not None else empty).bytes_le
+            + data.clixml
+        )
+        fragments = [
+            Fragment(self.outgoing_counter, index, chunk, index == 0, end).pack()
+            for index, (chunk, end) in enumerate(self._byte_iterator(message, self.max_size))
+        ]
+        self.outgoing_counter += 1
+        return fragments
+
+
+def _text_of(element: ET.Element) -> str:
+    return cast(str, element.text)
+
+
+# What Serializer.deserialize makes of each primitive CLIXML element, as pypsrp makes it.
+_PRIMITIVES: Final[dict[str, Callable[[Serializer, ET.Element], Any]]] = {
+    "S": lambda s, d: s._deserialize_string(d.text),
+    "ToString": lambda s, d: s._deserialize_string(d.text),
+    "C": lambda s, d: chr(int(_text_of(d))),
+    "B": lambda s, d: _text_of(d).lower() == "true",
+    "DT": lambda s, d: d.text,
+    "TS": lambda s, d: d.text,
+    "By": lambda s, d: int(_text_of(d)),
+    "SB": lambda s, d: int(_text_of(d)),
+    "U16": lambda s, d: int(_text_of(d)),
+    "I16": lambda s, d: int(_text_of(d)),
+    "U32": lambda s, d: int(_text_of(d)),
+    "I32": lambda s, d: int(_text_of(d)),
+    "U64": lambda s, d: int(_text_of(d)),
+    "I64": lambda s, d: int(_text_of(d)),
+    "Sg": lambda s, d: float(_text_of(d)),
+    "Db": lambda s, d: float(_text_of(d)),
+    "D": lambda s, d: d.text,
+    "BA": lambda s, d: base64.b64decode(_text_of(d)),
+    "G": lambda s, d: uuid.UUID(d.text),
+    "URI": lambda s, d: s._deserialize_string(d.text),
+    "Nil": lambda s, d: None,
+    "Version": lambda s, d: d.text,
+    "XD": lambda s, d: s._deserialize_string(d.text),
+    "SBK": lambda s, d: s._deserialize_string(d.text),
+    "SS": lambda s, d: s._deserialize_secure_string(d),
+    "Ref": lambda s, d: s.obj[d.attrib["RefId"]],
+}
+
+
+def _obj_meta(tag: str, obj: Any = None) -> Callable[[], ObjectMeta]:
+    return lambda: ObjectMeta(tag, object=obj)
+
+
+# The .NET types Serializer.deserialize knows, each with a factory of the metadata it uses for them: fresh per use,
+# because deserializing a list writes its first entry's tag into the list's metadata.
+_STRUCTURES: Final[dict[str, Callable[[], ObjectMeta]]] = {
+    "Selected.Microsoft.PowerShell.Commands.GenericMeasureInfo": _obj_meta("Obj", CommandMetadataCount),
+    "System.Array": ListMeta,
+    "System.Collections.ArrayList": ListMeta,
+    "System.Collections.Hashtable": DictionaryMeta,
+    "System.Collections.Generic.List": ListMeta,
+    "System.Collections.Queue": QueueMeta,
+    "System.Collections.Stack": StackMeta,
+    "System.ConsoleColor": _obj_meta("Obj", Color),
+    "System.Management.Automation.CommandOrigin": _obj_meta("Obj", CommandOrigin),
+    "System.Management.Automation.DebugRecord": _obj_meta("Obj", DebugRecord),
+    "System.Management.Automation.ErrorRecord": _obj_meta("Obj", ErrorRecordMessage),
+    "System.Management.Automation.Host.Coordinates": _obj_meta("Obj", Coordinates),
+    "System.Management.Automation.Host.KeyInfo": _obj_meta("Obj", KeyInfoDotNet),
+    "System.Management.Automation.Host.Size": _obj_meta("Obj", Size),
+    "System.Management.Automation.InformationalRecord": _obj_meta("Obj", InformationalRecord),
+    "System.Management.Automation.InformationRecord": _obj_meta("Obj", InformationRecord),
+    "System.Management.Automation.ParameterMetadata": _obj_meta("Obj", ParameterMetadata),
+    "System.Management.Automation.ProgressRecordType": _obj_meta("Obj", ProgressRecordType),
+    "System.Management.Automation.PSBoundParametersDictionary": DictionaryMeta,
+    "System.Management.Automation.PSCredential": _obj_meta("Obj", PSCredential),
+    "System.Management.Automation.PSObject": _obj_meta("ObjDynamic", GenericComplexObject),
+    "System.Management.Automation.PSPrimitiveDictionary": DictionaryMeta,
+    "System.Management.Automation.PSTypeName": _obj_meta("S"),
+    "System.Management.Automation.Remoting.RemoteHostMethodId": _obj_meta("Obj", HostMethodIdentifier),
+    "System.Management.Automation.Runspaces.ApartmentState": _obj_meta("Obj", ApartmentState),
+    "System.Management.Automation.Runspaces.PipelineResultTypes": _obj_meta("Obj", PipelineResultTypes),
+    "System.Management.Automation.Runspaces.PSThreadOptions": _obj_meta("Obj", PSThreadOptions),
+    "System.Management.Automation.Runspaces.RemoteStreamOptions": _obj_meta("Obj", RemoteStreamOptions),
+    "System.Management.Automation.SessionStateEntryVisibility": _obj_meta("Obj", SessionStateEntryVisibility),
+    "System.Management.Automation.VerboseRecord": _obj_meta("Obj", VerboseRecord),
+    "System.Management.Automation.WarningRecord": _obj_meta("Obj", WarningRecord),
+    "System.Globalization.CultureInfo": _obj_meta("Obj", CultureInfo),
+    "System.Object": _obj_meta("ObjDynamic", GenericComplexObject),
+    "System.String": _obj_meta("S"),
+    "System.Char": _obj_meta("C"),
+    "System.Boolean": _obj_meta("B"),
+    "System.DateTime": _obj_meta("DT"),
+    "System.Byte": _obj_meta("By"),
+    "System.SByte": _obj_meta("SB"),
+    "System.UInt16": _obj_meta("U16"),
+    "System.Int16": _obj_meta("I16"),
+    "System.UInt32": _obj_meta("U32"),
+    "System.Int32": _obj_meta("I32"),
+    "System.UInt64": _obj_meta("U64"),
+    "System.Int64": _obj_meta("I64"),
+    "System.Single": _obj_meta("Sg"),
+    "System.Double": _obj_meta("Db"),
+    "System.Decimal": _obj_meta("D"),
+    "System.Guid": _obj_meta("G"),
+    "System.Uri": _obj_meta("URI"),
+    "System.Version": _obj_meta("Version"),
+    "System.Xml.XmlDocument": _obj_meta("XD"),
+    "System.Management.Automation.ScriptBlock": _obj_meta("SBK"),
+    "System.Security.SecureString": _obj_meta("SS"),
+}
+
+
+def _known_type(obj_types: Sequence[str]) -> ObjectMeta | None:
+    """The metadata Serializer.deserialize picks for an object of these .NET types (the first one it knows)."""
+    for obj_type in obj_types:
+        if obj_type.startswith("Deserialized.System."):
+            obj_type = obj_type[13:]
+        is_list = False
+        if obj_type.endswith("[]"):
+            obj_type = obj_type[0:-2]
+            is_list = True
+        elif obj_type.startswith("System.Collections.Generic.List`1[["):
+            obj_type = obj_type[35:-1].split(",")[0]
+            is_list = True
+        elif obj_type.startswith("System.Collections.ObjectModel.Collection`1[["):
+            obj_type = obj_type[45:-1].split(",")[0]
+            is_list = True
+        elif obj_type.startswith("System.Collections.ObjectModel.ReadOnlyCollection`1[["):
+            obj_type = obj_type[53:-1].split(",")[0]
+            is_list = True
+        elif obj_type.startswith("System.Collections.Generic.Dictionary`2[["):
+            dict_meta = obj_type[41:-2].split("],[")
+            key_meta = _STRUCTURES.get(dict_meta[0].split(",")[0])
+            value_meta = _STRUCTURES.get(dict_meta[1].split(",")[0])
+            return DictionaryMeta(
+                dict_key_meta=key_meta() if key_meta else ObjectMeta(),
+                dict_value_meta=value_meta() if value_meta else ObjectMeta(),
+            )
+        factory = _STRUCTURES.get(obj_type)
+        if factory is not None:
+            return ListMeta(list_value_meta=factory()) if is_list else factory()
+    return None
+
+
+class _Serializer(Serializer):
+    """pypsrp's Serializer, deserializing without rendering each nested element back to text.
+
+    pypsrp keeps that text as `ComplexObject._xml` of every object, nested ones included, for
+    `RunspacePool.get_command_metadata` alone (which this module never calls): here only an object that arrived as
+    text keeps it (a message's top object). The rest is pypsrp's algorithm, step for step."""
+
+    def deserialize(self, element: ET.Element | str, metadata: ObjectMeta | None = None, clear: bool = True) -> Any:
+        if clear:
+            self._clear()
+        source: str | None = None
+        if not clear and metadata is None and not isinstance(element, str) and not len(element):
+            # A property of a dynamic object (most of what a host sends): a primitive, read at once. pypsrp gets
+            # there through fresh metadata and three searches for type names a childless element cannot hold.
+            primitive = _PRIMITIVES.get(element.tag)
+            if primitive is not None:
+                return primitive(self, element)
+        if isinstance(element, str):
+            source = element
+            try:
+                # What pypsrp itself parses every message with; the text is the host's, after authentication.
+                element = ET.fromstring(element)  # noqa: S314
+            except ET.ParseError as err:
+                log.warning("a PSRP message is not XML (%s): kept as text", err)
+                return source
+        metadata = metadata or ObjectMeta()
+        if metadata.tag == "*":
+            metadata.tag = element.tag
+        # An element without children (every primitive) names no types: skip pypsrp's three searches for them.
+        obj_types = self._get_types_from_obj(element) if len(element) else []
+        primitive = _PRIMITIVES.get(element.tag)
+        if primitive is not None:
+            return primitive(self, element)
+
+        meta: ObjectMeta | None = metadata
+        if type(metadata) is ObjectMeta and metadata.object is None:
+            if metadata.tag == "Obj" and len(obj_types) == 0:
+                obj_types = ["System.Object"]
+            meta = _known_type(obj_types)
+
+        obj: Any
+        if meta is None:
+            obj = source if source is not None else ET.tostring(element, encoding="unicode")
+        elif meta.tag == "Obj":
+            obj = self._deserialize_obj(element, meta)
+        elif meta.tag == "ObjDynamic":
+            obj = self._deserialize_dynamic_obj(element, meta)
+        elif meta.tag == "LST":
+            obj = self._deserialize_lst(element, meta)
+        elif meta.tag == "QUE":
+            obj = self._deserialize_que(element)
+        elif meta.tag == "STK":
+            obj = self._deserialize_stk(element)
+        elif meta.tag == "DCT":
+            obj = self._deserialize_dct(element)
+        else:
+            log.warning("Unknown metadata tag type '%s', failed to deserialize object", meta.tag)
+            obj = source if source is not None else ET.tostring(element, encoding="unicode")
+
+        if element.tag == "Obj":
+            self.obj[element.attrib["RefId"]] = obj
+        if isinstance(obj, ComplexObject) and source is not None:
+            obj._xml = source
+        return obj
+
+    def _deserialize_string(self, value: str | None) -> str:
+        # Only `_xHHHH_` escapes change a string; pypsrp looks for them through a UTF-16 round trip of every one.
+        if value is not None and "_x" not in value:
+            return value
+        result: str = super()._deserialize_string(value)
+        return result
+
+
+def _settle_environment(connection: WSMan) -> None:
+    """Build the connection's HTTP session now, and let it stop reading the environment again on every request.
+
+    pypsrp builds the session with what the environment says (proxies and NO_PROXY, a CA bundle) for this
+    endpoint; with `trust_env` requests then scans every environment variable again on each request to resolve
+    the same proxies once more. The session keeps what it was built with: its certificate validation, proxies and
+    authentication are unchanged."""
+    transport = connection.transport
+    if transport.session is None:
+        transport.session = transport._build_session()
+    transport.session.trust_env = False
+
+
+class _RunspacePool(RunspacePool):
+    """pypsrp's RunspacePool with the codec above (`_Serializer`, `_Fragmenter`)."""
+
+    def __init__(self, connection: WSMan) -> None:
+        super().__init__(connection)
+        # One serializer for both: the pool sets a session key's cipher on it (`exchange_keys`).
+        self._serializer = _Serializer()
+        self._fragmenter = _Fragmenter(self.connection.max_payload_size, self._serializer)
+
+
 # -- the client -----------------------------------------------------------------------------------------
 # A statement of a batch: one command, or a pipeline of them (`A | B`).
 Statement = Command | Sequence[Command]
@@ -334,7 +829,8 @@ class HostClient:
                 operation_timeout=self.operation_timeout,
                 **options,
             )
-            pool = RunspacePool(connection)
+            _settle_environment(connection)
+            pool = _RunspacePool(connection)
             self.round_trips += 1
             pool.open()
         except Exception as exc:
@@ -402,9 +898,7 @@ class HostClient:
         """Run several commands as ONE pipeline (`A | B`), in one round trip."""
         if not commands:
             raise ValueError("a pipeline needs at least one command")
-        ps = PowerShell(self._open_pool())
-        for command in commands:
-            self._add(ps, command, error_action_stop=error_action_stop)
+        ps = _PowerShell(self._open_pool(), [[self._wire(command, error_action_stop) for command in commands]])
         name = " | ".join(command.cmdlet for command in commands)
         pipeline_input: Any = list(input) if input is not None else None
         self._invoke(ps, name, timeout, pipeline_input)
@@ -448,14 +942,13 @@ class HostClient:
             raise ValueError("a batch needs at least one statement")
         if any(not group for group in groups):
             raise ValueError("a statement needs at least one command")
-        ps = PowerShell(self._open_pool())
         tag = uuid.uuid4().hex
         markers = {f"{tag}:{index}": index for index in range(len(groups))}
+        wire: list[_WireStatement] = []
         for marker, group in zip(markers, groups, strict=True):
-            ps.add_cmdlet("Write-Output").add_parameter("InputObject", marker).add_statement()
-            for command in group:
-                self._add(ps, command, error_action_stop=False)
-            ps.add_statement()
+            wire.append([("Write-Output", (("InputObject", marker),))])
+            wire.append([self._wire(command, False) for command in group])
+        ps = _PowerShell(self._open_pool(), wire)
         names = [" | ".join(command.cmdlet for command in group) for group in groups]
         self._invoke(ps, "; ".join(names), timeout, None)
 
@@ -508,20 +1001,20 @@ class HostClient:
             raise RuntimeError(f"{self!r} is not open: use it as a context manager")
         return self._pool
 
-    def _add(self, ps: PowerShell, command: Command, *, error_action_stop: bool) -> None:
-        ps.add_cmdlet(command.cmdlet)
-        for parameter, value in command.parameters.items():
-            if value is NULL:
-                ps.add_parameter(parameter, None)
-            elif value is not None:
-                ps.add_parameter(parameter, value)
-        for switch in command.switches:
-            ps.add_parameter(switch)
-        for argument in command.arguments:
-            ps.add_argument(argument)
+    def _wire(self, command: Command, error_action_stop: bool) -> _WireCommand:
+        """The command as the wire carries it: parameters in order (None values left out, `NULL` as $null), then
+        switches, positional arguments, and `-ErrorAction Stop` when asked."""
+        arguments: list[tuple[str | None, Any]] = [
+            (parameter, None if value is NULL else value)
+            for parameter, value in command.parameters.items()
+            if value is not None
+        ]
+        arguments += [(switch, None) for switch in command.switches]
+        arguments += [(None, argument) for argument in command.arguments]
         if error_action_stop:
-            ps.add_parameter("ErrorAction", "Stop")
+            arguments.append(("ErrorAction", "Stop"))
         self.calls[command.cmdlet] += 1
+        return command.cmdlet, tuple(arguments)
 
     def _invoke(self, ps: PowerShell, name: str, timeout: float | None, pipeline_input: Any) -> None:
         """Run `ps` to its end within the timeout (stopped and HostTimeout past it)."""

@@ -21,6 +21,7 @@ works the same, without heartbeats or cancellation.
 from __future__ import annotations
 
 import contextlib
+import enum
 import ipaddress
 import logging
 import ntpath
@@ -307,15 +308,30 @@ def _dedupe(paths: Sequence[str]) -> list[str]:
     return list(seen.values())
 
 
+class _Unread(enum.Enum):
+    """The type of `_UNREAD`."""
+
+    UNREAD = "unread"
+
+
+_UNREAD: Final = _Unread.UNREAD  # "not read yet", where None already means "read: not there"
+
+
 def clean_destination(
-    client: HostClient, vm_id: str, *, also: Sequence[str] = (), realized: dict[str, Any] | None = None
+    client: HostClient,
+    vm_id: str,
+    *,
+    also: Sequence[str] = (),
+    found: dict[str, Any] | _Unread | None = _UNREAD,
 ) -> CleanupResult:
     """Remove what a failed move left on the host `client` talks to: the planned VM with this id and its
     (partial) disks, plus any of `also` that exist (the files a move to the same place would write).
 
-    A realized VM with this id means the move succeeded: nothing is removed, not even `also`.
+    `found` is the VM with this id as the caller just read it on that host (None: it is not there); by default it
+    is read here. A realized VM with this id means the move succeeded: nothing is removed, not even `also`.
     """
-    found = realized if realized is not None else _vm_by_id(client, vm_id)
+    if found is _UNREAD:
+        found = _vm_by_id(client, vm_id)
     if _realized(found):
         return CleanupResult()
     paths: list[str] = []
@@ -781,7 +797,8 @@ class MigrationActivities:
                     details={"vm": request.vm, "job_id": _text(job.get("InstanceID")), "destination": target},
                 )
             move.job_id = _text(job.get("InstanceID"))
-            return self._watch(move)
+            # The job as just read is the watch's first reading.
+            return self._watch(move, job, source.host)
         # 2. Where the VM is; 3. clean what an earlier failed move left on the destination.
         with self._client(request.destination) as destination:
             reads = destination.batch(
@@ -807,7 +824,7 @@ class MigrationActivities:
                 destination,
                 vm_id,
                 also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
-                realized=on_destination,
+                found=on_destination,  # read a moment ago, in the batch above
             )
         if cleaned.removed_planned_vm or cleaned.removed_files:
             log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)
@@ -816,25 +833,30 @@ class MigrationActivities:
         before = {_text(job.get("InstanceID")) for job in jobs}
         move.t0 = time.monotonic()
         with self._client(request.source) as source:
-            # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches.
-            source.pipeline(
-                _vm_commands(
-                    vm_id,
-                    Command(
-                        "Move-VM",
-                        {"DestinationHost": request.destination, "DestinationStoragePath": storage},
-                        switches=("IncludeStorage", "AsJob"),
+            # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches. The
+            # job it started is read in the same round trip: a read, so nothing changes if the move failed (its
+            # error is raised; the read after it may have run unseen).
+            _, jobs_read = source.batch(
+                [
+                    _vm_commands(
+                        vm_id,
+                        Command(
+                            "Move-VM",
+                            {"DestinationHost": request.destination, "DestinationStoragePath": storage},
+                            switches=("IncludeStorage", "AsJob"),
+                        ),
                     ),
-                )
+                    _jobs_command(vm_id=vm_id),
+                ]
             )
             move.started = True
-            fresh = [job for job in _jobs(source, vm_id=vm_id) if _text(job.get("InstanceID")) not in before]
+            host = source.host
+        fresh = [job for job in _dicts(jobs_read) if _text(job.get("InstanceID")) not in before]
         if not fresh:
             # Ended and gone already (a very fast move, or vmms restarted): the hosts say how it went.
             return self._outcome_without_job(move)
         move.job_id = _text(fresh[0].get("InstanceID"))
-        _heartbeat(MoveHeartbeat(move.job_id, _int(fresh[0].get("PercentComplete"))))
-        return self._watch(move)
+        return self._watch(move, fresh[0], host)
 
     @staticmethod
     def _default_storage(request: MoveInput, vmhost: CommandResult) -> str:
@@ -857,18 +879,22 @@ class MigrationActivities:
             )
         return ntpath.join(base, request.vm)
 
-    def _watch(self, move: _Move) -> MoveResult:
+    def _watch(self, move: _Move, first: Mapping[str, Any], host: str) -> MoveResult:
+        """Watch the job to its end, from `first`, the job as read on the source `host` a moment ago."""
         request = move.request
         deadline = time.monotonic() + self._max_move
         paced: tuple[float, int] | None = None  # the first reading with progress: (monotonic time, percent)
+        reading: Mapping[str, Any] | None = first
         while True:
-            # A session per poll: between polls it serves the worker's other activities.
-            with self._client(request.source) as source:
-                jobs = _jobs(source, job_id=move.job_id)
-                host = source.host
-            if not jobs:
-                return self._outcome_without_job(move)
-            job = jobs[0]
+            if reading is None:
+                # A session per poll: between polls it serves the worker's other activities.
+                with self._client(request.source) as source:
+                    jobs = _jobs(source, job_id=move.job_id)
+                    host = source.host
+                if not jobs:
+                    return self._outcome_without_job(move)
+                reading = jobs[0]
+            job, reading = reading, None
             state, percent = _job_state(job), _int(job.get("PercentComplete"))
             if paced is None and percent > 0:
                 paced = (time.monotonic(), percent)

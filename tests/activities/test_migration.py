@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import SnlmError
-from activities.hosts import HostClient
+from activities.hosts import HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
 from activities.migration import ISO_MISSING, MigrationActivities
 from lab.lab import Lab
@@ -313,6 +314,32 @@ def test_move_success_then_already_moved_verify_and_no_cleanup(pair: Callable[..
     assert cleaned == c.CleanupResult()
     assert lab.truth()["locations"]["vm-a1"] == ["HV-B"]
     assert _truth_vm(lab, "vm-a1")[0]["state"] == "Running"
+
+
+def test_a_move_reads_each_thing_once(pair: Callable[..., Lab]) -> None:
+    """The destination's VM is read once (cleaning leftovers uses that reading), the new job comes back with the
+    Move-VM in one round trip, and the watch starts from it."""
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    reports: list[SessionReport] = []
+    remove = add_session_observer(reports.append)
+    try:
+        rec = Recorder()
+        result = rec.env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
+    finally:
+        remove()
+    assert result.started
+    calls = {host: Counter[str]() for host in ("HV-A", "HV-B")}
+    for report in reports:
+        calls[report.host].update(report.calls)
+    assert calls["HV-B"] == {"Get-VM": 1, "Get-VMHost": 1, "Test-Path": 1}
+    # Source: its jobs, the VM and its disks (two Get-VM), then Get-VM | Move-VM with the job read, then the polls.
+    assert calls["HV-A"]["Move-VM"] == 1
+    assert calls["HV-A"]["Get-VM"] == 3
+    polls = calls["HV-A"]["Get-CimInstance"] - 2
+    assert len(rec.moves) == polls + 1  # one beat per reading of the job, the first the one read with the move
+    assert all(beat.job_id == result.job_id for beat in rec.moves)
 
 
 def _start_job_by_hand(lab: Lab, vm: str) -> str:

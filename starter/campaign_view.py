@@ -114,7 +114,6 @@ class LiveView:
         shown: list[MoveRecord],
         beats: dict[int, MoveHeartbeat | None],
     ) -> Group:
-        c = progress.counts
         header = Text(f"campaign {progress.name}  ", style="bold")
         header.append(str(progress.phase), style="cyan" if progress.phase != CampaignPhase.PAUSED else "yellow")
         lines: list[Any] = [header]
@@ -125,13 +124,13 @@ class LiveView:
         waves.add_column("bar", width=40)
         waves.add_column("state")
         for index, name in enumerate(progress.waves):
-            if index < progress.wave:
-                state, completed = "ended", 1.0
-            elif index == progress.wave:
-                ended = c.moved + c.already_there + c.failed + c.blocked + c.cancelled
-                state, completed = f"{ended}/{progress.total} ended", ended / max(1, progress.total)
+            size = progress.wave_sizes[index] if index < len(progress.wave_sizes) else 0
+            ended = progress.waves_ended[index] if index < len(progress.waves_ended) else 0
+            completed = ended / size if size else (1.0 if index < progress.wave else 0.0)
+            if index > progress.wave and not ended:
+                state = f"waiting ({size} moves)"
             else:
-                state, completed = "waiting", 0.0
+                state = f"{ended}/{size} ended" if size else ("ended" if index < progress.wave else "")
             waves.add_row(name, ProgressBar(total=1.0, completed=completed, width=40), state)
         lines.append(waves)
         lanes: dict[str, list[MoveRecord]] = {}

@@ -1163,6 +1163,10 @@ async def execute(
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         code = asyncio.run(execute(argv))
+    except BrokenPipeError:
+        # The reader went away (`snlm ... | head`): nothing more to say, and nothing to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     except KeyboardInterrupt:
         print("snlm: interrupted (a started migration keeps running in Temporal)", file=sys.stderr)
         code = EXIT_INTERRUPTED

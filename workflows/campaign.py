@@ -253,6 +253,11 @@ class CampaignWorkflow:
         counts = self._counts()
         moved = sum(self._bytes(i) for i, s in enumerate(self._states) if s == MoveState.MOVED)
         left = sum(self._bytes(i) for i, s in enumerate(self._states) if s in (MoveState.PENDING, MoveState.RUNNING))
+        sizes = [0] * len(self._input.waves)
+        ended = [0] * len(self._input.waves)
+        for index, wave in enumerate(self._wave_of):
+            sizes[wave] += 1
+            ended[wave] += self._states[index].ended
         return CampaignProgress(
             name=self._input.name,
             phase=self._phase,
@@ -269,6 +274,8 @@ class CampaignWorkflow:
             run=self._runs,
             duplicates=self._duplicates,
             history_events=workflow.info().get_current_history_length(),
+            wave_sizes=tuple(sizes),
+            waves_ended=tuple(ended),
         )
 
     @workflow.query

@@ -1442,6 +1442,9 @@ class CampaignProgress:
     run: int = 1
     duplicates: int = 0  # entries of the plan that named a move already listed (they count nowhere)
     history_events: int = 0
+    # Per wave, in order: its moves, and how many of them ended.
+    wave_sizes: tuple[int, ...] = ()
+    waves_ended: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

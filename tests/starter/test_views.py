@@ -31,6 +31,8 @@ def progress(**changes: Any) -> CampaignProgress:
         "waves": ("pilot", "bulk"),
         "bytes_moved": 40 * GIB,
         "bytes_left": 60 * GIB,
+        "wave_sizes": (4, 6),
+        "waves_ended": (4, 1),
     }
     fields.update(changes)
     return CampaignProgress(**fields)
@@ -69,7 +71,7 @@ async def test_the_campaign_view_draws_waves_and_counts_on_a_terminal() -> None:
     with LiveView(out) as view:
         await view.draw(None, progress(), [])  # type: ignore[arg-type]  # no move in flight: no client needed
     screen = screen_stream.getvalue()
-    for text in ("campaign dc1", "pilot", "bulk", "running"):
+    for text in ("campaign dc1", "pilot", "bulk", "running", "4/4 ended", "1/6 ended"):
         assert text in screen
 
 

@@ -207,6 +207,7 @@ class CampaignWorkflow:
                 self._moves.append(move)
                 self._wave_of.append(packed.wave[number])
         self._duplicates = len(packed) - len(self._moves)
+        self._members: list[list[int]] = []
         carry = input.carry
         count = len(self._moves)
         if carry is not None:
@@ -502,7 +503,12 @@ class CampaignWorkflow:
         return self._phase == CampaignPhase.PAUSED
 
     def _wave_members(self, wave: int) -> list[int]:
-        return [i for i, w in enumerate(self._wave_of) if w == wave]
+        # Computed once: every round asks for the current wave's moves, and a campaign has thousands.
+        if not self._members:
+            self._members = [[] for _ in self._input.waves]
+            for index, of in enumerate(self._wave_of):
+                self._members[of].append(index)
+        return self._members[wave] if wave < len(self._members) else []
 
     def _wave_failures(self, wave: int) -> int:
         return sum(1 for i in self._wave_members(wave) if self._states[i] == MoveState.FAILED)

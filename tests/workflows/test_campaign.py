@@ -9,6 +9,7 @@ destination is not moved again. The real saga is exercised against the lab in te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio import activity, workflow
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -126,12 +128,33 @@ def hash_size(vm: str) -> int:
     return 10 + (int(digits) % 7) * 10 if digits else 10
 
 
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def campaign_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own. Campaigns that continued as new follow their moves through
+    watch_move activities, and the test server does not release its time-skipping lock for an activity a stopped
+    worker left running; a server shared with later tests would stop skipping time for them."""
+    # Imported here: the workflow sandbox re-imports this module's top level, and the fixtures' module with it.
+    from tests.conftest import _binary, register_search_attributes
+
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_binary("temporal-test-server"))
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def campaign_env(
-    time_skipping_env: WorkflowEnvironment, task_queue: str
+    campaign_server: WorkflowEnvironment, task_queue: str
 ) -> AsyncIterator[tuple[WorkflowEnvironment, World, str]]:
+    time_skipping_env = campaign_server
     world = World()
     activities = WorldActivities(world)
+    # watch_move waits on a move's result with a client of its own, as the worker's is: the environment's client
+    # takes and releases the test server's time-skipping lock around each wait, and a wait cut short when this
+    # test's worker stops would leave the shared server unable to skip time for the tests after it.
+    plain = await Client.connect(time_skipping_env.client.service_client.config.target_host)
     async with Worker(
         time_skipping_env.client,
         task_queue=task_queue,
@@ -139,12 +162,28 @@ async def campaign_env(
         activities=[
             activities.move,
             activities.cancelled,
-            CampaignActivities(time_skipping_env.client).watch_move,
+            CampaignActivities(plain).watch_move,
             forecast_campaign,
         ],
         activity_executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(4),
     ):
-        yield time_skipping_env, world, task_queue
+        try:
+            yield time_skipping_env, world, task_queue
+        finally:
+            await _end_everything(time_skipping_env)
+
+
+# Every campaign a test started and every move it names: ended after the test. The time-skipping server is shared
+# by the session; a campaign left lingering would hold workflow tasks nobody polls once this test's worker is gone,
+# and the server skips no time while a task is outstanding.
+_STARTED: list[str] = []
+
+
+async def _end_everything(env: WorkflowEnvironment) -> None:
+    ids, _STARTED[:] = list(_STARTED), []
+    for workflow_id in ids:
+        with contextlib.suppress(RPCError):
+            await env.client.get_workflow_handle(workflow_id).terminate(reason="end of the test")
 
 
 def plan(name: str, waves: list[list[tuple[str, str, str]]], **kwargs: object) -> CampaignPlan:
@@ -158,6 +197,8 @@ def plan(name: str, waves: list[list[tuple[str, str, str]]], **kwargs: object) -
 async def start(
     env: WorkflowEnvironment, task_queue: str, request: CampaignInput
 ) -> WorkflowHandle[CampaignWorkflow, Any]:
+    _STARTED.append(campaign_workflow_id(request.name))
+    _STARTED.extend(request.moves.move(i).key for i in range(len(request.moves)))
     return await env.client.start_workflow(
         CampaignWorkflow.run, request, id=campaign_workflow_id(request.name), task_queue=task_queue
     )

@@ -21,6 +21,8 @@ BENCHMARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("directory_bench", ()),
     ("saga_bench", ("--quick",)),
     ("concurrency_bench", ("--quick",)),
+    ("makespan", ("--quick",)),
+    ("scale", ("--quick",)),
 )
 # The longest any one benchmark may take before it is stopped (the concurrency one at full size takes minutes).
 DEADLINE_SECONDS = 3600

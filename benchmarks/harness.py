@@ -570,3 +570,71 @@ def verdict(value: float | None, target: float, *, at_least: bool = False) -> st
     if at_least:
         return "ok" if value >= target else "UNDER"
     return "ok" if value <= target else "OVER"
+
+
+# -- workers -------------------------------------------------------------------------------------------------------
+
+
+async def start_snlm_worker(
+    client: Client,
+    dev: DevServer,
+    inventory: Path,
+    log_path: Path,
+    *,
+    task_queue: str,
+    name: str = "snlm worker",
+    env: Mapping[str, str] | None = None,
+) -> Process:
+    """`python worker.py` with its defaults, but for where things are (`inventory`, the dev server, `task_queue`),
+    the delegation policy `skip` (the lab's own directory holds the delegation) and a short graceful shutdown;
+    `env` adds or overrides settings variables. Returns once it polls its task queue."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SNLM_", "OTEL_", "TEMPORAL_"))}
+    child_env.update(
+        SNLM_INVENTORY=str(inventory),
+        TEMPORAL_ADDRESS=dev.target,
+        SNLM_TASK_QUEUE=task_queue,
+        SNLM_DELEGATION_POLICY="skip",
+        SNLM_GRACEFUL_SHUTDOWN_SECONDS="2",
+    )
+    child_env.update(env or {})
+    worker = spawn(name, [sys.executable, "worker.py"], log_path, child_env)
+    await wait_for_pollers(client, task_queue, worker)
+    return worker
+
+
+async def start_bare_worker(client: Client, dev: DevServer, log_path: Path, *, task_queue: str) -> Process:
+    """`benchmarks/bare.py`'s worker on `task_queue`, once it polls it."""
+    command = [sys.executable, "-m", "benchmarks.bare", "--address", dev.target, "--task-queue", task_queue]
+    worker = spawn("bare worker", command, log_path)
+    await wait_for_pollers(client, task_queue, worker)
+    return worker
+
+
+async def run_lengths(client: Client, workflow_id: str) -> list[int]:
+    """The history length of every run of `workflow_id` (a workflow that continues as new has several), oldest
+    first, as the server counts them."""
+    lengths: list[tuple[float, int]] = []
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        description = await client.get_workflow_handle(execution.id, run_id=execution.run_id).describe()
+        info = description.raw_description.workflow_execution_info
+        lengths.append((info.start_time.ToMicroseconds() / 1e6, info.history_length))
+    return [length for _, length in sorted(lengths)]
+
+
+def activity_seconds(events: Sequence[HistoryEvent]) -> dict[str, list[float]]:
+    """Per activity type, how long each of its runs in this history took (last attempt started to closed), in
+    real seconds."""
+    scheduled: dict[int, str] = {}
+    started: dict[int, float] = {}
+    spans: dict[str, list[float]] = {}
+    for event in events:
+        kind = _kind(event)
+        if kind == "ACTIVITY_TASK_SCHEDULED":
+            scheduled[event.event_id] = _label(event)
+        elif kind == "ACTIVITY_TASK_STARTED":
+            started[_attributes(event).scheduled_event_id] = _at(event)
+        elif kind in _ACTIVITY_CLOSED:
+            origin = _attributes(event).scheduled_event_id
+            if origin in scheduled and origin in started:
+                spans.setdefault(scheduled[origin], []).append(_at(event) - started[origin])
+    return spans

@@ -1045,6 +1045,12 @@ class HostClient:
             # Thrown into this thread mid-exchange (an activity's cancellation): the host's answer is unread.
             self.broken = True
             raise
+        finally:
+            # pypsrp keeps every pipeline of a pool in its registry (with its output and streams) until the pool
+            # closes: on a reused session that is every answer of up to `max_pipelines` commands per session, about
+            # 3 MiB per move. The answer is in `ps` now, and nothing goes on the wire: pypsrp's own invoke sends
+            # nothing more for an ended pipeline either.
+            ps.runspace_pool.pipelines.pop(ps.id, None)
 
     @staticmethod
     def _stop(ps: PowerShell) -> None:

@@ -120,6 +120,20 @@ def test_an_error_record_leaves_the_session_in_the_pool(lab: Lab) -> None:
     assert (stats.opened, stats.reused, stats.discarded) == (1, 1, 0)
 
 
+def test_a_reused_session_keeps_no_answer_of_an_ended_command(lab: Lab) -> None:
+    # pypsrp registers every pipeline with its pool until the pool closes; a session reused for hundreds of commands
+    # would hold every answer (the worker grew by about 3 MiB per move before the session let go of them).
+    sessions = sessions_of(lab)
+    with sessions.session("HV-A") as client:
+        for _ in range(5):
+            client.run("Get-VM", {"Name": "vm-a1"})
+            client.run("Get-VM", {"Name": "ghost"}, check=False)
+            client.batch([Command("Get-VMHost"), Command("Get-VM")])
+            client.pipeline([Command("Get-VM"), Command("Select-Object", {"First": 1})])
+        assert client.pipelines == 20
+        assert client._open_pool().pipelines == {}
+
+
 # -- exclusive checkouts and the per-host bound --------------------------------------------------------------
 def test_ten_threads_share_three_sessions_never_one_at_once(lab: Lab) -> None:
     sessions = sessions_of(lab, per_host=3)

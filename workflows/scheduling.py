@@ -25,11 +25,13 @@ The schedulers (`Scheduler`), as `next_moves` applies them each time a move ends
   (priority, urgency, the rate the move would get beside the moves running on its hosts, its alone-time, plan
   order), first-fit: every move both of whose hosts have a free slot is considered, so no slot on the busiest
   host stays idle while one of its moves could use it, and the busiest hosts choose first, so a freed slot on
-  their partners goes to their moves before a less loaded host's move takes it. Among a host's moves, the one
-  whose direction is free on both ends goes first (two moves out of one host share its link, so a move out
-  beside a move in gets more done), then the longest. Holding a partner's last slot empty for the busiest host's
-  next move was measured too: it lengthened campaigns (the held slot idles while the busiest host is full), so
-  the planner never holds a slot.
+  their partners goes to their moves before a less loaded host's move takes it. Among a host's moves, the one whose
+  direction is free on both ends goes first (two moves out of one host share its link, so a move out beside a move
+  in gets more done), then the longest; but a pair whose busier host is already moving gives its shortest move (of
+  the same priority) instead, so that small moves, mostly set-up and switch-over, run beside the long transfers
+  rather than all at the end with the links idle between them. Holding a partner's last slot empty for the busiest
+  host's next move was measured too: it lengthened campaigns (the held slot idles while the busiest host is full),
+  so the planner never holds a slot.
   Priority is an operator's wish and comes first: a higher-priority move starts before any lower one that competes
   for the same slot, but a lower-priority move still takes a slot that no higher-priority move can use right now
   (its other host is full), so priority never leaves a slot idle.
@@ -436,6 +438,25 @@ class _PlannerChooser(_PairChooser):
         urgency = max(self.load(s), self.load(d))
         rate = min(w.cap[i], w.link[s] / (self.sending[s] + 1), w.link[d] / (self.receiving[d] + 1))
         return (-w.prio[i], -urgency, -rate, -w.alone_us[i], i)
+
+    def _take(self, pair: tuple[int, int]) -> int:
+        s, d = pair
+        busier = s if self.load(s) >= self.load(d) else d
+        moves = self.pairs[pair]
+        if self.used[busier] == 0 or len(moves) == 1:
+            return super()._take(pair)
+        # The busier host is already moving: its shortest move of the head's priority (best last, so the first of
+        # that priority from the front). Its set-up and switch-over then overlap the longer transfer beside it,
+        # where longest-first alone would leave the small moves, mostly set-up, for the end, their slots holding
+        # idle links (measured on evacuations: 1.016 -> 1.000 of the bound; rolling rebalances 1.088 -> 1.085).
+        priority = self.w.prio[moves[-1]]
+        position = next(k for k, i in enumerate(moves) if self.w.prio[i] == priority)
+        i = moves.pop(position)
+        if not moves:
+            del self.pairs[pair]
+            del self.partners[pair[0]][pair[1]]
+        self._run(i)
+        return i
 
     def choose(self) -> list[int]:
         heap = [(self._key(pair), pair) for pair in self._candidates()]

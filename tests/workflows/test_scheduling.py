@@ -10,6 +10,7 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -435,14 +436,15 @@ def by_destination(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile
     return sorted(moves, key=lambda m: (m.destination, m.vm)), hosts
 
 
-# The gain over Forklift's rule depends on how badly the plan's order serves that rule: over 20 seeds it ends at 1.36
-# of the bound on a shuffled plan (the planner 19 % sooner) and at 1.53 on a plan listed by destination (29 %
-# sooner); the planner does not depend on the order (1.08 of the bound either way).
+# The gain over Forklift's rule depends on how badly the plan's order serves that rule: over 20 seeds the planner
+# ends 20.7 % sooner on a shuffled plan (9.4 % on its worst seed) and 28.0 % sooner on a plan listed by destination
+# (14.2 %); the planner does not depend on the order (1.09 of the bound either way). These floors catch a planner
+# that got worse; the figures per scenario in the lab are benchmarks/makespan.py's.
 REBALANCE_OVER_BOUND = 1.15
 EVACUATION_OVER_BOUND = 1.03
 
 
-@pytest.mark.parametrize(("generate", "gain_over_fifo_source"), [(rolling_rebalance, 0.18), (by_destination, 0.28)])
+@pytest.mark.parametrize(("generate", "gain_over_fifo_source"), [(rolling_rebalance, 0.18), (by_destination, 0.27)])
 def test_on_a_rolling_rebalance_the_planner_beats_forklifts_rule_and_nears_the_bound(
     generate: Generator, gain_over_fifo_source: float
 ) -> None:
@@ -457,3 +459,20 @@ def test_on_a_rolling_rebalance_the_planner_beats_forklifts_rule_and_nears_the_b
 def test_on_an_evacuation_the_planner_is_within_three_percent_of_the_bound() -> None:
     planner = makespans(evacuation, [Scheduler.PLANNER])[Scheduler.PLANNER]
     assert max(planner) <= EVACUATION_OVER_BOUND
+
+
+def test_a_host_already_moving_gives_its_shortest_move_of_the_same_priority() -> None:
+    # HV01 runs one long move: its second slot takes the shortest, so that move's set-up and switch-over overlap the
+    # long transfer instead of waiting for the end of the campaign.
+    running = [_move("long", "HV01", "HV02", disk=500 * CAP)]
+    pending = [_move(f"vm{k}", "HV01", "HV02", disk=(k + 1) * 10 * CAP) for k in range(4)]
+    hosts = _hosts("HV01", "HV02", slots=2)
+    assert [m.vm for m in next_moves(pending, running, hosts, scheduler=Scheduler.PLANNER)] == ["vm0"]
+    # An idle host starts with its longest.
+    assert [m.vm for m in next_moves(pending, [], _hosts("HV01", "HV02", slots=1), scheduler=Scheduler.PLANNER)] == [
+        "vm3"
+    ]
+    # Priority still comes first: the shortest of the most urgent moves, never a less urgent one.
+    urgent = [replace(m, priority=5) for m in pending[2:]]
+    chosen = next_moves([*pending[:2], *urgent], running, hosts, scheduler=Scheduler.PLANNER)
+    assert [m.vm for m in chosen] == ["vm2"]

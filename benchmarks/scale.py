@@ -165,29 +165,45 @@ def _plan(scenario: Scenario, name: str, task_queue: str, *, check: bool) -> Any
 
 
 async def run_campaign(
-    client: Client, worker: Process, scenario: Scenario, name: str, task_queue: str, deadline: float
+    client: Client,
+    worker: Process,
+    scenario: Scenario,
+    name: str,
+    task_queue: str,
+    args: argparse.Namespace,
 ) -> CampaignRun:
-    """The whole campaign, without the preflight; closed at the end, terminated (with its moves) at the deadline."""
+    """The whole campaign, without the preflight; closed at the end, terminated (with its moves) at the deadline or
+    when no move ended for `args.stall_seconds`."""
     run = CampaignRun(name, len(scenario.vms))
     request = _plan(scenario, name, task_queue, check=False)
+    if args.history_limit:
+        request = replace(request, history_limit=args.history_limit)
     began = time.time()
     handle = await client.start_workflow(
         CAMPAIGN_WORKFLOW, request, id=campaign_workflow_id(name), task_queue=task_queue
     )
     run.started_at = began
     last_report = time.monotonic()
-    while time.time() - began < deadline:
+    ended, last_change = -1, time.monotonic()
+    while time.time() - began < args.deadline:
         progress = await _progress(handle, run)
         if progress is not None:
             if progress.phase in (CampaignPhase.ENDED, CampaignPhase.CLOSED):
                 run.finished = True
                 break
+            counts = progress.counts
+            done = counts.moved + counts.failed + counts.already_there
+            if done != ended:
+                ended, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > args.stall_seconds:
+                run.note = f"stalled: no move ended for {args.stall_seconds:.0f} s (run {progress.run})"
+                break
             if time.monotonic() - last_report > 60:
                 last_report = time.monotonic()
-                counts = progress.counts
                 print(
                     f"    {time.time() - began:6.0f} s: {counts.moved} moved, {counts.running} running, "
-                    f"{counts.failed} failed; run {progress.run}, {progress.history_events} events",
+                    f"{counts.failed} failed; run {progress.run}, {progress.history_events} events; worker "
+                    f"{worker.peak_rss_mib():.0f} MiB at most so far",
                     flush=True,
                 )
         if not worker.alive():
@@ -198,7 +214,7 @@ async def run_campaign(
     run.moves_query_seconds = time.perf_counter() - queried
     _tally(run, records)
     if not run.finished:
-        run.note = f"stopped at the {deadline:.0f} s deadline"
+        run.note = run.note or f"stopped at the {args.deadline:.0f} s deadline"
         await _terminate(client, handle, records)
     else:
         with contextlib.suppress(Exception):
@@ -372,11 +388,51 @@ def start_estate(
     return lab, figures
 
 
-def worrying_lines(process: Process) -> list[str]:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_UUID = re.compile(r"run_id\W+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_CODE = re.compile(r"\[(TMPRL\d+)\]")
+
+
+@dataclass
+class LogFindings:
+    """What the worker logged that a person should see: Temporal's warnings by code, the runs they name, and the
+    frames of the engine's own workflow code in the tracebacks (where a workflow task spent its time)."""
+
+    codes: dict[str, int] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    frames: dict[str, int] = field(default_factory=dict)
+    other: list[str] = field(default_factory=list)
+
+
+def read_findings(process: Process) -> LogFindings:
+    findings = LogFindings()
     with contextlib.suppress(OSError):
-        lines = process.log_path.read_text(errors="replace").splitlines()
-        return [line for line in lines if _WORRYING.search(line)]
-    return []
+        for raw in process.log_path.read_text(errors="replace").splitlines():
+            line = _ANSI.sub("", raw)
+            for code in _CODE.findall(line):
+                findings.codes[code] = findings.codes.get(code, 0) + 1
+            for run_id in _UUID.findall(line):
+                if run_id not in findings.run_ids:
+                    findings.run_ids.append(run_id)
+            stripped = line.strip()
+            if stripped.startswith("File ") and ("/workflows/" in stripped or "/activities/" in stripped):
+                frame = stripped.split("/work/main/")[-1] if "/work/main/" in stripped else stripped
+                findings.frames[frame] = findings.frames.get(frame, 0) + 1
+            elif _WORRYING.search(line) and not _CODE.search(line) and "Traceback" not in line:
+                findings.other.append(stripped[:200])
+    return findings
+
+
+async def name_runs(client: Client, run_ids: Sequence[str]) -> list[str]:
+    """The workflow type and id of each run (from the server's visibility)."""
+    named: list[str] = []
+    for run_id in run_ids[:10]:
+        found = f"{run_id}: not found"
+        with contextlib.suppress(Exception):
+            async for execution in client.list_workflows(f"RunId = '{run_id}'"):
+                found = f"{execution.workflow_type} {execution.id} (run {run_id[:8]})"
+        named.append(found)
+    return named
 
 
 # -- the report ----------------------------------------------------------------------------------------------------
@@ -395,7 +451,8 @@ def print_report(
     log: JobLog,
     processes: dict[str, Process],
     cpu: dict[str, float],
-    worker: Process,
+    findings: LogFindings,
+    named: Sequence[str],
 ) -> None:
     print(
         f"\nscale: {args.vms} VMs over {args.hosts} hosts, lab time scale {args.time_scale:g}, {os.cpu_count()} cores"
@@ -469,10 +526,14 @@ def print_report(
     for name, process in processes.items():
         print(f"    {name:34s}: {process.peak_rss_mib():8.1f}")
     print(f"    {'this process (client)':34s}: {self_peak_rss_mib():8.1f}")
-    worrying = worrying_lines(worker)
-    print(f"  worker log lines that need a look   : {len(worrying)}")
-    for line in worrying[:8]:
-        print(f"    {line[:200]}")
+    codes = ", ".join(f"{code} x{count}" for code, count in sorted(findings.codes.items())) or "none"
+    print(f"  the worker's log: Temporal warnings {codes}")
+    for name in named:
+        print(f"    in {name}")
+    for frame, count in sorted(findings.frames.items(), key=lambda item: -item[1])[:8]:
+        print(f"    x{count} {frame}")
+    for line in findings.other[:5]:
+        print(f"    {line}")
 
 
 async def run_all(args: argparse.Namespace) -> int:
@@ -480,8 +541,12 @@ async def run_all(args: argparse.Namespace) -> int:
     stamp = f"{int(time.time()) % 100000:05d}"
     task_queue = f"scale-{stamp}"
     scenario = tiny_estate(args.hosts, args.vms)
-    with tempfile.TemporaryDirectory(prefix="snlm-scale-") as tmp:
-        workdir = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is not None:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="snlm-scale-")))
         dev, client = await start_dev_server(workdir)
         processes["dev server"] = dev.process
         lab: LabProcess | None = None
@@ -514,7 +579,7 @@ async def run_all(args: argparse.Namespace) -> int:
             poller = asyncio.create_task(log.run(stop))
             cpu_before = {name: p.cpu_seconds() for name, p in processes.items()}
             print(f"  campaign of {args.vms} moves (check: False) ...", flush=True)
-            run = await run_campaign(client, worker, scenario, f"scale-{stamp}", task_queue, args.deadline)
+            run = await run_campaign(client, worker, scenario, f"scale-{stamp}", task_queue, args)
             cpu = {
                 name: processes[name].cpu_seconds() - cpu_before[name] for name in ("snlm worker", "lab", "dev server")
             }
@@ -535,7 +600,9 @@ async def run_all(args: argparse.Namespace) -> int:
                 )
             stop.set()
             await poller
-            print_report(args, lab_figures, run, checked, bare_seconds, log, processes, cpu, worker)
+            findings = read_findings(worker)
+            named = await name_runs(client, findings.run_ids)
+            print_report(args, lab_figures, run, checked, bare_seconds, log, processes, cpu, findings, named)
             return 0 if run.moved else 1
         finally:
             stop.set()
@@ -564,7 +631,17 @@ def main() -> None:
         "the lab's truth 30 s, so reading the truth of 10,000 VMs every 10 s sees every job)",
     )
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the run with the preflight")
-    parser.add_argument("--deadline", type=float, help="seconds each part may take (default 3 h, quick 30 min)")
+    parser.add_argument("--deadline", type=float, help="seconds each part may take (default 4 h, quick 1 h)")
+    parser.add_argument(
+        "--history-limit",
+        type=int,
+        help="continue the campaign as new past this many events (default: the contract's; a smaller one makes it "
+        "continue as new with many moves in flight)",
+    )
+    parser.add_argument(
+        "--stall-seconds", type=float, default=600.0, help="stop when no move ended for this long (default 600)"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary folder, removed)")
     parser.add_argument(
         "--lab-start-deadline", type=float, default=900.0, help="seconds the lab may take to start (default 900)"
     )
@@ -572,7 +649,7 @@ def main() -> None:
     stop_cleanly_on_signals()
     args.vms = args.vms or (1000 if args.quick else 10_000)
     args.hosts = args.hosts or (20 if args.quick else 100)
-    args.deadline = args.deadline or (1800.0 if args.quick else 3 * 3600.0)
+    args.deadline = args.deadline or (3600.0 if args.quick else 4 * 3600.0)
     try:
         status = asyncio.run(run_all(args))
     except BenchError as error:

@@ -599,6 +599,45 @@ def print_scenario(kind: str, seeds: Sequence[SeedResult], schedulers: Sequence[
     print("  targets: " + "; ".join(targets))
 
 
+def model_only(args: argparse.Namespace) -> int:
+    """Every scenario and seed through the planner's simulation only, with the lab's transfer constants (what the
+    forecast column "fc lab" checks against the lab): the same plans, bounds and schedulers as the lab runs, in
+    seconds instead of hours, so 20 seeds per scenario fit in a session. The lab runs tell how far to trust it."""
+    print(
+        f"makespan (model only): {len(args.kinds)} scenario(s) x {len(args.seeds)} seed(s), "
+        f"{'quick sizes' if args.quick else 'sizes drawn per seed'}; simulate() with the lab's constants, no lab"
+    )
+    for kind in args.kinds:
+        ratios: dict[Scheduler, list[float]] = {s: [] for s in args.schedulers}
+        gains: list[float] = []
+        bindings: dict[str, int] = {}
+        for seed in args.seeds:
+            hosts, moves = draw_size(kind, seed, quick=args.quick, max_moves=args.max_moves)
+            scenario = generate(kind, seed, hosts=args.hosts or hosts, moves=args.moves or moves)
+            plan, profiles = scenario.moves(), scenario.profiles()
+            bound = lab_bound(plan, profiles)
+            term = bound.binding.split(" ", 2)[-1] if bound.binding.startswith("host ") else "one move alone"
+            bindings[term] = bindings.get(term, 0) + 1
+            makespans = {
+                s: simulate(plan, profiles, scheduler=s, model=FULL_LINK_MODEL, seed=seed).makespan_seconds
+                for s in args.schedulers
+            }
+            for scheduler, makespan in makespans.items():
+                ratios[scheduler].append(makespan / bound.seconds)
+            if Scheduler.PLANNER in makespans and Scheduler.FIFO_SOURCE_CAP in makespans:
+                gains.append(1 - makespans[Scheduler.PLANNER] / makespans[Scheduler.FIFO_SOURCE_CAP])
+        print(f"\n{kind}: makespan / lower bound, median (worst) over {len(args.seeds)} seeds")
+        print("  " + "  ".join(f"{s.value} {median(v):.3f} ({max(v):.3f})" for s, v in ratios.items()))
+        if gains:
+            worse = sum(1 for g in gains if g < 0)
+            print(
+                f"  planner's gain over fifo-source: median {100 * median(gains):.1f} %, least "
+                f"{100 * min(gains):.1f} %, most {100 * max(gains):.1f} %; seeds where it is worse: {worse}"
+            )
+        print("  binding terms: " + ", ".join(f"{term} x{n}" for term, n in sorted(bindings.items())))
+    return 0
+
+
 async def run_all(args: argparse.Namespace) -> int:
     stamp = f"{int(time.time()) % 100000:05d}"
     results: dict[str, list[SeedResult]] = {}
@@ -652,14 +691,21 @@ def main() -> None:
         help="wall seconds the planner's run should take when the time scale is chosen (default 240, quick 120)",
     )
     parser.add_argument("--deadline", type=float, help="seconds a run may take (default: 3 x its forecast + 120)")
+    parser.add_argument(
+        "--model-only",
+        action="store_true",
+        help="no lab, no Temporal: the same scenarios through the planner's simulation with the lab's constants "
+        "(default 20 seeds), in seconds",
+    )
     args = parser.parse_args()
     stop_cleanly_on_signals()
-    args.seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    default_seeds = 20 if args.model_only else 1 if args.quick else 3
+    args.seeds = list(range(args.seeds if args.seeds is not None else default_seeds))
     args.kinds = args.scenario or list(GENERATORS)
     args.schedulers = [Scheduler(s) for s in args.scheduler] if args.scheduler else list(SCHEDULERS)
     args.run_seconds = args.run_seconds or (120.0 if args.quick else 240.0)
     try:
-        status = asyncio.run(run_all(args))
+        status = model_only(args) if args.model_only else asyncio.run(run_all(args))
     except BenchError as error:
         print(f"makespan: {error}", file=sys.stderr)
         status = 1

@@ -449,8 +449,18 @@ class _PlannerChooser(_PairChooser):
         # that priority from the front). Its set-up and switch-over then overlap the longer transfer beside it,
         # where longest-first alone would leave the small moves, mostly set-up, for the end, their slots holding
         # idle links (measured on evacuations: 1.016 -> 1.000 of the bound; rolling rebalances 1.088 -> 1.085).
-        priority = self.w.prio[moves[-1]]
-        position = next(k for k, i in enumerate(moves) if self.w.prio[i] == priority)
+        w = self.w
+        priority = w.prio[moves[-1]]
+        position = next(k for k, i in enumerate(moves) if w.prio[i] == priority)
+        # Equally short moves (the same size, the same pair) keep plan order: the list holds them latest first, so
+        # the last of them is the earliest planned. An operator who lists ten like VMs sees them start in that order.
+        shortest = w.alone_us[moves[position]]
+        while (
+            position + 1 < len(moves)
+            and w.prio[moves[position + 1]] == priority
+            and w.alone_us[moves[position + 1]] == shortest
+        ):
+            position += 1
         i = moves.pop(position)
         if not moves:
             del self.pairs[pair]

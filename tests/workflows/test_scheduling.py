@@ -476,3 +476,14 @@ def test_a_host_already_moving_gives_its_shortest_move_of_the_same_priority() ->
     urgent = [replace(m, priority=5) for m in pending[2:]]
     chosen = next_moves([*pending[:2], *urgent], running, hosts, scheduler=Scheduler.PLANNER)
     assert [m.vm for m in chosen] == ["vm2"]
+
+
+def test_equally_short_moves_of_a_busy_host_start_in_plan_order() -> None:
+    # Five like VMs between two hosts with two slots each: the second start is the next one planned, not the last.
+    like = [_move(f"vm{k}", "HV01", "HV02", disk=10 * CAP) for k in range(5)]
+    hosts = _hosts("HV01", "HV02", slots=2)
+    assert [m.vm for m in next_moves(like, [], hosts, scheduler=Scheduler.PLANNER)] == ["vm0", "vm1"]
+    assert [m.vm for m in next_moves(like[1:], like[:1], hosts, scheduler=Scheduler.PLANNER)] == ["vm1"]
+    # Among the shortest only: a shorter move later in the plan still goes before longer ones planned earlier.
+    mixed = [*like[:3], _move("small", "HV01", "HV02", disk=CAP)]
+    assert [m.vm for m in next_moves(mixed[1:], like[:1], hosts, scheduler=Scheduler.PLANNER)] == ["small"]

@@ -63,6 +63,7 @@ from activities.vms import (
     vm_commands,
     vm_files,
     vm_id,
+    vm_index,
 )
 from workflows.contracts import (
     CLUSTER_SERVICE_UNAVAILABLE,
@@ -322,10 +323,11 @@ def _read(client: HostClient, statements: Sequence[Statement]) -> list[CommandRe
 
 
 def _source_statements() -> dict[str, Statement]:
-    """What preflight reads of the source whatever the VM: its VMs (to find the one named), then host facts."""
+    """What preflight reads of the source whatever the VM: its VMs' index (to find the one named), then host
+    facts."""
     host, networks, rules = settings_commands()
     return {
-        "vms": Command("Get-VM"),
+        "vms": vm_index(),
         "host": host,
         "cpus": Command("Get-CimInstance", {"ClassName": "Win32_Processor"}),
         "networks": networks,
@@ -335,10 +337,11 @@ def _source_statements() -> dict[str, Statement]:
 
 
 def _destination_statements() -> dict[str, Statement]:
-    """What preflight reads of the destination whatever the VM: its VMs, then host facts."""
+    """What preflight reads of the destination whatever the VM: its VMs' index (a name or an Id already there),
+    then host facts."""
     host, networks, rules = settings_commands()
     return {
-        "vms": Command("Get-VM"),
+        "vms": vm_index(),
         "host": host,
         "switches": Command("Get-VMSwitch"),
         "cpus": Command("Get-CimInstance", {"ClassName": "Win32_Processor"}),
@@ -409,9 +412,9 @@ class _Vm:
 
 
 def _vm_statements(guid: str, candidates: Sequence[str]) -> list[Statement]:
-    """The reads of one VM on the source, by its Id: drives, adapters, DVD drives, processor, and which of its
-    configuration files exist (read_vm's reading, for the saga)."""
-    of_vm = [vm_commands(guid, Command(cmdlet)) for cmdlet in _VM_CMDLETS]
+    """The reads of one VM on the source, by its Id: the VM itself (the index has only its name), drives, adapters,
+    DVD drives, processor, and which of its configuration files exist (read_vm's reading, for the saga)."""
+    of_vm = [vm_commands(guid), *(vm_commands(guid, Command(cmdlet)) for cmdlet in _VM_CMDLETS)]
     return [*of_vm, *([Command("Test-Path", {"LiteralPath": list(candidates)})] if candidates else [])]
 
 
@@ -437,16 +440,20 @@ def _read_sources(client: HostClient, host: _HostReads, vms: Sequence[_Vm], dest
         if index == 0:  # the path between the hosts: once for the pair
             statements.append(Command("Test-NetConnection", {"ComputerName": destination, "Port": MIGRATION_PORT}))
         results = iter(_read(client, statements))
-        read = [([next(results) for _ in _VM_CMDLETS], next(results) if paths else None) for paths in candidates]
+        read = [
+            (next(results), [next(results) for _ in _VM_CMDLETS], next(results) if paths else None)
+            for paths in candidates
+        ]
         if index == 0:
             found = next(results)
             _raise_if_transient(found)
             tnc = _one(found)
         # A failed Test-Path of one VM's configuration files cannot be told from another VM's in the same batch:
         # then none of them says which files exist, and the saga reads them itself (read_vm).
-        config_read = not any(tested is not None and tested.errors for _, tested in read)
-        for v, paths, ((drives, adapters, dvds, processors), tested) in zip(chunk, candidates, read, strict=True):
-            vm = dict(v.named[0])
+        config_read = not any(tested is not None and tested.errors for _, _, tested in read)
+        for v, paths, (whole, of_vm, tested) in zip(chunk, candidates, read, strict=True):
+            drives, adapters, dvds, processors = of_vm
+            vm = _one(_checked(whole))
             processor = _dicts(_checked(processors))
             v.src = {
                 "vm": vm,

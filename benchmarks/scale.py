@@ -118,6 +118,9 @@ class CampaignRun:
     run_lengths: list[int] = field(default_factory=list)
     slot_book_lengths: list[int] = field(default_factory=list)
     progress_seconds: list[float] = field(default_factory=list)
+    # Queries that got no answer (the 60 s RPC timeout, or an error), with how long each waited: a latency figure
+    # made of the answered ones alone would hide the worst of them.
+    progress_failures: list[tuple[float, str]] = field(default_factory=list)
     moves_query_seconds: float = math.nan
     activities_per_move: float = math.nan
     events_per_move: float = math.nan
@@ -134,7 +137,8 @@ async def _progress(handle: WorkflowHandle[Any, Any], run: CampaignRun) -> Campa
         progress: CampaignProgress = await handle.query(
             "progress", result_type=CampaignProgress, rpc_timeout=timedelta(seconds=60)
         )
-    except Exception:
+    except Exception as error:
+        run.progress_failures.append((time.perf_counter() - began, type(error).__name__))
         return None
     run.progress_seconds.append(time.perf_counter() - began)
     run.max_history_seen = max(run.max_history_seen, progress.history_events)
@@ -322,6 +326,9 @@ def moved_back(scenario: Scenario) -> Scenario:
 # -- the ceiling ----------------------------------------------------------------------------------------------------
 
 
+_RESULT_WAITS = 100
+
+
 async def bare(client: Client, count: int, activities: int, deadline: float) -> float:
     """Seconds for `count` bare workflows of `activities` no-op activities each, started at once (in batches of
     starts, so the client does not hold thousands of calls open)."""
@@ -335,9 +342,18 @@ async def bare(client: Client, count: int, activities: int, deadline: float) -> 
                 for i in range(first, min(count, first + 500))
             )
         )
+    # The dev server refuses more than a few hundred long polls at once in a namespace ("namespace concurrent poller
+    # limit exceeded"): 10,000 result() calls at once failed. The workflows end in about the order they started, so
+    # a bounded number of waits at a time sees the last end as soon as all of them do.
+    waits = asyncio.Semaphore(_RESULT_WAITS)
+
+    async def result(handle: WorkflowHandle[Any, Any]) -> Any:
+        async with waits:
+            return await handle.result()
+
     try:
         results = await asyncio.wait_for(
-            asyncio.gather(*(h.result() for h in handles), return_exceptions=True),
+            asyncio.gather(*(result(h) for h in handles), return_exceptions=True),
             timeout=max(1.0, deadline - (time.perf_counter() - began)),
         )
     except TimeoutError:
@@ -499,8 +515,14 @@ def print_report(
     print(
         f"    progress query                    : median {median(queries) * 1000:6.0f} ms, p90 "
         f"{percentile(queries, 0.9) * 1000:6.0f} ms, max {max(queries, default=math.nan) * 1000:6.0f} ms "
-        f"({len(queries)} queries)"
+        f"({len(queries)} answered)"
     )
+    if run.progress_failures:
+        kinds = sorted({kind for _, kind in run.progress_failures})
+        print(
+            f"    progress queries unanswered       : {len(run.progress_failures)}, the longest after "
+            f"{max(wait for wait, _ in run.progress_failures):.0f} s ({', '.join(kinds)})"
+        )
     print(f"    moves query (all records, pages)  : {_s(run.moves_query_seconds, '{:8.2f} s')}")
     peaks = peak_per_host(log.jobs.values())
     over = {h: p for h, p in peaks.items() if p > log.limits.get(h, 2)}

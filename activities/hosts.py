@@ -69,7 +69,7 @@ from pypsrp.complex_objects import (
     Size,
     StackMeta,
 )
-from pypsrp.exceptions import InvalidPSRPOperation
+from pypsrp.exceptions import InvalidPSRPOperation, WinRMTransportError
 from pypsrp.messages import (
     DebugRecord,
     Destination,
@@ -696,6 +696,17 @@ def _settle_environment(connection: WSMan) -> None:
     transport.session.trust_env = False
 
 
+def _renew_connection(connection: WSMan) -> None:
+    """Drop the connection's HTTP session and its message encryption: the next request opens a new connection and
+    authenticates afresh (with encryption, pypsrp sets up the new context before that request)."""
+    transport = connection.transport
+    with contextlib.suppress(Exception):
+        transport.close()
+    transport.session = None
+    transport.encryption = None
+    _settle_environment(connection)
+
+
 class _RunspacePool(RunspacePool):
     """pypsrp's RunspacePool with the codec above (`_Serializer`, `_Fragmenter`)."""
 
@@ -842,14 +853,25 @@ class HostClient:
         return self
 
     def close(self) -> None:
-        """Close the pool (one round trip). A failure to close is logged, never raised: the work is done, and
-        the host drops an idle shell by itself."""
+        """Close the pool (one round trip; two when the host no longer reads the session's connection). A failure
+        to close is logged, never raised: the work is done, and the host drops an idle shell by itself."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
         self.round_trips += 1
         try:
-            pool.close()
+            try:
+                pool.close()
+            except WinRMTransportError:
+                # An HTTP status without a WSMan fault: the host answered, so it is there. The connection that
+                # carried the session's security context may be gone (HTTP.sys drops a keep-alive connection idle
+                # for 120 s; a broken exchange ends one), and a message sealed with that context cannot be read on
+                # a new one. The shell lives on (on Windows until WinRM's idle timeout, counted against the user's
+                # 25), and the host accepts its close from the same user over a new handshake: once more, so. A
+                # host that does not answer is not asked twice.
+                _renew_connection(pool.connection)
+                self.round_trips += 1
+                pool.close()
         except Exception as exc:
             log.warning("closing the PowerShell session on %s failed: %s", self.host, self._fail(exc, "close"))
         if self._report_on_close:

@@ -25,6 +25,7 @@ from activities.migration import MigrationActivities
 from activities.preflight import PreflightActivities
 from lab.lab import Lab
 from lab.model.topology import DEFAULT_TOPOLOGY
+from lab.wsman import server as lab_server
 from workflows import contracts as c
 from workflows.contracts import HostRef, MoveHeartbeat, MoveInput, PreflightInput, VmOnHost
 
@@ -308,6 +309,23 @@ def test_idle_sessions_are_closed(lab: Lab) -> None:
         assert third is not second
         assert shells(lab, "HV-A") == 1
     assert sessions.stats().idle_closed == 3
+
+
+def test_a_session_whose_connection_the_host_dropped_still_closes_its_shell(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HTTP.sys drops a keep-alive connection idle for 120 s, and with NTLM sealing that connection carried the
+    # session's security context: a close sent with the old context cannot be unsealed. The shell itself lives on
+    # (on Windows until WinRM's idle timeout, counted against MaxShellsPerUser), so the close must reach it.
+    monkeypatch.setattr(lab_server._Handler, "timeout", 0.5)
+    client = HostClient(inventory(lab).host("HV-A"), **FAST).open()
+    assert client.run("Get-VMHost").ok
+    assert shells(lab, "HV-A") == 1
+    time.sleep(1.5)  # the lab has dropped the connection by now
+    with caplog.at_level("WARNING", logger="activities.hosts"):
+        client.close()
+    assert shells(lab, "HV-A") == 0
+    assert not [r for r in caplog.records if "failed" in r.getMessage()], caplog.text
 
 
 def test_close_all_closes_a_checked_out_session_as_it_comes_back(lab: Lab) -> None:

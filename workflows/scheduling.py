@@ -330,8 +330,12 @@ class _PairChooser(_Chooser):
         return found
 
     def _take(self, pair: tuple[int, int]) -> int:
+        return self._start_at(pair, -1)
+
+    def _start_at(self, pair: tuple[int, int], position: int) -> int:
+        """Start the pair's move at `position` of its list (-1: the head)."""
         moves = self.pairs[pair]
-        i = moves.pop()
+        i = moves.pop(position)
         if not moves:
             del self.pairs[pair]
             del self.partners[pair[0]][pair[1]]
@@ -461,12 +465,7 @@ class _PlannerChooser(_PairChooser):
             and w.alone_us[moves[position + 1]] == shortest
         ):
             position += 1
-        i = moves.pop(position)
-        if not moves:
-            del self.pairs[pair]
-            del self.partners[pair[0]][pair[1]]
-        self._run(i)
-        return i
+        return self._start_at(pair, position)
 
     def choose(self) -> list[int]:
         heap = [(self._key(pair), pair) for pair in self._candidates()]

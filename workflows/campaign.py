@@ -74,7 +74,7 @@ with workflow.unsafe.imports_passed_through():
         WaveFailurePolicy,
         pack_moves,
     )
-    from workflows.scheduling import next_moves
+    from workflows.scheduling import Schedule
     from workflows.windows import end_inside_windows, next_opening, open_window, seconds_until_open
 
 _CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
@@ -208,6 +208,11 @@ class CampaignWorkflow:
                 self._wave_of.append(packed.wave[number])
         self._duplicates = len(packed) - len(self._moves)
         self._members: list[list[int]] = []
+        self._index_of = {move.key: index for index, move in enumerate(self._moves)}
+        self._schedule: Schedule | None = None
+        self._schedule_for = (-1, -1)
+        # Bumped when moves that had ended become pending again (retry-failed): the schedule is rebuilt.
+        self._generation = 0
         carry = input.carry
         count = len(self._moves)
         if carry is not None:
@@ -347,6 +352,7 @@ class CampaignWorkflow:
             self._started[index] = self._ended[index] = 0.0
             self._errors.pop(index, None)
         self._wave = min(self._wave_of[i] for i in again)
+        self._generation += 1
         self._acknowledged_failures.clear()
         self._phase = CampaignPhase.RUNNING
         self._paused_reason = ""
@@ -532,21 +538,40 @@ class CampaignWorkflow:
         return True
 
     def _start_next(self) -> None:
-        pending = [self._moves[i] for i in self._wave_members(self._wave) if self._states[i] == MoveState.PENDING]
-        if not pending:
+        schedule = self._current_schedule()
+        if not schedule.pending:
             return
-        index_of = {self._moves[i].key: i for i in self._wave_members(self._wave)}
-        running = [self._moves[i] for i in sorted(self._running)]
         self._rounds += 1
-        chosen = next_moves(
-            pending, running, self._hosts, scheduler=self._input.scheduler, seed=self._input.seed, round_=self._rounds
-        )
-        for move in chosen:
-            index = index_of[move.key]
+        for move in schedule.choose(self._rounds):
+            index = self._index_of[move.key]
             self._states[index] = MoveState.RUNNING
             self._started[index] = workflow.now().timestamp()
             self._running.add(index)
             self._tasks[index] = asyncio.create_task(self._run_move(index))
+
+    def _current_schedule(self) -> Schedule:
+        """The planner's state for the current wave, kept across decisions (rebuilt for a new wave, after
+        retry-failed, and in each run): a decision then costs what changed since the last, not the whole plan,
+        where one from scratch at 10,000 moves outlasted the workflow task of a replay that repeats hundreds."""
+        built_for = (self._wave, self._generation)
+        schedule = self._schedule
+        if schedule is None or self._schedule_for != built_for:
+            members = self._wave_members(self._wave)
+            schedule = Schedule(
+                [self._moves[i] for i in members if self._states[i] == MoveState.PENDING],
+                [self._moves[i] for i in sorted(self._running)],
+                self._hosts,
+                scheduler=self._input.scheduler,
+                seed=self._input.seed,
+            )
+            self._schedule, self._schedule_for = schedule, built_for
+            return schedule
+        # Moves end in tasks of their own (and a cancel stops following another request's move): the slots of the
+        # moves that are no longer running go back here, in one place.
+        running = {self._moves[i].key for i in self._running}
+        for key in sorted(schedule.running() - running):
+            schedule.ended(key)
+        return schedule
 
     # -- one move -----------------------------------------------------------------------------------------------
     async def _run_move(self, index: int) -> None:

@@ -20,6 +20,7 @@ from workflows.contracts import CampaignMove, HostProfile, Scheduler
 from workflows.scheduling import (
     DEFAULT_MODEL,
     Forecast,
+    Schedule,
     TransferModel,
     lower_bound,
     move_bytes,
@@ -377,6 +378,48 @@ def test_the_forecast_takes_the_decisions_next_moves_takes(
         running = [m for m in moves if forecast.moves[m.key].start < instant < forecast.moves[m.key].end]
         chosen = next_moves(pending, running, hosts, scheduler=scheduler)
         assert {m.key for m in chosen} == started
+
+
+@settings(max_examples=120, deadline=None)
+@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+def test_a_schedule_kept_across_decisions_decides_as_one_built_anew(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
+    scheduler: Scheduler,
+    seed: int,
+    rng: random.Random,
+) -> None:
+    """The Campaign workflow keeps one Schedule per wave; a replay of a run that decided from scratch must find
+    the same moves started at every decision, whatever ended in between and in whatever order."""
+    moves, hosts, _ = campaign
+    by_key = {m.key: m for m in moves}
+    # Some moves already run (a first-fit of a random part of the plan), as when a run re-attaches to them.
+    running: list[str] = []
+    pending: list[CampaignMove] = []
+    for move in moves:
+        fits = all(
+            _touching([by_key[k] for k in running], h) < _slots(hosts, h) for h in (move.source, move.destination)
+        )
+        if fits and rng.random() < 0.3:
+            running.append(move.key)
+        else:
+            pending.append(move)
+    kept = Schedule(pending, [by_key[k] for k in running], hosts, scheduler=scheduler, seed=seed)
+    for round_ in range(1, 4 * len(moves) + 2):
+        anew = next_moves(pending, [by_key[k] for k in running], hosts, scheduler=scheduler, seed=seed, round_=round_)
+        chosen = kept.choose(round_)
+        assert [m.key for m in chosen] == [m.key for m in anew]
+        assert kept.pending == len(pending) - len(chosen)
+        started = {m.key for m in chosen}
+        pending = [m for m in pending if m.key not in started]
+        running.extend(m.key for m in chosen)
+        assert kept.running() == set(running)
+        if not running:
+            assert not pending
+            break
+        for key in rng.sample(running, rng.randint(1, len(running))):
+            running.remove(key)
+            kept.ended(key)
+    assert not pending
 
 
 # -- the figures: generated campaigns -------------------------------------------------------------------------------

@@ -280,6 +280,7 @@ async def test_waves_in_order_within_host_limits(campaign_env: tuple[WorkflowEnv
     progress = await until_phase(env, handle, CampaignPhase.ENDED)
     assert progress.counts.moved == 16
     assert progress.total == 16
+    assert (progress.wave_sizes, progress.waves_ended) == ((10, 6), (10, 6))
     assert progress.forecast_makespan_seconds > 0
     recs = await records(handle)
     assert all(r.state == MoveState.MOVED for r in recs)

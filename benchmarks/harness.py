@@ -273,6 +273,9 @@ class LabProcess:
     def truth(self) -> dict[str, Any]:
         return self.control.truth()
 
+    def jobs_truth(self) -> dict[str, Any]:
+        return self.control.jobs_truth()
+
     def stop(self) -> None:
         self.control.close()
         self.process.stop(self.process.stop_signal)
@@ -313,15 +316,22 @@ class JobLog:
         self.time_scale = 1.0
         self.locations: dict[str, list[str]] = {}
 
-    def poll(self) -> None:
-        truth = self.lab.truth()
+    def poll(self, whole: bool = True) -> None:
+        """Read the lab's jobs; `whole` also where each VM is (the routes). The background reads take the jobs and
+        limits only: the whole truth holds every host's cmdlets for as long as it takes to build (about a second
+        at 10,000 VMs), which would slow the moves being measured."""
+        if not whole and self.limits:
+            truth = self.lab.jobs_truth()
+            self.limits.update({name: int(limit) for name, limit in truth["limits"].items()})
+        else:
+            truth = self.lab.truth()
+            self.locations = truth.get("locations", {})
+            for name, host in truth.get("hosts", {}).items():
+                self.limits[name] = int(host.get("live_migration", {}).get("max_vm_migrations", 2))
+            for cluster in truth.get("clusters", {}).values():
+                for node in cluster.get("nodes", []):
+                    self.limits[node] = int(cluster.get("max_parallel_migrations", self.limits.get(node, 2)))
         self.time_scale = float(truth.get("time_scale", 1.0))
-        self.locations = truth.get("locations", {})
-        for name, host in truth.get("hosts", {}).items():
-            self.limits[name] = int(host.get("live_migration", {}).get("max_vm_migrations", 2))
-        for cluster in truth.get("clusters", {}).values():
-            for node in cluster.get("nodes", []):
-                self.limits[node] = int(cluster.get("max_parallel_migrations", self.limits.get(node, 2)))
         for job in truth.get("jobs", []):
             self.jobs[job["instance_id"]] = job
 
@@ -331,10 +341,10 @@ class JobLog:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.to_thread(self.poll)
+            await asyncio.to_thread(self.poll, False)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval())
-        await asyncio.to_thread(self.poll)
+        await asyncio.to_thread(self.poll, False)
 
 
 def job_span(job: Mapping[str, Any]) -> tuple[float, float] | None:

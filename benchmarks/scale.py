@@ -152,7 +152,7 @@ async def _records(handle: WorkflowHandle[Any, Any], states: Sequence[MoveState]
     while True:
         page: MovesPage = await handle.query(
             "moves",
-            MovesQuery(offset=offset, limit=5000, states=tuple(states)),
+            MovesQuery(offset=offset, limit=2000, states=tuple(states)),
             result_type=MovesPage,
             rpc_timeout=timedelta(seconds=120),
         )
@@ -371,8 +371,8 @@ async def bare(client: Client, count: int, activities: int, deadline: float) -> 
 
 
 class SparseJobLog(JobLog):
-    """The lab's jobs, read a third of the job retention apart: a truth read of 10,000 VMs takes the lab seconds of
-    CPU, so it is read no more often than it must be to see every job."""
+    """The lab's jobs, read a third of the job retention apart: no more often than it must be to see every job,
+    since every read (of the jobs only) takes the world's lock from the moves being measured."""
 
     def interval(self) -> float:
         return max(0.5, JOB_RETENTION_SECONDS / self.time_scale / 3)

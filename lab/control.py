@@ -278,6 +278,8 @@ class LabControl(Protocol):
 
     def truth(self) -> dict[str, Any]: ...
 
+    def jobs_truth(self) -> dict[str, Any]: ...
+
     @property
     def endpoints(self) -> Mapping[str, WinRMUsageSource]: ...
 
@@ -385,6 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
                 truth = control.truth()
                 truth.setdefault("winrm", winrm_truth(control.endpoints))
                 return 200, truth
+            case ("GET", ["truth", "jobs"]):
+                return 200, control.jobs_truth()
             case ("GET", ["faults"]):
                 return 200, {"faults": control.list_faults()}
             case ("POST", ["faults", kind]):
@@ -459,6 +463,11 @@ class ControlClient:
 
     def truth(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/truth")
+        return result
+
+    def jobs_truth(self) -> dict[str, Any]:
+        """`/truth/jobs`: the migration jobs and the hosts' limits, without the VMs."""
+        result: dict[str, Any] = self._call("GET", "/truth/jobs")
         return result
 
     def faults(self) -> list[dict[str, Any]]:

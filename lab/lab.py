@@ -60,7 +60,7 @@ from lab.model.directory import (
 from lab.model.migration import MoveEngine
 from lab.model.state import GIB, World
 from lab.model.topology import DEFAULT_TOPOLOGY, TopologySpec, build_world, load_topology
-from lab.truth import DocumentedProblem, documented_problems, winrm_truth, world_truth
+from lab.truth import DocumentedProblem, documented_problems, jobs_truth, winrm_truth, world_truth
 from lab.wsman import CertificateAuthority, HostEndpoint, WinRMQuotas
 
 log = logging.getLogger(__name__)
@@ -343,6 +343,10 @@ class Lab:
 
     def documented_problems(self) -> list[DocumentedProblem]:
         return documented_problems(self.topology_path) if self.topology_path is not None else []
+
+    def jobs_truth(self) -> dict[str, Any]:
+        """The migration jobs and the hosts' limits only (lab.truth.jobs_truth): cheap at any size."""
+        return jobs_truth(self.world, self.engine)
 
     def truth(self) -> dict[str, Any]:
         """The world's true state (lab.truth.world_truth) plus the active faults and the endpoints."""

@@ -84,6 +84,24 @@ def test_truth_over_http(client: ControlClient, pair_lab: Lab) -> None:
     assert truth["documented_problems"] == []
 
 
+def test_the_jobs_view_is_the_truths_jobs_and_limits_without_the_vms(client: ControlClient, pair_lab: Lab) -> None:
+    with RunspacePool(lab_wsman(pair_lab, "HV-A")) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Move-VM").add_parameter("Name", "vm-a3").add_parameter("DestinationHost", "HV-B")
+        ps.add_parameter("IncludeStorage").add_parameter("DestinationStoragePath", r"D:\Hyper-V\vm-a3")
+        ps.invoke()
+        assert not ps.streams.error, [str(e) for e in ps.streams.error]
+    truth = client.truth()
+    jobs = client.jobs_truth()
+    assert set(jobs) == {"time", "time_scale", "limits", "jobs"}
+    assert [job["vm_name"] for job in jobs["jobs"]] == ["vm-a3"]
+    assert jobs["jobs"] == truth["jobs"]
+    assert jobs["time_scale"] == truth["time_scale"]
+    assert jobs["limits"] == {
+        name: host["live_migration"]["max_vm_migrations"] for name, host in truth["hosts"].items()
+    }
+
+
 def test_partition_listed_and_cleared(client: ControlClient) -> None:
     fault = client.inject_fault("partition", hosts=["hv-a", "HV-B"], seconds=600)
     assert fault["kind"] == "partition"

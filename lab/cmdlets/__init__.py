@@ -33,6 +33,19 @@ ALIASES: dict[str, str] = {
 }
 
 
+def _kept_properties(info: CmdletInfo, bound: Bound) -> frozenset[str] | None:
+    """The property names a Select-Object keeps of each input object (lowercase), when they are plain names and it
+    keeps nothing else; None for any other command or form."""
+    if info.name != "Select-Object" or bound.has("ExpandProperty") or bound.has("ExcludeProperty"):
+        return None
+    names = bound.get("Property")
+    if not isinstance(names, list) or not names:
+        return None
+    if not all(isinstance(n, str) and not any(c in n for c in "*?[]") for n in names):
+        return None
+    return frozenset(n.lower() for n in names)
+
+
 def command_names() -> list[str]:
     """Every command a lab host knows, with its real spelling."""
     return sorted(info.name for info, _ in REGISTRY.values())
@@ -79,10 +92,13 @@ class HostRunner:
 
         # Command-line binding happens for every command before the first one runs, so a bad parameter on
         # the last command changes nothing. Commands fed by the pipeline are checked without their input.
+        wanted: list[frozenset[str] | None] = [None] * len(resolved)
         for index, (spec, info, _) in enumerate(resolved):
             fed = index > 0 or bool(request.input)
             try:
-                bind(info, spec, request.input if index == 0 else ())
+                bound = bind(info, spec, request.input if index == 0 else ())
+                if index > 0:
+                    wanted[index - 1] = _kept_properties(info, bound)
             except TerminatingError as error:
                 pipeline_dependent = error.spec.fully_qualified_error_id.split(",", 1)[0] in (
                     "MissingMandatoryParameter",
@@ -116,6 +132,7 @@ class HostRunner:
                     info=info,
                     bound=bound if record is current else bind(info, spec, record),
                     input=record,
+                    wanted=wanted[index],
                 )
                 for item in func(ctx) or ():
                     if last:

@@ -33,6 +33,9 @@ class Context:
     info: CmdletInfo
     bound: Bound
     input: list[Any] = field(default_factory=list)
+    # The only properties the next command keeps of this one's output (a Select-Object of plain names), or None:
+    # a cmdlet whose objects are costly may build just those. The output after Select-Object is the same.
+    wanted: frozenset[str] | None = None
 
     @property
     def host(self) -> Host:

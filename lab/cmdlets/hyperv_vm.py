@@ -103,7 +103,9 @@ def get_vm(ctx: Context) -> Iterable[Any]:
 
         def build(vm: VirtualMachine) -> Any:
             heartbeat = ctx.faults.heartbeat_of(vm.name) if ctx.faults is not None else None
-            return objects.virtual_machine(vm, host, now, migrating=vm.id in migrating, heartbeat=heartbeat)
+            return objects.virtual_machine(
+                vm, host, now, migrating=vm.id in migrating, heartbeat=heartbeat, only=ctx.wanted
+            )
 
         if ctx.bound.has("Id"):
             for vm_id in ctx.bound.get("Id"):

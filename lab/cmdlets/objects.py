@@ -113,8 +113,10 @@ def virtual_machine(
     migrating: bool = False,
     computer_name: str | None = None,
     heartbeat: str | None = None,
+    only: frozenset[str] | None = None,
 ) -> PSObject:
-    """Get-VM → Microsoft.HyperV.PowerShell.VirtualMachine (catalogue 1.1).
+    """Get-VM → Microsoft.HyperV.PowerShell.VirtualMachine (catalogue 1.1); `only` (lowercase names): just those
+    properties, for a Select-Object that keeps no others (an estate's hosts list every VM for each preflight).
 
     A planned VM (what a failed move leaves on a destination) is listed by the lab's Get-VM with
     VirtualMachineType PlannedVirtualMachine and State Off, so an orchestrator can find and remove it (LAB
@@ -220,6 +222,9 @@ def virtual_machine(
         ("ParentCheckpointId", parent.id if parent else None),
         ("ParentCheckpointName", parent.name if parent else None),
     ]
+    if only is not None:
+        adapted = [(name, value) for name, value in adapted if name.lower() in only]
+        extended = [(name, value) for name, value in extended if name.lower() in only]
     return make_object(VM_CHAIN, adapted, extended, f"VirtualMachine (Name = '{vm.name}') [Id = '{vm.id}']")
 
 

@@ -103,6 +103,29 @@ def test_other_cmdlets_write_object_not_found_for_a_vm_name() -> None:
     assert io.errors[0].category_message == "ObjectNotFound: (:) [Get-VMNetworkAdapter], VirtualizationException"
 
 
+def test_a_select_of_plain_names_gets_from_get_vm_what_it_gets_from_the_whole_objects() -> None:
+    """Get-VM builds only the properties a Select-Object of plain names keeps; Write-Output between them hands the
+    Select-Object the whole objects. Either way the same rows, property for property, go over the wire."""
+    from xml.etree import ElementTree
+
+    lab = Lab()
+    for names in (
+        ["Id", "Name", "State", "VirtualMachineType", "ConfigurationLocation", "Path"],
+        ["name", "VMName", "NetworkAdapters", "HardDrives", "MemoryAssigned"],
+        ["Bogus", "Name"],
+    ):
+        fast = lab.run(cmd("Get-VM"), cmd("Select-Object", Property=names)).output
+        whole = lab.run(cmd("Get-VM"), cmd("Write-Output"), cmd("Select-Object", Property=names)).output
+        assert len(fast) == len(whole) > 1
+        for row, expected in zip(fast, whole, strict=True):
+            assert extended_names(row) == extended_names(expected)
+            texts = [ElementTree.tostring(serialize(r, PSCryptoProvider())).decode() for r in (row, expected)]
+            assert texts[0] == texts[1], names
+    # Anything but plain names gets the whole objects.
+    (row,) = lab.run(cmd("Get-VM", "web01"), cmd("Select-Object", Property=["*Name"])).output
+    assert {"Name", "VMName", "ComputerName"} <= set(extended_names(row))
+
+
 def test_pipeline_between_commands() -> None:
     lab = Lab()
     io = lab.run(cmd("Get-VM", Name="web01"), cmd("Select-Object", Property=["Name", "State"]))

@@ -261,6 +261,16 @@ def _job_state(job: Mapping[str, Any]) -> int:
     return _int(job.get("JobState"))
 
 
+# A VM read as realized on both hosts is read again this many times, this far apart, before it is reported as two
+# copies: the two hosts are read one after the other, and a move may end between the reads.
+_SETTLE_LOOKS: Final = 3
+_SETTLE_PAUSE: Final = 1.0
+
+
+class _BothRealized(Exception):
+    """The source's reading and the destination's, taken one after the other, both show the VM realized."""
+
+
 def _running(job: Mapping[str, Any]) -> bool:
     return _job_state(job) < JOB_COMPLETED
 
@@ -768,10 +778,21 @@ class MigrationActivities:
     def _move(self, request: MoveInput) -> MoveResult:
         vm_id = _guid(request.vm_id, "VM id")
         with _shielded():
-            return self._start_or_attach(_Move(request, vm_id))
+            # Nothing was changed when the hosts disagreed: look again from the jobs on.
+            for _ in range(_SETTLE_LOOKS - 1):
+                with contextlib.suppress(_BothRealized):
+                    return self._start_or_attach(_Move(request, vm_id))
+                _pause(_SETTLE_PAUSE)
+            try:
+                return self._start_or_attach(_Move(request, vm_id))
+            except _BothRealized:
+                raise self._two_places(request) from None
 
     def _start_or_attach(self, move: _Move) -> MoveResult:
         request, vm_id = move.request, move.vm_id
+        # Alive before the job exists: under load the reads and the clean-up before Move-VM can outlast the heartbeat
+        # timeout, and the server then starts the next attempt beside this one (the job id seen last is kept).
+        _heartbeat(MoveHeartbeat(_previous_job_id(), 0, 0, request.bytes_estimate))
         with self._client(request.source) as source:
             # The VM's migration jobs, the VM and its disks, in one round trip. Both Get-VM statements fail alike
             # (VmNotFound) when the VM is not there, so it does not matter which of them a record is placed in.
@@ -807,7 +828,9 @@ class MigrationActivities:
             on_destination = _vm_in(destination, reads[0])
             if _realized(on_destination):
                 if _realized(on_source):
-                    raise self._two_places(request)
+                    # The source was read before the destination: a move that ended in between (another attempt's,
+                    # or anyone's) looks like this too. `_move` looks again before calling it two copies.
+                    raise _BothRealized
                 return MoveResult(request.vm, request.destination, started=False, already_moved=True)
             if not _realized(on_source):
                 raise ConfigurationError(
@@ -832,6 +855,7 @@ class MigrationActivities:
         # of this VM started meanwhile by anyone else would make this Move-VM fail.
         before = {_text(job.get("InstanceID")) for job in jobs}
         move.t0 = time.monotonic()
+        _heartbeat(MoveHeartbeat(_previous_job_id(), 0, 0, request.bytes_estimate))
         with self._client(request.source) as source:
             # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches. The
             # job it started is read in the same round trip: a read, so nothing changes if the move failed (its
@@ -946,10 +970,15 @@ class MigrationActivities:
     def _outcome_without_job(self, move: _Move) -> MoveResult:
         """The job is no longer listed (ended over 5 minutes ago, or vmms restarted): where is the VM?"""
         request = move.request
-        with self._client(request.source) as source:
-            on_source = _vm_by_id(source, move.vm_id)
-        with self._client(request.destination) as destination:
-            on_destination = _vm_by_id(destination, move.vm_id)
+        for look in range(_SETTLE_LOOKS):
+            with self._client(request.source) as source:
+                on_source = _vm_by_id(source, move.vm_id)
+            with self._client(request.destination) as destination:
+                on_destination = _vm_by_id(destination, move.vm_id)
+            # Realized on both may be a switch-over seen half before and half after: look again.
+            if not (_realized(on_source) and _realized(on_destination)) or look == _SETTLE_LOOKS - 1:
+                break
+            _pause(_SETTLE_PAUSE)
         if _realized(on_destination) and not _realized(on_source):
             return self._result(move, None)
         if _realized(on_source) and not _realized(on_destination):

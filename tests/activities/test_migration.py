@@ -8,9 +8,11 @@ exception thrown into the activity's thread, as a worker does).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -338,8 +340,12 @@ def test_a_move_reads_each_thing_once(pair: Callable[..., Lab]) -> None:
     assert calls["HV-A"]["Move-VM"] == 1
     assert calls["HV-A"]["Get-VM"] == 3
     polls = calls["HV-A"]["Get-CimInstance"] - 2
-    assert len(rec.moves) == polls + 1  # one beat per reading of the job, the first the one read with the move
-    assert all(beat.job_id == result.job_id for beat in rec.moves)
+    # Before the job exists, a beat at the start and one before Move-VM keep the attempt alive; then one beat per
+    # reading of the job, the first the one read with the move.
+    before, watched = rec.moves[:2], rec.moves[2:]
+    assert [(beat.job_id, beat.percent) for beat in before] == [("", 0), ("", 0)]
+    assert len(watched) == polls + 1
+    assert all(beat.job_id == result.job_id for beat in watched)
 
 
 def _start_job_by_hand(lab: Lab, vm: str) -> str:
@@ -384,6 +390,59 @@ def test_reattaches_to_the_job_in_its_heartbeat_details(pair: Callable[..., Lab]
     assert result.job_id == job_id
     assert lab.truth()["locations"]["vm-a2"] == ["HV-B"]
     assert _starts(lab, facts.vm_id) == 1
+
+
+def test_a_move_that_ends_between_the_reads_of_its_two_hosts_is_not_taken_for_two_copies(
+    pair: Callable[..., Lab],
+) -> None:
+    """The attempt reads the source, then the destination; another session's Move-VM (as a previous attempt still
+    running beside this one, after a heartbeat timeout, would) ends in between. Both readings show the VM realized;
+    looking again shows where it is: moved, once."""
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    # HV-B answers a second late, so the other session's move ends before the attempt's read of it is answered.
+    fault = lab.inject_fault("slow_host", host="HV-B", seconds=36000, delay=1.0)
+    seen = len(lab.world.command_log)
+
+    def other_session() -> None:
+        # The attempt's first batch on the source ends with Get-VMHardDiskDrive: its Get-VM has been answered.
+        _wait_for(
+            "the attempt's read of the source", lambda: ("HV-A", "Get-VMHardDiskDrive") in lab.world.command_log[seen:]
+        )
+        with HostClient(load_inventory(lab.inventory_path).host("HV-A"), **FAST) as client:
+            client.run(
+                "Move-VM",
+                {"Name": "vm-a1", "DestinationHost": "HV-B", "DestinationStoragePath": "D:\\Hyper-V\\vm-a1"},
+                switches=("IncludeStorage",),
+            )
+
+    mover = threading.Thread(target=other_session, daemon=True)
+    mover.start()
+    try:
+        result = Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
+    finally:
+        mover.join(30)
+        lab.clear_fault(fault["id"])
+    assert result.already_moved
+    assert not result.started
+    assert lab.truth()["locations"]["vm-a1"] == ["HV-B"]
+    assert _starts(lab, facts.vm_id) == 1
+
+
+def test_a_vm_realized_on_both_hosts_is_reported_and_left_alone(pair: Callable[..., Lab]) -> None:
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    with lab.world.lock:
+        original = lab.world.hosts["HV-A"].vms[uuid.UUID(facts.vm_id)]
+        lab.world.hosts["HV-B"].vms[original.id] = copy.deepcopy(original)
+    with pytest.raises(SnlmError) as raised:
+        Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
+    assert raised.value.error_type == c.VERIFY_FAILED
+    assert "registered and realized on both HV-A and HV-B" in str(raised.value)
+    assert sorted(vm["host"] for vm in _truth_vm(lab, "vm-a1")) == ["HV-A", "HV-B"]
+    assert _starts(lab, facts.vm_id) == 0
 
 
 def test_partition_at_40_percent_then_the_retry_cleans_and_moves(pair: Callable[..., Lab]) -> None:

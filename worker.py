@@ -47,6 +47,7 @@ from workflows.contracts import (
     EnsureDelegationResult,
     RevertDelegationResult,
     move_task_queue,
+    watch_task_queue,
 )
 from workflows.host_slots import HostSlotsWorkflow
 from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
@@ -204,20 +205,29 @@ IDLE_SWEEP_SECONDS = 30.0
 
 
 class Workers:
-    """The worker's two Temporal workers, started and stopped together.
+    """The worker's three Temporal workers, started and stopped together.
 
     - the main one: every workflow and every activity, on `settings.task_queue`;
     - the moves one: the move activity alone, on `move_task_queue(task_queue)`, with its own concurrency
       (`max_concurrent_moves`) and threads. A move that holds both hosts' slots never waits for a worker slot
-      behind reads, and the reads of other moves never wait behind long moves.
-    The main worker still serves the move activity for runs started before the move queue existed.
+      behind reads, and the reads of other moves never wait behind long moves;
+    - the watches one: the campaign's watch_move alone, on `watch_task_queue(task_queue)` (`max_concurrent_watches`;
+      async, no thread): watches wait as long as their moves, and on the main queue they starved the steps of
+      the very moves they waited for.
+    The main worker still serves the move and watch activities for runs started before their queues existed.
     """
 
     def __init__(
-        self, main: Worker, moves: Worker, executors: Sequence[ThreadPoolExecutor], sessions: HostSessions
+        self,
+        main: Worker,
+        moves: Worker,
+        watches: Worker,
+        executors: Sequence[ThreadPoolExecutor],
+        sessions: HostSessions,
     ) -> None:
         self.main = main
         self.moves = moves
+        self.watches = watches
         self.executors = tuple(executors)
         self.sessions = sessions
         self._stack: contextlib.AsyncExitStack | None = None
@@ -227,6 +237,7 @@ class Workers:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.main)
         await stack.enter_async_context(self.moves)
+        await stack.enter_async_context(self.watches)
         self._stack = stack
         self._sweeper = asyncio.ensure_future(self._close_idle_sessions())
         return self
@@ -285,7 +296,14 @@ def build_worker(client: Client, settings: Settings, *, inventory: Inventory | N
         max_concurrent_activities=settings.max_concurrent_moves,
         **common,
     )
-    return Workers(main, moves, (executor, move_executor), sessions)
+    watches = Worker(
+        client,
+        task_queue=watch_task_queue(settings.task_queue),
+        activities=[by_name[ActivityName.WATCH_MOVE]],
+        max_concurrent_activities=settings.max_concurrent_watches,
+        **common,
+    )
+    return Workers(main, moves, watches, (executor, move_executor), sessions)
 
 
 async def run_worker(
@@ -313,9 +331,10 @@ async def run_worker(
                 installed.append(sig)
     worker = build_worker(client, settings, inventory=inventory)
     log.info(
-        "worker serving task queues %s and %s on %s",
+        "worker serving task queues %s, %s and %s on %s",
         settings.task_queue,
         move_task_queue(settings.task_queue),
+        watch_task_queue(settings.task_queue),
         settings.temporal_address,
     )
     try:

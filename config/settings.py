@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         max_concurrent_moves: moves watched at once, on the move queue (a move mostly waits for its host's job: a
             thread and, during each poll, a pooled session). Keep it above the moves the hosts' limits allow at
             once, or a move granted its slots waits for a thread.
+        max_concurrent_watches: moves a campaign follows at once after it continued as new, on the watch queue
+            (each waits for its move's end on the server, holding no thread or session). Keep it above the moves
+            the campaigns of this worker's queue have in flight.
         move_poll_seconds: how often the move activity reads the host's migration job.
         sessions_per_host: runspace pools the worker keeps open per host, reused by every activity (Windows allows
             a user 25 shells per host; several workers, or other tools, share that).
@@ -81,6 +84,7 @@ class Settings(BaseSettings):
     delegation_policy: DelegationPolicy = DelegationPolicy.MANAGE
     max_concurrent_activities: int = Field(default=32, ge=1, le=1024)
     max_concurrent_moves: int = Field(default=64, ge=1, le=1024)
+    max_concurrent_watches: int = Field(default=1000, ge=1, le=100_000)
     move_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     sessions_per_host: int = Field(default=4, ge=1, le=25)
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0)

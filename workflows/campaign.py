@@ -73,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         WatchMoveResult,
         WaveFailurePolicy,
         pack_moves,
+        watch_task_queue,
     )
     from workflows.scheduling import Schedule
     from workflows.windows import end_inside_windows, next_opening, open_window, seconds_until_open
@@ -89,6 +90,8 @@ CHECK_PARALLEL = 8
 CHECK_CHILD_VMS = 500
 # The watch of a move started elsewhere: a heartbeat every few minutes tells a dead worker from a long move.
 _WATCH_HEARTBEAT = timedelta(minutes=5)
+# Workflow changes that alter the command sequence of running workflows go behind a patch (invariant 8).
+_PATCH_WATCH_QUEUE = "campaign-watch-queue"
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -614,11 +617,14 @@ class CampaignWorkflow:
 
     async def _watch(self, index: int) -> None:
         """Follow a move this run did not start to its end (the `watch_move` activity waits on its result)."""
+        # Runs before the patch watched on the campaign's own queue (see `watch_task_queue`).
+        queue = watch_task_queue(workflow.info().task_queue) if workflow.patched(_PATCH_WATCH_QUEUE) else None
         try:
             watched: WatchMoveResult = await workflow.execute_activity(
                 ActivityName.WATCH_MOVE,
                 WatchMoveInput(self._moves[index].key),
                 result_type=WatchMoveResult,
+                task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=self._input.policy.move_timeout_seconds + 3600),
                 heartbeat_timeout=_WATCH_HEARTBEAT,
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5)),

@@ -672,6 +672,18 @@ def move_task_queue(task_queue: str) -> str:
     return task_queue + MOVE_TASK_QUEUE_SUFFIX
 
 
+# A campaign follows the moves an earlier run of it started through watch_move activities, each waiting as long as
+# its move: on the main queue they took every activity slot once more moves were in flight than slots, and the
+# moves, whose own steps wait for those slots, never ended (the 10,000-VM run stalled at its first
+# continue-as-new). They run on a queue of their own; a watch holds no thread.
+WATCH_TASK_QUEUE_SUFFIX = "-watch"
+
+
+def watch_task_queue(task_queue: str) -> str:
+    """The queue of the campaign's watch_move activity for workflows on `task_queue`."""
+    return task_queue + WATCH_TASK_QUEUE_SUFFIX
+
+
 class ActivityName(enum.StrEnum):
     """Every activity's name: the worker registers the activities by these, the workflows call them by these."""
 

@@ -47,6 +47,7 @@ from workflows.contracts import (
     WaveFailurePolicy,
     campaign_input,
     campaign_workflow_id,
+    watch_task_queue,
 )
 
 GIB = 2**30
@@ -155,18 +156,22 @@ async def campaign_env(
     # takes and releases the test server's time-skipping lock around each wait, and a wait cut short when this
     # test's worker stops would leave the shared server unable to skip time for the tests after it.
     plain = await Client.connect(time_skipping_env.client.service_client.config.target_host)
-    async with Worker(
+    main = Worker(
         time_skipping_env.client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, StandInMigrateVm],
-        activities=[
-            activities.move,
-            activities.cancelled,
-            CampaignActivities(plain).watch_move,
-            forecast_campaign,
-        ],
+        activities=[activities.move, activities.cancelled, forecast_campaign],
         activity_executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(4),
-    ):
+        # Fewer activity slots than a campaign has moves in flight when it continues as new: the watches of the
+        # next run must not take the slots the moves they wait for need to end (a deadlock at 10,000 VMs).
+        max_concurrent_activities=2,
+    )
+    watches = Worker(
+        time_skipping_env.client,
+        task_queue=watch_task_queue(task_queue),
+        activities=[CampaignActivities(plain).watch_move],
+    )
+    async with main, watches:
         try:
             yield time_skipping_env, world, task_queue
         finally:

@@ -233,7 +233,7 @@ async def test_readable_references_let_the_worker_start_and_stop(
             if not line:
                 return
             seen.append(line)
-            if f"worker serving task queues {task_queue} and {task_queue}-moves" in line:
+            if f"worker serving task queues {task_queue}, {task_queue}-moves and {task_queue}-watch" in line:
                 return
 
     try:

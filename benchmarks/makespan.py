@@ -70,6 +70,7 @@ from benchmarks.scenarios import GENERATORS, Scenario, draw_size, generate
 from lab.model.migration import COMPRESSION_FACTOR, MAX_PRECOPY_PASSES
 from lab.model.state import TransferSettings
 from workflows.contracts import (
+    CAMPAIGN_TASK_TIMEOUT,
     CampaignCommand,
     CampaignMove,
     CampaignPhase,
@@ -280,7 +281,11 @@ async def run_campaign(
         plan = replace(scenario.plan(scheduler, policy=policy, name=label), seed=scenario.seed)
         request = replace(campaign_input(plan, task_queue=task_queue, check=False), linger_seconds=3600.0)
         handle = await client.start_workflow(
-            CAMPAIGN_WORKFLOW, request, id=campaign_workflow_id(label), task_queue=task_queue
+            CAMPAIGN_WORKFLOW,
+            request,
+            id=campaign_workflow_id(label),
+            task_queue=task_queue,
+            task_timeout=CAMPAIGN_TASK_TIMEOUT,
         )
         started = time.monotonic()
         progress: CampaignProgress | None = None

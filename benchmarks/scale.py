@@ -74,6 +74,7 @@ from benchmarks.harness import (
 from benchmarks.scenarios import Scenario, ScenarioVm, tiny_estate
 from lab.model.migration import JOB_RETENTION_SECONDS
 from workflows.contracts import (
+    CAMPAIGN_TASK_TIMEOUT,
     CampaignCommand,
     CampaignMove,
     CampaignPhase,
@@ -184,7 +185,11 @@ async def run_campaign(
         request = replace(request, history_limit=args.history_limit)
     began = time.time()
     handle = await client.start_workflow(
-        CAMPAIGN_WORKFLOW, request, id=campaign_workflow_id(name), task_queue=task_queue
+        CAMPAIGN_WORKFLOW,
+        request,
+        id=campaign_workflow_id(name),
+        task_queue=task_queue,
+        task_timeout=CAMPAIGN_TASK_TIMEOUT,
     )
     run.started_at = began
     last_report = time.monotonic()
@@ -280,7 +285,11 @@ async def first_move_with_check(
     request = _plan(scenario, name, task_queue, check=True)
     began = time.time()
     handle = await client.start_workflow(
-        CAMPAIGN_WORKFLOW, request, id=campaign_workflow_id(name), task_queue=task_queue
+        CAMPAIGN_WORKFLOW,
+        request,
+        id=campaign_workflow_id(name),
+        task_queue=task_queue,
+        task_timeout=CAMPAIGN_TASK_TIMEOUT,
     )
     run.started_at = began
     checked_at = math.nan

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workflows.contracts import (
+    CAMPAIGN_TASK_TIMEOUT,
     CAMPAIGN_WORKFLOW_PREFIX,
     CampaignAnswer,
     CampaignCommand,
@@ -387,7 +388,13 @@ async def cmd_start(client: Client, settings: Any, plan: CampaignPlan, args: arg
         policy = replace(policy, slot_book=settings.task_queue)
     request = replace(request, policy=policy)
     try:
-        handle = await client.start_workflow(CAMPAIGN_WORKFLOW, request, id=workflow_id, task_queue=settings.task_queue)
+        handle = await client.start_workflow(
+            CAMPAIGN_WORKFLOW,
+            request,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            task_timeout=CAMPAIGN_TASK_TIMEOUT,
+        )
         started = True
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from starter.cli import EXIT_INTERRUPTED, MOVE_ACTIVITY, exit_now
 from starter.devserver import DevServer, DevServerError, start_dev_server
 from workflows.contracts import (
+    CAMPAIGN_TASK_TIMEOUT,
     MIGRATION_SERVICE,
     CampaignAnswer,
     CampaignCommand,
@@ -428,6 +429,7 @@ async def run_campaign(
         campaign_input(demo_plan(delegation, task_queue), task_queue=task_queue),
         id=campaign_workflow_id(CAMPAIGN),
         task_queue=task_queue,
+        task_timeout=CAMPAIGN_TASK_TIMEOUT,
     )
     started = time.monotonic()
     say(f"  started {handle.id}: its preflight of every VM, then the moves in the planner's order")

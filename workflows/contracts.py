@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import timedelta
 
 # -- Directory: Kerberos constrained delegation -------------------------------------------------------------
 
@@ -1147,6 +1148,12 @@ CAMPAIGN_NAME_MAX = 100
 # A run continues as new well before Temporal's hard history limits; the SDK's own suggestion comes first when
 # it comes earlier.
 CAMPAIGN_HISTORY_EVENTS_LIMIT = 8000
+# The Campaign's workflow task timeout, given at every start (a run continued as new keeps it). A campaign of
+# 10,000 moves has heavy tasks: the one that continues it as new serializes the whole plan, and a worker whose
+# threads are busy moving VMs runs it slower still; at Temporal's default of 10 s that task timed out again and
+# again (TMPRL1104 at 11.3 s, "Workflow task not found") and the campaign stalled. A task of a worker that died is
+# retried after this long instead.
+CAMPAIGN_TASK_TIMEOUT = timedelta(seconds=60)
 PLAN_INVALID = "PlanInvalid"  # configuration: a plan file or its entries (every error, with file, line and field)
 CAMPAIGN_STATE_INVALID = "CampaignStateInvalid"  # pause / resume / retry asked of a campaign in the wrong state
 

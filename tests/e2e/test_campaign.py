@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from starter import cli
 from tests.e2e.conftest import E2E
-from workflows.contracts import campaign_workflow_id
+from workflows.contracts import CAMPAIGN_TASK_TIMEOUT, campaign_workflow_id
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -81,6 +81,10 @@ async def test_campaign_moves_each_vm_once_and_a_rerun_moves_nothing(
     assert starts_of(truth, "bak1") == 0
     off1 = next(entry for entry in truth["vms"] if entry["name"] == "off1")
     assert off1["state"] == "Off"
+    # Started with the campaign's own workflow task timeout (a 10,000-move plan's tasks outlast Temporal's 10 s).
+    described = await e2e.client.get_workflow_handle(doc["workflow_id"]).describe()
+    timeout = described.raw_description.execution_config.default_workflow_task_timeout.ToTimedelta()
+    assert timeout == CAMPAIGN_TASK_TIMEOUT
 
     # The same plan again under another name: every VM is found on its destination; nothing moves twice.
     code, out, _ = await snlm(

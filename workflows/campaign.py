@@ -261,6 +261,7 @@ class CampaignWorkflow:
         self._forecast_end = 0.0
         self._forecast_makespan = 0.0
         self._window_opens = 0.0
+        self._watches_apart: bool | None = None
 
     # -- queries ------------------------------------------------------------------------------------------------
     @workflow.query
@@ -389,6 +390,11 @@ class CampaignWorkflow:
     # -- the run ------------------------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: CampaignInput) -> CampaignResult:
+        if self._running:
+            # Decided before the first await, so the patch's marker lies in the run's first task: a replay resolves
+            # the forecast's local activity inside that task, where the first execution may have gone on only in
+            # the next one, and a marker written after it would be met before the replay asks.
+            self._watch_queue()
         if input.carry is None:
             self._epoch = workflow.now().timestamp()
             workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
@@ -617,8 +623,7 @@ class CampaignWorkflow:
 
     async def _watch(self, index: int) -> None:
         """Follow a move this run did not start to its end (the `watch_move` activity waits on its result)."""
-        # Runs before the patch watched on the campaign's own queue (see `watch_task_queue`).
-        queue = watch_task_queue(workflow.info().task_queue) if workflow.patched(_PATCH_WATCH_QUEUE) else None
+        queue = self._watch_queue()
         try:
             watched: WatchMoveResult = await workflow.execute_activity(
                 ActivityName.WATCH_MOVE,
@@ -633,6 +638,12 @@ class CampaignWorkflow:
             self._finish(index, MoveState.FAILED, _failure_text(error))
             return
         self._finish(index, watched.state, watched.error)
+
+    def _watch_queue(self) -> str | None:
+        """The watch's task queue: its own (`watch_task_queue`), or, for runs before the patch, the campaign's."""
+        if self._watches_apart is None:
+            self._watches_apart = workflow.patched(_PATCH_WATCH_QUEUE)
+        return watch_task_queue(workflow.info().task_queue) if self._watches_apart else None
 
     def _finish(self, index: int, state: MoveState, error: str) -> None:
         self._set(index, state, error)

@@ -13,14 +13,18 @@ lab's `pair.yaml` topology (delegation already in the lab's directory, so the sa
   fails with PreflightBlocked before changing anything;
 - `preflight`: the Preflight workflow alone (vm-a3);
 - `migration_slots`: the MigrationSlots entity (the namespace's book) the moves took their slots from (still
-  running: a replay of a running workflow's history stops at its last event).
+  running: a replay of a running workflow's history stops at its last event);
+- `campaign_run1`, `campaign_run2`: a Campaign of three moves (vm-a3 and vm-a4 HV-A -> HV-B, vm-b1 back), its
+  history limit so low that it continues as new while moves are in flight: the first run starts moves in the
+  planner's order, the second follows a move in flight (watch_move) and starts the rest.
 
 Files named `<name>@<commit>.json` are histories recorded with the code of an earlier commit and kept on purpose:
 when a change to a workflow's commands goes behind `workflow.patched` (invariant 8), rename the current files that
 way before re-recording, so the tests replay both sides of the patch (the runs in flight recorded without the
 marker, the new ones with it). `migrate_vm_*@cc8a0c5.json` are from before the patch
 "cluster-snapshot-from-preflight"; `*@c83c511.json` from before "cheap-moves" (slots per host entity,
-renewed). Commit the files: a replay failure then means a change broke determinism
+renewed); `campaign_*@db9343f.json` from before "campaign-watch-queue" (recorded with this script's campaign
+step copied into a checkout of db9343f). Commit the files: a replay failure then means a change broke determinism
 for runs that are in flight.
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import tempfile
 import uuid
@@ -40,15 +45,25 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings
 from lab.lab import Lab
 from worker import build_worker
+from workflows.campaign import CampaignWorkflow
 from workflows.contracts import (
+    CAMPAIGN_TASK_TIMEOUT,
     PREFLIGHT_BLOCKED,
     SEARCH_ATTRIBUTES,
+    ActivityName,
     ApproveRequest,
+    CampaignCommand,
+    CampaignMove,
+    CampaignPhase,
+    CampaignPlan,
+    CampaignWave,
     DelegationPolicy,
     MigrateVmInput,
     MigrationPolicy,
     PreflightInput,
     Step,
+    campaign_input,
+    campaign_workflow_id,
     migrate_vm_workflow_id,
     migration_slots_workflow_id,
 )
@@ -159,6 +174,9 @@ async def record(client: Client, lab: Lab, *, task_queue: str, suffix: str = "")
         report = await asyncio.wait_for(preflight.result(), RUN_TIMEOUT)
         assert report.ok, report
 
+        # 5. A campaign that continues as new with moves in flight.
+        histories.update(await _record_campaign(client, task_queue, suffix))
+
         histories["migrate_vm_success"] = await success.fetch_history()
         histories["migrate_vm_approved"] = await approved.fetch_history()
         histories["migrate_vm_preflight_blocked"] = await blocked.fetch_history()
@@ -166,6 +184,66 @@ async def record(client: Client, lab: Lab, *, task_queue: str, suffix: str = "")
         entity = client.get_workflow_handle(migration_slots_workflow_id())
         histories["migration_slots"] = await entity.fetch_history()
     return histories
+
+
+async def _record_campaign(client: Client, task_queue: str, suffix: str) -> dict[str, WorkflowHistory]:
+    """The campaign's first two runs, the second following a move in flight. Whether a move is still in flight when
+    the campaign continues as new depends on timing (two moves of one size end together): up to four tries, each
+    moving the VMs back where the one before took them."""
+    there = (("vm-a3", "HV-A", "HV-B"), ("vm-a4", "HV-A", "HV-B"), ("vm-b1", "HV-B", "HV-A"))
+    for attempt in range(4):
+        way = there if attempt % 2 == 0 else tuple((vm, d, s) for vm, s, d in there)
+        runs = await _run_campaign(client, task_queue, f"record{suffix}" + (f"-{attempt}" if attempt else ""), way)
+        scheduled = [
+            event.activity_task_scheduled_event_attributes.activity_type.name
+            for run in runs[1:2]
+            for event in run.events
+            if event.HasField("activity_task_scheduled_event_attributes")
+        ]
+        if ActivityName.WATCH_MOVE in scheduled:
+            return {"campaign_run1": runs[0], "campaign_run2": runs[1]}
+    raise AssertionError("in four campaigns, none continued as new with a move in flight")
+
+
+async def _run_campaign(
+    client: Client, task_queue: str, name: str, way: tuple[tuple[str, str, str], ...]
+) -> list[WorkflowHistory]:
+    """Run one campaign of `way`'s moves to its end; every run's history, in order."""
+    moves = tuple(CampaignMove(vm, source, destination) for vm, source, destination in way)
+    plan = CampaignPlan(name, (CampaignWave("w1", moves),), policy=SKIP_DELEGATION)
+    # Past 12 events the campaign continues as new at its next decision: after the first move ends, the others
+    # still in flight or pending.
+    request = dataclasses.replace(campaign_input(plan, task_queue=task_queue, check=False), history_limit=12)
+    handle = await client.start_workflow(
+        CampaignWorkflow.run,
+        request,
+        id=campaign_workflow_id(plan.name),
+        task_queue=task_queue,
+        task_timeout=CAMPAIGN_TASK_TIMEOUT,
+    )
+    for _ in range(int(RUN_TIMEOUT / 0.2)):
+        progress = await handle.query(CampaignWorkflow.progress)
+        if progress.phase == CampaignPhase.ENDED:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise TimeoutError(f"the campaign never ended: {progress}")
+    if progress.counts.moved != len(moves):
+        raise AssertionError(f"the campaign ended otherwise: {progress}")
+    await handle.execute_update(CampaignWorkflow.close, CampaignCommand(by="record_history"))
+    await asyncio.wait_for(handle.result(), RUN_TIMEOUT)
+    runs: list[WorkflowHistory] = []
+    run_id: str | None = handle.first_execution_run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        runs.append(history)
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    return runs
 
 
 async def record_with_lab(client: Client, workdir: Path, *, task_queue: str, suffix: str = "") -> dict[str, str]:

@@ -29,18 +29,28 @@ with workflow.unsafe.imports_passed_through():
 
     from tests.conftest import _binary
     from tests.workflows.record_history import HISTORIES, history_from_json, record_with_lab, start_dev_server
+    from workflows.campaign import CampaignCheckWorkflow, CampaignWorkflow
     from workflows.contracts import MigrateVmInput
     from workflows.host_slots import HostSlotsWorkflow
     from workflows.migrate_vm import MigrateVmWorkflow, PreflightWorkflow
     from workflows.migration_slots import MigrationSlotsWorkflow
 
-WORKFLOWS = [MigrateVmWorkflow, PreflightWorkflow, MigrationSlotsWorkflow, HostSlotsWorkflow]
+WORKFLOWS = [
+    MigrateVmWorkflow,
+    PreflightWorkflow,
+    MigrationSlotsWorkflow,
+    HostSlotsWorkflow,
+    CampaignWorkflow,
+    CampaignCheckWorkflow,
+]
 EXPECTED = {
     "migrate_vm_success",
     "migrate_vm_approved",
     "migrate_vm_preflight_blocked",
     "preflight",
     "migration_slots",
+    "campaign_run1",
+    "campaign_run2",
 }
 COMMITTED = sorted(HISTORIES.glob("*.json"))
 

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         CAMPAIGN_STATE_INVALID,
         MOVE_STATE_CODES,
         MOVE_STATES_BY_CODE,
+        MOVES_PAGE_MAX,
         SA_CAMPAIGN,
         SEVERITY_BLOCKER,
         SEVERITY_WARNING,
@@ -295,7 +296,7 @@ class CampaignWorkflow:
     def moves(self, query: MovesQuery) -> MovesPage:
         wanted = set(query.states)
         indices = [i for i, s in enumerate(self._states) if not wanted or s in wanted]
-        page = indices[query.offset : query.offset + max(0, min(query.limit, 5000))]
+        page = indices[query.offset : query.offset + max(0, min(query.limit, MOVES_PAGE_MAX))]
         return MovesPage(records=tuple(self._record(i) for i in page), offset=query.offset, total=len(indices))
 
     # -- commands -----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from activities.campaign import CampaignActivities, forecast_campaign
 from workflows.campaign import CampaignWorkflow
 from workflows.contracts import (
+    MOVES_PAGE_MAX,
     CampaignCommand,
     CampaignInput,
     CampaignMove,
@@ -247,8 +248,13 @@ async def until_phase(
 
 
 async def records(handle: WorkflowHandle[CampaignWorkflow, Any]) -> list[MoveRecord]:
-    page: MovesPage = await handle.query(CampaignWorkflow.moves, MovesQuery(limit=5000))
-    return list(page.records)
+    records: list[MoveRecord] = []
+    while True:
+        page: MovesPage = await handle.query(CampaignWorkflow.moves, MovesQuery(offset=len(records), limit=5000))
+        assert len(page.records) <= MOVES_PAGE_MAX
+        records.extend(page.records)
+        if not page.records or len(records) >= page.total:
+            return records
 
 
 def peak_per_host(recs: list[MoveRecord]) -> dict[str, int]:

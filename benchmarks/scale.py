@@ -110,6 +110,8 @@ class CampaignRun:
     started_at: float = math.nan  # wall, client side: when start_workflow returned
     first_move: float = math.nan  # wall seconds from the start to the first move's start
     first_to_last: float = math.nan  # wall seconds from the first move's start to the last move's end
+    # A campaign stopped before its end: wall seconds from the first move's start to the last end seen.
+    until_stopped: float = math.nan
     finished: bool = False
     moved: int = 0
     failed: int = 0
@@ -246,8 +248,11 @@ def _tally(run: CampaignRun, records: Sequence[MoveRecord]) -> None:
         run.first_error = f"{failed[0].vm}: {failed[0].error}"[:300]
     if starts:
         run.first_move = min(starts) - run.started_at
-    if starts and ends and run.finished:
-        run.first_to_last = max(ends) - min(starts)
+    if starts and ends:
+        if run.finished:
+            run.first_to_last = max(ends) - min(starts)
+        else:
+            run.until_stopped = max(ends) - min(starts)
 
 
 async def _terminate(client: Client, handle: WorkflowHandle[Any, Any], records: Sequence[MoveRecord]) -> None:
@@ -495,8 +500,12 @@ def print_report(
     )
     print(f"    start to the first move           : {_s(run.first_move, '{:8.2f} s')}")
     print(f"    first move's start to last's end  : {_s(run.first_to_last)}")
-    rate = run.moved / run.first_to_last if run.first_to_last == run.first_to_last and run.first_to_last else math.nan
-    print(f"    moves per second                  : {_s(rate, '{:8.2f}  ')}")
+    span, label = run.first_to_last, "moves per second                  "
+    if math.isnan(span):
+        # Stopped before its end: the rate of the moves that ended, over the time they took.
+        span, label = run.until_stopped, "moves per second (until stopped)  "
+    rate = run.moved / span if span == span and span else math.nan
+    print(f"    {label}: {_s(rate, '{:8.2f}  ')}")
     if bare_seconds:
         bare_rate = run.moves / bare_seconds
         ratio = rate / bare_rate

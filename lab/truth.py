@@ -194,8 +194,7 @@ def jobs_truth(world: World, engine: JobSource | None = None) -> dict[str, Any]:
             "limits": limits,
         }
         host_names = list(world.hosts)
-    # The engine has its own lock and may take the world's inside it: ask it only after releasing ours.
-    truth["jobs"] = [_job(job) for name in host_names for job in engine.jobs(name)] if engine is not None else []
+    truth["jobs"] = _jobs(engine, host_names)
     return truth
 
 
@@ -251,10 +250,11 @@ def world_truth(world: World, engine: JobSource | None = None) -> dict[str, Any]
     # A real directory is read over the network: never while holding the lock every cmdlet needs.
     for name in host_names:
         truth["hosts"][name]["directory"] = _account(directory, name)
-    # The engine has its own lock and may take the world's inside it: ask it only after releasing ours.
-    jobs: list[dict[str, Any]] = []
-    if engine is not None:
-        for name in host_names:
-            jobs.extend(_job(job) for job in engine.jobs(name))
-    truth["jobs"] = jobs
+    truth["jobs"] = _jobs(engine, host_names)
     return truth
+
+
+def _jobs(engine: JobSource | None, host_names: list[str]) -> list[dict[str, Any]]:
+    """Every job the hosts list. The engine has its own lock and may take the world's inside it: call this only
+    after releasing the world's."""
+    return [_job(job) for name in host_names for job in engine.jobs(name)] if engine is not None else []

@@ -590,7 +590,6 @@ class Schedule:
         self._moves = [*pending, *running]
         self._world = _World(self._moves, hosts, model)
         self._position = {move.key: i for i, move in enumerate(self._moves)}
-        self._scheduler = scheduler
         self._seed = seed
         first_running = len(pending)
         self._pending: dict[int, None] = dict.fromkeys(range(first_running))

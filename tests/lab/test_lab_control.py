@@ -53,6 +53,16 @@ def _host(client: ControlClient, name: str) -> dict[str, Any]:
     return host
 
 
+def _move_by_hand(lab: Lab, vm: str) -> None:
+    """Move-VM of `vm` from HV-A to HV-B with its storage, over the wire, to its end."""
+    with RunspacePool(lab_wsman(lab, "HV-A")) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Move-VM").add_parameter("Name", vm).add_parameter("DestinationHost", "HV-B")
+        ps.add_parameter("IncludeStorage").add_parameter("DestinationStoragePath", f"D:\\Hyper-V\\{vm}")
+        ps.invoke()
+        assert not ps.streams.error, [str(e) for e in ps.streams.error]
+
+
 def test_token_file_and_authorization(pair_lab: Lab) -> None:
     token_file = pair_lab.control_token_file
     assert token_file is not None
@@ -85,12 +95,7 @@ def test_truth_over_http(client: ControlClient, pair_lab: Lab) -> None:
 
 
 def test_the_jobs_view_is_the_truths_jobs_and_limits_without_the_vms(client: ControlClient, pair_lab: Lab) -> None:
-    with RunspacePool(lab_wsman(pair_lab, "HV-A")) as pool:
-        ps = PowerShell(pool)
-        ps.add_cmdlet("Move-VM").add_parameter("Name", "vm-a3").add_parameter("DestinationHost", "HV-B")
-        ps.add_parameter("IncludeStorage").add_parameter("DestinationStoragePath", r"D:\Hyper-V\vm-a3")
-        ps.invoke()
-        assert not ps.streams.error, [str(e) for e in ps.streams.error]
+    _move_by_hand(pair_lab, "vm-a3")
     truth = client.truth()
     jobs = client.jobs_truth()
     assert set(jobs) == {"time", "time_scale", "limits", "jobs"}
@@ -208,12 +213,7 @@ def test_fail_move_at_is_armed(client: ControlClient) -> None:
 
 def test_leave_source_files_after_a_move(client: ControlClient, pair_lab: Lab) -> None:
     client.inject_fault("leave_source_files", vm="vm-a4")
-    with RunspacePool(lab_wsman(pair_lab, "HV-A")) as pool:
-        ps = PowerShell(pool)
-        ps.add_cmdlet("Move-VM").add_parameter("Name", "vm-a4").add_parameter("DestinationHost", "HV-B")
-        ps.add_parameter("IncludeStorage").add_parameter("DestinationStoragePath", r"D:\Hyper-V\vm-a4")
-        ps.invoke()
-        assert not ps.streams.error, [str(e) for e in ps.streams.error]
+    _move_by_hand(pair_lab, "vm-a4")
     truth = client.truth()
     assert truth["locations"]["vm-a4"] == ["HV-B"]
     assert [f for f in truth["hosts"]["HV-A"]["files"] if "vm-a4" in f["path"]]

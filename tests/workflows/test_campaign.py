@@ -216,22 +216,12 @@ async def query_progress(handle: WorkflowHandle[CampaignWorkflow, Any]) -> Campa
     campaign as new completes the run without answering it (the query then runs into its deadline). A real
     server answers such a query from the closed run."""
     for _ in range(2):
-        with contextlib.suppress(_LapsedQuery):
-            return await _query_progress_once(handle)
-    return await _query_progress_once(handle)
-
-
-class _LapsedQuery(Exception):
-    pass
-
-
-async def _query_progress_once(handle: WorkflowHandle[CampaignWorkflow, Any]) -> CampaignProgress:
-    try:
-        return await handle.query(CampaignWorkflow.progress, rpc_timeout=timedelta(seconds=5))
-    except RPCError as error:
-        if error.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            raise _LapsedQuery from error
-        raise
+        try:
+            return await handle.query(CampaignWorkflow.progress, rpc_timeout=timedelta(seconds=5))
+        except RPCError as error:
+            if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+                raise
+    return await handle.query(CampaignWorkflow.progress, rpc_timeout=timedelta(seconds=5))
 
 
 async def until_phase(

@@ -285,6 +285,18 @@ def _touching(moves: Sequence[CampaignMove], name: str) -> int:
     return sum(1 for m in moves if name.casefold() in {m.source.casefold(), m.destination.casefold()})
 
 
+def _running_part(
+    moves: Sequence[CampaignMove], hosts: Mapping[str, HostProfile], rng: random.Random, share: float
+) -> tuple[list[CampaignMove], list[CampaignMove]]:
+    """(running, pending): what runs already is itself a valid set, a first-fit of about `share` of the plan."""
+    running: list[CampaignMove] = []
+    pending: list[CampaignMove] = []
+    for move in moves:
+        fits = all(_touching(running, h) < _slots(hosts, h) for h in (move.source, move.destination))
+        (running if fits and rng.random() < share else pending).append(move)
+    return running, pending
+
+
 @settings(max_examples=120, deadline=None)
 @given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
 def test_next_moves_never_exceeds_any_hosts_slots(
@@ -294,12 +306,7 @@ def test_next_moves_never_exceeds_any_hosts_slots(
     rng: random.Random,
 ) -> None:
     moves, hosts, _ = campaign
-    # What runs already is itself a valid set: a first-fit of a random part of the plan.
-    running: list[CampaignMove] = []
-    pending: list[CampaignMove] = []
-    for move in moves:
-        fits = all(_touching(running, h) < _slots(hosts, h) for h in (move.source, move.destination))
-        (running if fits and rng.random() < 0.4 else pending).append(move)
+    running, pending = _running_part(moves, hosts, rng, 0.4)
     chosen = next_moves(pending, running, hosts, scheduler=scheduler, seed=seed, round_=seed % 7)
     assert len({m.key for m in chosen}) == len(chosen)
     assert {m.key for m in chosen} <= {m.key for m in pending}
@@ -392,17 +399,9 @@ def test_a_schedule_kept_across_decisions_decides_as_one_built_anew(
     the same moves started at every decision, whatever ended in between and in whatever order."""
     moves, hosts, _ = campaign
     by_key = {m.key: m for m in moves}
-    # Some moves already run (a first-fit of a random part of the plan), as when a run re-attaches to them.
-    running: list[str] = []
-    pending: list[CampaignMove] = []
-    for move in moves:
-        fits = all(
-            _touching([by_key[k] for k in running], h) < _slots(hosts, h) for h in (move.source, move.destination)
-        )
-        if fits and rng.random() < 0.3:
-            running.append(move.key)
-        else:
-            pending.append(move)
+    # Some moves already run, as when a run re-attaches to them.
+    already, pending = _running_part(moves, hosts, rng, 0.3)
+    running = [m.key for m in already]
     kept = Schedule(pending, [by_key[k] for k in running], hosts, scheduler=scheduler, seed=seed)
     for round_ in range(1, 4 * len(moves) + 2):
         anew = next_moves(pending, [by_key[k] for k in running], hosts, scheduler=scheduler, seed=seed, round_=round_)

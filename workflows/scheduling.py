@@ -271,6 +271,8 @@ class _Chooser:
     def __init__(self, world: _World) -> None:
         self.w = world
         self.used = [0] * len(world.names)
+        # While `after` tries a decision: each move started, with the position it was taken from, to put it back.
+        self._trail: list[tuple[int, int]] | None = None
 
     def add_pending(self, ids: Iterable[int]) -> None:
         raise NotImplementedError
@@ -286,9 +288,44 @@ class _Chooser:
     def choose(self) -> list[int]:
         raise NotImplementedError
 
+    def after(self, i: int) -> list[int]:
+        """The moves `choose` would start were the running move `i` to end now; the state is left as it was, so
+        the decisions that follow are those of a chooser never asked."""
+        self.finished(i)
+        self._trail = []
+        try:
+            chosen = self.choose()
+        finally:
+            trail, self._trail = self._trail, None
+            for j, position in reversed(trail):
+                self._unstart(j, position)
+            self._resume(i)
+        return chosen
+
+    def drop(self, i: int) -> None:
+        """Forget the pending move `i` (it ended without being chosen: a move prepared ahead that failed or found
+        its VM moved already)."""
+        raise NotImplementedError
+
     def _run(self, i: int) -> None:
         for h in self.w.hosts_of(i):
             self.used[h] += 1
+
+    def _unrun(self, i: int) -> None:
+        for h in self.w.hosts_of(i):
+            self.used[h] -= 1
+
+    def _resume(self, i: int) -> None:
+        """Undo `finished(i)`."""
+        self._run(i)
+
+    def _unstart(self, i: int, position: int) -> None:
+        """Undo the start of `i`, which `choose` took from `position` of its list."""
+        raise NotImplementedError
+
+    def _started(self, i: int, position: int) -> None:
+        if self._trail is not None:
+            self._trail.append((i, position))
 
     def _free(self, h: int) -> bool:
         return self.used[h] < self.w.slots[h]
@@ -336,12 +373,31 @@ class _PairChooser(_Chooser):
     def _start_at(self, pair: tuple[int, int], position: int) -> int:
         """Start the pair's move at `position` of its list (-1: the head)."""
         moves = self.pairs[pair]
+        if position < 0:
+            position += len(moves)
         i = moves.pop(position)
         if not moves:
             del self.pairs[pair]
             del self.partners[pair[0]][pair[1]]
         self._run(i)
+        self._started(i, position)
         return i
+
+    def _unstart(self, i: int, position: int) -> None:
+        pair = (self.w.src[i], self.w.dst[i])
+        # A pair emptied by the start comes back at the end of its partners: `_candidates` order then differs, which
+        # the heaps of `choose` (keys unique by move) do not see.
+        self.pairs.setdefault(pair, []).insert(position, i)
+        self.partners[pair[0]][pair[1]] = None
+        self._unrun(i)
+
+    def drop(self, i: int) -> None:
+        pair = (self.w.src[i], self.w.dst[i])
+        moves = self.pairs[pair]
+        moves.remove(i)
+        if not moves:
+            del self.pairs[pair]
+            del self.partners[pair[0]][pair[1]]
 
     def _pair_free(self, pair: tuple[int, int]) -> bool:
         return self._free(pair[0]) and self._free(pair[1])
@@ -410,10 +466,27 @@ class _PlannerChooser(_PairChooser):
         self.sending[self.w.src[i]] += 1
         self.receiving[self.w.dst[i]] += 1
 
+    def _unrun(self, i: int) -> None:
+        super()._unrun(i)
+        self.sending[self.w.src[i]] -= 1
+        self.receiving[self.w.dst[i]] -= 1
+
     def finished(self, i: int) -> None:
         super().finished(i)
         self.sending[self.w.src[i]] -= 1
         self.receiving[self.w.dst[i]] -= 1
+        self.ended.add(i)
+        self._count(i, -1)
+
+    def _resume(self, i: int) -> None:
+        # `load` may have dropped the move's entry from `longest` while it counted as ended: `_count` pushes it
+        # again (an entry left there twice is harmless: both go when the move ends).
+        self.ended.discard(i)
+        self._count(i, 1)
+        self._run(i)
+
+    def drop(self, i: int) -> None:
+        super().drop(i)
         self.ended.add(i)
         self._count(i, -1)
 
@@ -514,10 +587,18 @@ class _SourceCapChooser(_Chooser):
                 continue
             i = self.queues[s].pop()
             self._run(i)
+            self._started(i, len(self.queues[s]))
             chosen.append(i)
             if self.queues[s] and self._free(s):
                 heapq.heappush(heap, (self.queues[s][-1], s))
         return chosen
+
+    def _unstart(self, i: int, position: int) -> None:
+        self.queues[self.w.src[i]].insert(position, i)
+        self._unrun(i)
+
+    def drop(self, i: int) -> None:
+        self.queues[self.w.src[i]].remove(i)
 
 
 class _RandomChooser(_PairChooser):
@@ -628,6 +709,31 @@ class Schedule:
         self._running.remove(i)
         if self._chooser is not None:
             self._chooser.finished(i)
+
+    def after(self, key: str, round_: int = 0) -> list[CampaignMove]:
+        """The moves `choose(round_)` would start were the running move `key` to end now, with nothing changed:
+        what a campaign prepares ahead, so that the move is ready the moment the slots come."""
+        i = self._position[key]
+        if i not in self._running:
+            raise KeyError(f"{key} is not running")
+        if self._chooser is None:
+            others = [r for r in self._running if r != i]
+            ids = _random_first_fit(self._world, list(self._pending), others, _round_rng(self._seed, round_))
+        else:
+            ids = self._chooser.after(i)
+        return [self._moves[j] for j in ids]
+
+    def drop(self, key: str) -> None:
+        """The pending move `key` ended before it was chosen (a move prepared ahead that failed, or whose VM had
+        moved already): it is no longer a candidate."""
+        i = self._position[key]
+        del self._pending[i]
+        if self._chooser is not None:
+            self._chooser.drop(i)
+
+    def is_pending(self, key: str) -> bool:
+        i = self._position.get(key)
+        return i is not None and i in self._pending
 
 
 def next_moves(

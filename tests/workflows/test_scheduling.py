@@ -6,6 +6,7 @@ generated campaigns: a rolling rebalance (hosts both send and receive) and an ev
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import statistics
@@ -419,6 +420,55 @@ def test_a_schedule_kept_across_decisions_decides_as_one_built_anew(
             running.remove(key)
             kept.ended(key)
     assert not pending
+
+
+@settings(max_examples=120, deadline=None)
+@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+def test_a_schedule_asked_what_comes_next_decides_as_one_never_asked(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
+    scheduler: Scheduler,
+    seed: int,
+    rng: random.Random,
+) -> None:
+    """A campaign prepares ahead the moves `after` names: each answer is what a real end and decision would start,
+    and asking changes nothing (a replay decides as the first run did), while `drop` forgets a pending move for
+    good (a prepared move that ended early never starts again)."""
+    moves, hosts, _ = campaign
+    by_key = {m.key: m for m in moves}
+    already, pending = _running_part(moves, hosts, rng, 0.3)
+    asked = Schedule(pending, already, hosts, scheduler=scheduler, seed=seed)
+    twin = Schedule(pending, already, hosts, scheduler=scheduler, seed=seed)
+    running = [m.key for m in already]
+    dropped: set[str] = set()
+    for round_ in range(1, 4 * len(moves) + 2):
+        for key in rng.sample(running, min(len(running), 3)):
+            trial = copy.deepcopy(twin)
+            trial.ended(key)
+            expected = [m.key for m in trial.choose(round_)]
+            assert [m.key for m in asked.after(key, round_)] == expected
+            # What `after` names was pending and fits beside everything else running.
+            assert all(asked.is_pending(k) for k in expected)
+        if pending and rng.random() < 0.2:
+            gone = rng.choice(pending).key
+            asked.drop(gone)
+            twin.drop(gone)
+            dropped.add(gone)
+            pending = [m for m in pending if m.key != gone]
+            assert not asked.is_pending(gone)
+        chosen = [m.key for m in asked.choose(round_)]
+        assert chosen == [m.key for m in twin.choose(round_)]
+        assert not dropped & set(chosen)
+        pending = [m for m in pending if m.key not in set(chosen)]
+        running.extend(chosen)
+        assert asked.running() == twin.running() == set(running)
+        if not running:
+            break
+        for key in rng.sample(running, rng.randint(1, len(running))):
+            running.remove(key)
+            asked.ended(key)
+            twin.ended(key)
+    assert not pending
+    assert {k for k in by_key if k not in dropped} >= set(running)
 
 
 # -- the figures: generated campaigns -------------------------------------------------------------------------------

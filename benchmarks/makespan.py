@@ -71,6 +71,7 @@ from lab.model.migration import COMPRESSION_FACTOR, MAX_PRECOPY_PASSES
 from lab.model.state import TransferSettings
 from workflows.contracts import (
     CAMPAIGN_TASK_TIMEOUT,
+    PREPARE_AHEAD_MAX,
     CampaignCommand,
     CampaignMove,
     CampaignPhase,
@@ -256,6 +257,7 @@ async def run_campaign(
     deadline: float,
     label: str,
     split: bool = False,
+    prepare_ahead: int | None = None,
 ) -> RunResult:
     """One campaign of the scenario with `scheduler`, on a fresh lab and worker, bounded by `deadline` seconds;
     with `split`, where each move's time went, from the moves' histories (read before another run reuses their
@@ -279,6 +281,8 @@ async def run_campaign(
         poller = asyncio.create_task(log.run(stop))
         policy = MigrationPolicy(delegation=DelegationPolicy.SKIP, slot_book=task_queue)
         plan = replace(scenario.plan(scheduler, policy=policy, name=label), seed=scenario.seed)
+        if prepare_ahead is not None:
+            plan = replace(plan, prepare_ahead=prepare_ahead)
         request = replace(campaign_input(plan, task_queue=task_queue, check=False), linger_seconds=3600.0)
         handle = await client.start_workflow(
             CAMPAIGN_WORKFLOW,
@@ -477,6 +481,7 @@ async def run_seed(
                 deadline=deadline,
                 label=label,
                 split=scheduler == Scheduler.PLANNER,
+                prepare_ahead=args.prepare_ahead,
             )
         except (BenchError, OSError, RuntimeError) as error:
             run = RunResult(scheduler, note=f"could not run: {error}"[:300])
@@ -652,7 +657,8 @@ async def run_all(args: argparse.Namespace) -> int:
         try:
             print(
                 f"makespan: {len(args.kinds)} scenario(s) x {len(args.seeds)} seed(s) x {len(args.schedulers)} "
-                f"schedulers, {'quick sizes' if args.quick else 'sizes drawn per seed'}, {os.cpu_count()} cores",
+                f"schedulers, {'quick sizes' if args.quick else 'sizes drawn per seed'}, {os.cpu_count()} cores, "
+                f"prepare ahead {args.prepare_ahead if args.prepare_ahead is not None else 'as planned (1)'}",
                 flush=True,
             )
             for kind in args.kinds:
@@ -696,6 +702,13 @@ def main() -> None:
         help="wall seconds the planner's run should take when the time scale is chosen (default 240, quick 120)",
     )
     parser.add_argument("--deadline", type=float, help="seconds a run may take (default: 3 x its forecast + 120)")
+    parser.add_argument(
+        "--prepare-ahead",
+        type=int,
+        choices=range(PREPARE_AHEAD_MAX + 1),
+        metavar=f"0-{PREPARE_AHEAD_MAX}",
+        help="moves per host each campaign readies before their turn (default: the plan's, 1; 0 turns it off)",
+    )
     parser.add_argument(
         "--model-only",
         action="store_true",

@@ -11,6 +11,7 @@ YAML (`.yaml`, `.yml`):
     name: dc1-refresh            # [A-Za-z0-9._-]{1,100}; `--name` overrides; absent: the file's stem
     scheduler: planner           # planner | fifo-source | fifo | random
     seed: 0                      # the random scheduler's seed
+    prepare_ahead: 1             # moves per host readied before their turn (0-8; 0: each starts at its turn)
     windows:                     # optional; none: moves may start at any time
       - {days: [sat, sun], start: "22:00", duration: 6h, time_zone: Europe/Berlin}
     policy:                      # optional; every key optional, named as MigrationPolicy's fields
@@ -83,6 +84,7 @@ from config.inventory import Inventory
 from workflows.contracts import (
     CAMPAIGN_NAME_MAX,
     PLAN_INVALID,
+    PREPARE_AHEAD_MAX,
     CampaignMove,
     CampaignPlan,
     CampaignWave,
@@ -129,7 +131,7 @@ PATH_MAX = 32_767  # Windows' extended-length path limit
 CSV_REQUIRED_COLUMNS: Final = ("vm", "source", "destination", "storage_path", "wave")
 CSV_OPTIONAL_COLUMNS: Final = ("priority", "memory_gb", "disk_gb", "dirty_mib_per_second")
 
-_TOP_KEYS = ("name", "scheduler", "seed", "windows", "policy", "hosts", "waves", "moves")
+_TOP_KEYS = ("name", "scheduler", "seed", "prepare_ahead", "windows", "policy", "hosts", "waves", "moves")
 _WAVE_KEYS = ("name", "on_failure", "pause_after_failures", "moves")
 _MOVE_KEYS = ("vm", "source", "destination", "storage_path", *CSV_OPTIONAL_COLUMNS)
 _WINDOW_KEYS = ("days", "start", "duration", "time_zone")
@@ -658,6 +660,9 @@ class _YamlPlan:
         seed: int | _Bad = 0
         if "seed" in top:
             seed = check.integer(top["seed"], -(2**63), 2**63 - 1)
+        ahead: int | _Bad = 1
+        if "prepare_ahead" in top:
+            ahead = check.integer(top["prepare_ahead"], 0, PREPARE_AHEAD_MAX)
         windows = self.windows(top["windows"]) if "windows" in top else ()
         policy = self.policy(top["policy"]) if "policy" in top else MigrationPolicy()
         hosts = self.hosts(top["hosts"]) if "hosts" in top else ()
@@ -679,6 +684,7 @@ class _YamlPlan:
         assert name is not None
         assert isinstance(scheduler, Scheduler)
         assert isinstance(seed, int)
+        assert isinstance(ahead, int)
         assert not isinstance(windows, _Bad)
         assert not isinstance(policy, _Bad)
         assert not isinstance(hosts, _Bad)
@@ -690,6 +696,7 @@ class _YamlPlan:
             hosts=hosts,
             scheduler=scheduler,
             seed=seed,
+            prepare_ahead=ahead,
         )
 
     # -- nodes

@@ -22,6 +22,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -29,6 +30,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    FailureError,
     WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
@@ -93,6 +95,11 @@ CHECK_CHILD_VMS = 500
 _WATCH_HEARTBEAT = timedelta(minutes=5)
 # Workflow changes that alter the command sequence of running workflows go behind a patch (invariant 8).
 _PATCH_WATCH_QUEUE = "campaign-watch-queue"
+# Moves prepared ahead of their turn (MigrateVmInput.prepared_ahead) and sent `go` when the planner starts them.
+_PATCH_PREPARE_AHEAD = "campaign-prepare-ahead"
+# At each decision, the running moves asked what their end would start (`Schedule.after`), oldest first: each
+# answer costs a decision, and the oldest moves are the likeliest to end next.
+_PREPARE_PEEKS = 16
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -226,6 +233,7 @@ class CampaignWorkflow:
             self._ended = [carry.epoch + e - 1 if e else 0.0 for e in carry.ended]
             self._errors = dict(carry.errors)
             self._attached = set(carry.attached)
+            prepared: tuple[int, ...] = carry.prepared
             self._phase = carry.phase
             self._wave = carry.wave
             self._paused_reason = carry.paused_reason
@@ -238,6 +246,7 @@ class CampaignWorkflow:
             self._ended = [0.0] * count
             self._errors = {}
             self._attached = set()
+            prepared = ()
             self._phase = CampaignPhase.CHECKING if input.check else CampaignPhase.RUNNING
             self._wave = 0
             self._paused_reason = ""
@@ -255,6 +264,10 @@ class CampaignWorkflow:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
         self._cancel_requests: list[asyncio.Task[None]] = []
+        self._go_signals: list[asyncio.Task[None]] = []
+        # The moves this run prepares ahead, and their runs once started: `go` reaches them through their handle.
+        self._ahead_here: set[int] = set()
+        self._handles: dict[int, workflow.ChildWorkflowHandle[Any, MigrateVmResult]] = {}
         self._changed = False
         self._cancel_requested = False
         self._close_requested = False
@@ -263,6 +276,17 @@ class CampaignWorkflow:
         self._forecast_makespan = 0.0
         self._window_opens = 0.0
         self._watches_apart: bool | None = None
+        # Moves started ahead of their turn and not yet given it (their state stays pending), and how many of them
+        # touch each host (casefolded).
+        self._prepared: dict[int, None] = {}
+        self._prepared_on: dict[str, int] = {}
+        for index in prepared:
+            self._prepare_count(index, 1)
+        # Prepared moves that ended before their turn: the schedule forgets them at its next decision.
+        self._left_early: list[int] = []
+        # Moves found running under another request when the campaign tried to prepare them: started at their turn.
+        self._not_ahead: set[int] = set()
+        self._ahead = False
 
     # -- queries ------------------------------------------------------------------------------------------------
     @workflow.query
@@ -307,7 +331,8 @@ class CampaignWorkflow:
             f": {command.reason}" if command.reason else ""
         )
         self._wake()
-        return CampaignAnswer(self._phase, f"paused; {len(self._running)} move(s) in flight finish, none starts")
+        ready = f", {len(self._prepared)} prepared move(s) wait" if self._prepared else ""
+        return CampaignAnswer(self._phase, f"paused; {len(self._running)} move(s) in flight finish, none starts{ready}")
 
     @pause.validator
     def _validate_pause(self, command: CampaignCommand) -> None:
@@ -334,13 +359,15 @@ class CampaignWorkflow:
     async def cancel(self, command: CampaignCommand) -> CampaignAnswer:
         self._cancel_requested = True
         self._phase = CampaignPhase.CANCELLING
-        pending = [i for i, s in enumerate(self._states) if s == MoveState.PENDING]
+        # A move prepared ahead has a run (it may have changed its hosts' settings): it is cancelled as one in
+        # flight, and its compensations put them back.
+        pending = [i for i, s in enumerate(self._states) if s == MoveState.PENDING and i not in self._prepared]
         for index in pending:
             self._set(index, MoveState.CANCELLED, "cancelled before it started")
-        in_flight = len(self._running)
+        in_flight = len(self._running) + len(self._prepared)
         self._wake()
         # The answer comes once every move in flight has ended (its compensations run): nothing is left half-done.
-        await workflow.wait_condition(lambda: not self._running)
+        await workflow.wait_condition(lambda: not self._running and not self._prepared)
         return CampaignAnswer(
             self._phase,
             f"cancelled: {len(pending)} pending move(s) will not start, {in_flight} in flight ended",
@@ -391,11 +418,13 @@ class CampaignWorkflow:
     # -- the run ------------------------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: CampaignInput) -> CampaignResult:
-        if self._running:
+        if self._running or self._prepared:
             # Decided before the first await, so the patch's marker lies in the run's first task: a replay resolves
             # the forecast's local activity inside that task, where the first execution may have gone on only in
             # the next one, and a marker written after it would be met before the replay asks.
             self._watch_queue()
+        # Decided first for the same reason; a run that started without it never prepares ahead.
+        self._ahead = input.prepare_ahead > 0 and workflow.patched(_PATCH_PREPARE_AHEAD)
         if input.carry is None:
             self._epoch = workflow.now().timestamp()
             workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
@@ -405,7 +434,7 @@ class CampaignWorkflow:
                     self._phase = CampaignPhase.RUNNING
         await self._forecast()
         # Moves a previous run started (or found running under their id) are followed to their end.
-        for index in sorted(self._running):
+        for index in sorted(self._running) + sorted(self._prepared):
             self._tasks[index] = asyncio.create_task(self._watch(index))
         while True:
             if self._close_requested:
@@ -419,7 +448,7 @@ class CampaignWorkflow:
                 workflow.continue_as_new(self._continued())
             self._changed = False
             if self._cancel_requested:
-                if not self._running:
+                if not self._running and not self._prepared:
                     break
             elif self._phase == CampaignPhase.PAUSED:
                 pass
@@ -560,7 +589,58 @@ class CampaignWorkflow:
             self._become(index, MoveState.RUNNING)
             self._started[index] = workflow.now().timestamp()
             self._running.add(index)
-            self._tasks[index] = asyncio.create_task(self._run_move(index))
+            if index in self._prepared:
+                # Its run is there (preparing, or ready): it goes on; a task of this run already follows it.
+                self._prepare_count(index, -1)
+                self._go_signals.append(asyncio.create_task(self._go(index)))
+            else:
+                self._tasks[index] = asyncio.create_task(self._run_move(index))
+        if self._ahead:
+            self._prepare_next(schedule)
+
+    def _prepare_next(self, schedule: Schedule) -> None:
+        """Start, ahead of their turn, the moves the planner would start next: those that the end of a running move
+        would start (asked of the oldest first), within `prepare_ahead` moves per host. A move that is not the next
+        after all waits a little longer, holding nothing; the planner's decisions stay its own."""
+        budget = self._input.prepare_ahead
+        oldest = sorted(self._running, key=lambda i: (self._started[i], i))
+        for index in oldest[:_PREPARE_PEEKS]:
+            key = self._moves[index].key
+            if not schedule.is_running(key):
+                continue
+            for move in schedule.after(key, self._rounds + 1):
+                candidate = self._index_of[move.key]
+                if candidate in self._prepared or candidate in self._not_ahead:
+                    continue
+                if any(self._prepared_on.get(h.casefold(), 0) >= budget for h in (move.source, move.destination)):
+                    continue
+                self._prepare_count(candidate, 1)
+                self._ahead_here.add(candidate)
+                self._tasks[candidate] = asyncio.create_task(self._run_move(candidate, ahead=True))
+
+    def _prepare_count(self, index: int, sign: int) -> None:
+        if sign > 0:
+            self._prepared[index] = None
+        else:
+            del self._prepared[index]
+        move = self._moves[index]
+        for host in {move.source.casefold(), move.destination.casefold()}:
+            self._prepared_on[host] = self._prepared_on.get(host, 0) + sign
+
+    async def _go(self, index: int) -> None:
+        """Tell a move prepared ahead that its turn has come. A run that ended meanwhile cannot hear it: the task
+        that follows the move reports its end."""
+        if index in self._ahead_here:
+            # Started by this run: its start may still be on its way, and a signal before it finds no run.
+            await workflow.wait_condition(lambda: index in self._handles or index not in self._ahead_here)
+            handle = self._handles.get(index)
+            if handle is None:
+                return
+            with contextlib.suppress(FailureError):
+                await handle.signal("go")
+            return
+        with contextlib.suppress(FailureError):
+            await workflow.get_external_workflow_handle(self._moves[index].key).signal("go")
 
     def _current_schedule(self) -> Schedule:
         """The planner's state for the current wave, kept across decisions (rebuilt for a new wave, after
@@ -579,6 +659,11 @@ class CampaignWorkflow:
             )
             self._schedule, self._schedule_for = schedule, built_for
             return schedule
+        for index in self._left_early:
+            key = self._moves[index].key
+            if schedule.is_pending(key):
+                schedule.drop(key)
+        self._left_early.clear()
         # Moves end in tasks of their own (and a cancel stops following another request's move): the slots of the
         # moves that are no longer running go back here, in one place.
         running = {self._moves[i].key for i in self._running}
@@ -587,7 +672,14 @@ class CampaignWorkflow:
         return schedule
 
     # -- one move -----------------------------------------------------------------------------------------------
-    async def _run_move(self, index: int) -> None:
+    async def _run_move(self, index: int, *, ahead: bool = False) -> None:
+        try:
+            await self._start_and_follow(index, ahead=ahead)
+        finally:
+            self._ahead_here.discard(index)
+            self._handles.pop(index, None)
+
+    async def _start_and_follow(self, index: int, *, ahead: bool) -> None:
         move = self._moves[index]
         request = MigrateVmInput(
             vm=move.vm,
@@ -596,6 +688,7 @@ class CampaignWorkflow:
             storage_path=move.storage_path,
             policy=self._input.policy,
             campaign=self._input.name,
+            prepared_ahead=ahead,
         )
         try:
             handle = await workflow.start_child_workflow(
@@ -609,11 +702,19 @@ class CampaignWorkflow:
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
         except WorkflowAlreadyStartedError:
+            if ahead and index in self._prepared:
+                # Another request moves it: at its turn the campaign follows that run instead of preparing one.
+                self._not_ahead.add(index)
+                self._prepare_count(index, -1)
+                self._tasks.pop(index, None)
+                return
             # Running already (a ticket, another campaign, or this one before a restart): follow it, never start
             # a second.
             self._attached.add(index)
             await self._watch(index)
             return
+        if ahead:
+            self._handles[index] = handle
         try:
             result: MigrateVmResult = await handle
         except ChildWorkflowError as error:
@@ -647,6 +748,11 @@ class CampaignWorkflow:
         return watch_task_queue(workflow.info().task_queue) if self._watches_apart else None
 
     def _finish(self, index: int, state: MoveState, error: str) -> None:
+        if index in self._prepared:
+            # Ended before its turn (failed while preparing, cancelled, or its VM had moved already).
+            self._prepare_count(index, -1)
+            self._left_early.append(index)
+            self._started[index] = self._started[index] or workflow.now().timestamp()
         self._set(index, state, error)
         self._running.discard(index)
         self._tasks.pop(index, None)
@@ -688,6 +794,8 @@ class CampaignWorkflow:
                     )
                     continue
                 self._cancel_move(index)
+            for index in sorted(self._prepared):
+                self._cancel_move(index)
 
     def _cancel_move(self, index: int) -> None:
         key = self._moves[index].key
@@ -715,6 +823,7 @@ class CampaignWorkflow:
             runs=self._runs + 1,
             rounds=self._rounds,
             epoch=epoch,
+            prepared=tuple(sorted(self._prepared)),
         )
         packed = self._input.moves
         return CampaignInput(
@@ -731,6 +840,7 @@ class CampaignWorkflow:
             linger_seconds=self._input.linger_seconds,
             history_limit=self._input.history_limit,
             carry=carry,
+            prepare_ahead=self._input.prepare_ahead,
         )
 
     # -- figures ------------------------------------------------------------------------------------------------

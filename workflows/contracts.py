@@ -752,6 +752,9 @@ class Step(enum.StrEnum):
     CLUSTER = "cluster"
     DELEGATION = "delegation"
     SETTINGS = "settings"
+    # Prepared ahead by its campaign (MigrateVmInput.prepared_ahead): waiting for the campaign's `go`, holding no
+    # slot, nothing done to the VM yet.
+    READY = "ready"
     MOVE = "move"
     VERIFY = "verify"
     COMPENSATING = "compensating"
@@ -872,6 +875,10 @@ class MigrateVmInput:
 
     `storage_path` is the destination folder for the VM's files (Move-VM -DestinationStoragePath); None puts
     them under the destination host's VirtualMachinePath, in a folder named after the VM.
+
+    `prepared_ahead`: started by its campaign before its turn. Preflight, delegation and the hosts' settings run at
+    once; then the run waits in step `ready` (holding no slot, the VM untouched: its cluster role is taken only
+    after the wait) for the `go` signal its campaign sends when the planner starts the move.
     """
 
     vm: str
@@ -881,6 +888,7 @@ class MigrateVmInput:
     policy: MigrationPolicy = MigrationPolicy()
     campaign: str = ""
     ticket: str = ""
+    prepared_ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -1259,6 +1267,13 @@ class CampaignPlan:
     hosts: tuple[HostProfile, ...] = ()
     scheduler: Scheduler = Scheduler.PLANNER
     seed: int = 0  # the random scheduler's seed
+    # Moves per host started before their turn (preflight, delegation, settings), so each is ready to move the
+    # moment the planner gives it its slots; 0 starts every move only at its turn.
+    prepare_ahead: int = 1
+
+
+# The most moves per host a campaign prepares ahead: each holds its hosts' settings ensured and a run open.
+PREPARE_AHEAD_MAX = 8
 
 
 class MoveState(enum.StrEnum):
@@ -1378,7 +1393,8 @@ def pack_moves(waves: tuple[CampaignWave, ...]) -> PackedMoves:
 class CampaignCarry:
     """What a run hands the next across continue-as-new: each move's state (one MOVE_STATE_CODES letter per
     move, in PackedMoves order), start and end times (seconds after `epoch`, 0 when not yet), the errors of the
-    moves that failed, the ones running that this campaign did not start, and the counters."""
+    moves that failed, the ones running that this campaign did not start, the ones prepared ahead (started, still
+    pending: waiting for their turn), and the counters."""
 
     states: str
     started: tuple[int, ...]
@@ -1391,6 +1407,7 @@ class CampaignCarry:
     runs: int = 1
     rounds: int = 0
     epoch: float = 0.0
+    prepared: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1413,6 +1430,7 @@ class CampaignInput:
     # Continue as new past this many events (or when the SDK suggests it first).
     history_limit: int = CAMPAIGN_HISTORY_EVENTS_LIMIT
     carry: CampaignCarry | None = None
+    prepare_ahead: int = 1
 
 
 def campaign_input(plan: CampaignPlan, *, task_queue: str = "", check: bool = True) -> CampaignInput:
@@ -1427,6 +1445,7 @@ def campaign_input(plan: CampaignPlan, *, task_queue: str = "", check: bool = Tr
         seed=plan.seed,
         task_queue=task_queue,
         check=check,
+        prepare_ahead=plan.prepare_ahead,
     )
 
 

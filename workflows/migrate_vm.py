@@ -210,6 +210,7 @@ class MigrateVmWorkflow:
         self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
         self._cheap = False
         self._attributes: list[Any] = []  # search attributes for the next upsert
+        self._go = False
 
     # -- queries, updates, signals ------------------------------------------------------------------------------
     @workflow.query
@@ -252,6 +253,12 @@ class MigrateVmWorkflow:
         """Sent by the move activity as the host's job advances, so `progress` shows the percent done."""
         if beat.percent >= self._move.percent or beat.job_id != self._move.job_id:
             self._move = beat
+
+    @workflow.signal
+    def go(self) -> None:
+        """Sent by the campaign that prepared this move ahead: its turn has come (it may come before the run is
+        ready; the run then goes on without waiting)."""
+        self._go = True
 
     # -- the saga ----------------------------------------------------------------------------------------------
     @workflow.run
@@ -368,25 +375,9 @@ class MigrateVmWorkflow:
         else:
             facts = await self._activity(ActivityName.READ_VM, VmOnHost(vm, source), VmFacts, timeout=_SHORT)
 
-        # 3. cluster HA: snapshot the role, register its restore on the source, then remove it.
-        self._set_step(Step.CLUSTER)
-        # A cheap-moves run is newer than that patch: no second marker (and search-attribute event) to say so.
-        if not _summary(report).clustered and (self._cheap or workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT)):
-            # Preflight already read IsClustered: no second session just to learn there is no role. (Should the VM
-            # be clustered in between, Move-VM refuses it as clustered, non-retryable, and nothing is lost.)
-            snapshot = ClusterRoleSnapshot(vm=vm, host=source, clustered=False)
-        else:
-            snapshot = await self._activity(
-                ActivityName.SNAPSHOT_CLUSTER_ROLE, VmOnHost(vm, source), ClusterRoleSnapshot
-            )
-        if snapshot.clustered:
-            self._register(
-                "restore cluster role on source",
-                lambda: self._compensation_activity(
-                    ActivityName.RESTORE_CLUSTER_ROLE, RestoreClusterRoleInput(snapshot, source, vm_id=facts.vm_id)
-                ),
-            )
-            await self._activity(ActivityName.REMOVE_CLUSTER_ROLE, snapshot, type(None))
+        # 3. cluster HA (after the wait for its turn when prepared ahead: a VM never waits without its cluster).
+        if not input.prepared_ahead:
+            await self._cluster(input, report, facts)
 
         # 4. delegation between the two hosts, by policy.
         self._set_step(Step.DELEGATION)
@@ -434,6 +425,16 @@ class MigrateVmWorkflow:
             if ensured_settings.changed:
                 settings_changed.append(host)
 
+        if input.prepared_ahead:
+            self._set_step(Step.READY)
+            self._waiting_for = f"its turn in campaign {input.campaign}" if input.campaign else "its turn"
+            self._flush()
+            try:
+                await workflow.wait_condition(lambda: self._go)
+            finally:
+                self._waiting_for = ""
+            await self._cluster(input, report, facts)
+
         # 6. the move: fix what can be fixed, hold a slot on both hosts, clean leftovers, move, watch.
         self._set_step(Step.MOVE)
         fixable = tuple(
@@ -454,6 +455,28 @@ class MigrateVmWorkflow:
             settings_changed=tuple(settings_changed),
             warnings=warnings + result.warnings,
         )
+
+    async def _cluster(self, input: MigrateVmInput, report: PreflightReport, facts: VmFacts) -> None:
+        """Step 3, cluster HA: snapshot the role, register its restore on the source, then remove it."""
+        vm, source = input.vm, input.source
+        self._set_step(Step.CLUSTER)
+        # A cheap-moves run is newer than that patch: no second marker (and search-attribute event) to say so.
+        if not _summary(report).clustered and (self._cheap or workflow.patched(_PATCH_CLUSTER_FROM_PREFLIGHT)):
+            # Preflight already read IsClustered: no second session just to learn there is no role. (Should the VM
+            # be clustered in between, Move-VM refuses it as clustered, non-retryable, and nothing is lost.)
+            snapshot = ClusterRoleSnapshot(vm=vm, host=source, clustered=False)
+        else:
+            snapshot = await self._activity(
+                ActivityName.SNAPSHOT_CLUSTER_ROLE, VmOnHost(vm, source), ClusterRoleSnapshot
+            )
+        if snapshot.clustered:
+            self._register(
+                "restore cluster role on source",
+                lambda: self._compensation_activity(
+                    ActivityName.RESTORE_CLUSTER_ROLE, RestoreClusterRoleInput(snapshot, source, vm_id=facts.vm_id)
+                ),
+            )
+            await self._activity(ActivityName.REMOVE_CLUSTER_ROLE, snapshot, type(None))
 
     async def _move_with_slots(self, input: MigrateVmInput, facts: VmFacts, limits: dict[str, int]) -> None:
         """Both hosts' slots granted together (nothing held while waiting), the move, the slots given back."""

@@ -731,6 +731,10 @@ class Schedule:
         if self._chooser is not None:
             self._chooser.drop(i)
 
+    def is_running(self, key: str) -> bool:
+        i = self._position.get(key)
+        return i is not None and i in self._running
+
     def is_pending(self, key: str) -> bool:
         i = self._position.get(key)
         return i is not None and i in self._pending

@@ -35,6 +35,7 @@ from workflows.contracts import (
     Scheduler,
     WaveFailurePolicy,
     Weekday,
+    campaign_input,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "starter" / "examples"
@@ -69,6 +70,7 @@ FULL_YAML = r"""
 name: dc1-refresh
 scheduler: random
 seed: 42
+prepare_ahead: 2
 windows:
   - {days: [sat, sun], start: "22:00", duration: 6h, time_zone: Europe/Berlin}
   - days: fri-mon
@@ -137,6 +139,7 @@ FULL_PLAN = CampaignPlan(
     hosts=(HostProfile("HV01", 2, 10e9), HostProfile("HV02", 4, 2.5e9), HostProfile("HV03")),
     scheduler=Scheduler.RANDOM,
     seed=42,
+    prepare_ahead=2,
 )
 
 
@@ -316,6 +319,23 @@ waves:
     assert "HV09" in messages["hosts.HV09"]
     assert "at line 17" in messages["waves[0].moves[4].destination"]
     assert "already, at line 12" in messages["waves[1].name"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [("9", "9 is out of range: must be from 0 to 8"), ("-1", "out of range")]
+)
+def test_prepare_ahead_is_bounded(value: str, message: str) -> None:
+    with pytest.raises(PlanInvalid) as invalid:
+        parse_plan_yaml(f"prepare_ahead: {value}\nmoves:\n  - {{{MOVE[1:-1]}, wave: w}}\n", source="p.yaml")
+    [problem] = invalid.value.problems
+    assert (problem.line, problem.field) == (1, "prepare_ahead")
+    assert message in problem.message
+
+
+def test_prepare_ahead_of_zero_starts_each_move_at_its_turn() -> None:
+    plan = parse_plan_yaml(f"prepare_ahead: 0\nmoves:\n  - {{{MOVE[1:-1]}, wave: w}}\n", source="p.yaml")
+    assert plan.prepare_ahead == 0
+    assert campaign_input(plan).prepare_ahead == 0
 
 
 def test_a_csv_problem_names_its_physical_line() -> None:

@@ -24,7 +24,9 @@ way before re-recording, so the tests replay both sides of the patch (the runs i
 marker, the new ones with it). `migrate_vm_*@cc8a0c5.json` are from before the patch
 "cluster-snapshot-from-preflight"; `*@c83c511.json` from before "cheap-moves" (slots per host entity,
 renewed); `campaign_*@db9343f.json` from before "campaign-watch-queue" (recorded with this script's campaign
-step copied into a checkout of db9343f). Commit the files: a replay failure then means a change broke determinism
+step copied into a checkout of db9343f); `campaign_*@d7d538c.json` from before "campaign-prepare-ahead" (the
+campaign's next moves started ahead of their turn; in the current files the second run sends `go` to a move the
+first prepared). Commit the files: a replay failure then means a change broke determinism
 for runs that are in flight.
 """
 

@@ -62,6 +62,8 @@ class World:
     moves: list[tuple[str, str, str]] = field(default_factory=list)
     fail_next: set[str] = field(default_factory=set)
     cancelled: list[str] = field(default_factory=list)
+    prepared: list[str] = field(default_factory=list)
+    fail_prepare: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,33 @@ class WorldActivities:
     def cancelled(self, vm: str) -> None:
         self.world.cancelled.append(vm)
 
+    @activity.defn(name="test_world_prepared")
+    def prepared(self, vm: str) -> None:
+        if vm in self.world.fail_prepare:
+            raise ApplicationError(f"{vm}: preflight found a blocker", type="PreflightBlocked", non_retryable=True)
+        self.world.prepared.append(vm)
+
 
 @workflow.defn(name="MigrateVm")
 class StandInMigrateVm:
     """A move that takes a second per GiB of memory (workflow time), then changes the world once."""
 
+    def __init__(self) -> None:
+        self._go = False
+
+    @workflow.signal
+    def go(self) -> None:
+        self._go = True
+
     @workflow.run
     async def run(self, input: MigrateVmInput) -> MigrateVmResult:
         try:
+            if input.prepared_ahead:
+                # Ready at once, as the saga is after its settings; the move waits for its turn.
+                await workflow.execute_activity(
+                    "test_world_prepared", input.vm, start_to_close_timeout=timedelta(seconds=10)
+                )
+                await workflow.wait_condition(lambda: self._go)
             await workflow.sleep(timedelta(seconds=max(1, hash_size(input.vm))))
         except asyncio.CancelledError:
             await workflow.execute_activity(
@@ -161,7 +182,7 @@ async def campaign_env(
         time_skipping_env.client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, StandInMigrateVm],
-        activities=[activities.move, activities.cancelled, forecast_campaign],
+        activities=[activities.move, activities.cancelled, activities.prepared, forecast_campaign],
         activity_executor=__import__("concurrent.futures").futures.ThreadPoolExecutor(4),
         # Fewer activity slots than a campaign has moves in flight when it continues as new: the watches of the
         # next run must not take the slots the moves they wait for need to end (a deadlock at 10,000 VMs).
@@ -409,8 +430,39 @@ async def test_cancel_ends_moves_in_flight_and_starts_no_more(
     assert isinstance(result, CampaignResult)
     assert result.counts.cancelled == 5
     assert result.counts.running == 0
-    assert sorted(vm for vm in world.cancelled if vm.endswith(tag)) == sorted(m[0] for m in moves[:2])
+    # The next move, prepared ahead of its turn, had a run too: it is cancelled as one in flight (its compensations
+    # run), not dropped as a pending one.
+    assert sorted(vm for vm in world.cancelled if vm.endswith(tag)) == sorted(m[0] for m in moves[:3])
+    assert {vm for vm in world.prepared if vm.endswith(tag)} <= {moves[2][0]}
     assert not [m for m in world.moves if m[0].endswith(tag)]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_moves_prepared_ahead_wait_for_their_turn(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
+    """Each next move is prepared while the one before it runs, yet none moves before its turn: with one slot per
+    host they still run one at a time, in the planner's order. A move that fails while prepared is recorded as
+    failed at once and never started; the campaign goes on without it."""
+    env, world, queue = campaign_env
+    tag = uuid.uuid4().hex[:4]
+    moves = [(f"r{n}-{tag}", "hvr", "hvu") for n in range(5)]
+    world.fail_prepare.add(moves[3][0])
+    request = campaign_input(
+        plan(new_name(), [moves], hosts=(HostProfile("hvr", 1), HostProfile("hvu", 1))), task_queue=queue, check=False
+    )
+    assert request.prepare_ahead == 1
+    handle = await start(env, queue, request)
+    progress = await until_phase(env, handle, CampaignPhase.ENDED)
+    assert (progress.counts.moved, progress.counts.failed, progress.counts.pending) == (4, 1, 0)
+    recs = await records(handle)
+    assert peak_per_host([r for r in recs if r.state == MoveState.MOVED]) == {"hvr": 1, "hvu": 1}
+    ran = sorted((r for r in recs if r.state == MoveState.MOVED), key=lambda r: r.started)
+    assert [r.vm for r in ran] == [vm for vm, _, _ in moves if vm != moves[3][0]]
+    assert [m[0] for m in world.moves if m[0].endswith(tag)] == [r.vm for r in ran]
+    # Every move after the first was readied while another ran.
+    assert [vm for vm in world.prepared if vm.endswith(tag)] == [moves[n][0] for n in (1, 2, 4)]
+    failed = next(r for r in recs if r.state == MoveState.FAILED)
+    assert failed.vm == moves[3][0]
+    assert "blocker" in failed.error
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -136,11 +136,20 @@ class Move:
         ):
             yield worker
 
-    async def start(self, policy: MigrationPolicy = EVERYTHING) -> WorkflowHandle[Any, MigrateVmResult]:
+    async def start(
+        self, policy: MigrationPolicy = EVERYTHING, *, prepared_ahead: bool = False
+    ) -> WorkflowHandle[Any, MigrateVmResult]:
         handle = await self.client.start_workflow(
             MigrateVmWorkflow.run,
             # A book of slots of this test's own, like its hosts and queue.
-            MigrateVmInput(VM, self.source, self.destination, policy=replace(policy, slot_book=self.task_queue)),
+            MigrateVmInput(
+                VM,
+                self.source,
+                self.destination,
+                policy=replace(policy, slot_book=self.task_queue),
+                campaign="wave-test",
+                prepared_ahead=prepared_ahead,
+            ),
             id=self.workflow_id,
             task_queue=self.task_queue,
         )
@@ -298,6 +307,59 @@ async def test_the_happy_path_calls_every_step_in_order(move: Move) -> None:
     assert outcomes == []
     # The move gave its slots back on both hosts.
     assert [status.holders for status in held] == [(), ()]
+
+
+async def _ready(move: Move, handle: WorkflowHandle[Any, MigrateVmResult]) -> None:
+    async def ready() -> bool:
+        progress = await handle.query(MigrateVmWorkflow.progress)
+        return progress.step == Step.READY
+
+    await wait_for(ready, timeout=TIMEOUT, what="the prepared run to be ready")
+    progress = await handle.query(MigrateVmWorkflow.progress)
+    assert progress.waiting_for == "its turn in campaign wave-test"
+
+
+async def test_a_move_prepared_ahead_waits_for_its_turn_with_the_vm_untouched(move: Move) -> None:
+    stubs = move.stubs()
+    async with move.worker(stubs):
+        handle = await move.start(prepared_ahead=True)
+        await _ready(move, handle)
+        # Ready: the checks, the directory and the hosts' settings are done; the VM keeps its cluster role and no
+        # slot is held while the run waits.
+        at_ready = stubs.trail()
+        with pytest.raises(RPCError) as no_book:
+            await move.slots(move.source)
+        await handle.signal(MigrateVmWorkflow.go)
+        result = await asyncio.wait_for(handle.result(), TIMEOUT)
+
+    steps = _steps_until_move(move)
+    cluster = ["snapshot_cluster_role", "remove_cluster_role"]
+    assert at_ready == [step for step in steps if step not in cluster]
+    # No move of this test reached its slots yet: the slot book has not even started.
+    assert no_book.value.status == RPCStatusCode.NOT_FOUND
+    after_go = stubs.trail()[len(at_ready) :]
+    assert after_go[:3] == [*cluster, "start_or_attach_move"]
+    assert result.moved
+
+
+async def test_a_move_prepared_ahead_that_is_cancelled_before_its_turn_undoes_only_the_hosts(move: Move) -> None:
+    stubs = move.stubs()
+    async with move.worker(stubs):
+        handle = await move.start(MigrationPolicy(revert_delegation=True), prepared_ahead=True)
+        await _ready(move, handle)
+        await handle.cancel()
+        cause = await _failure(handle)
+        outcomes = await _compensations(handle)
+
+    assert isinstance(cause, CancelledError), repr(cause)
+    # The cluster role was never touched, so nothing puts it back; the settings and the delegation are undone.
+    assert not [call for call in stubs.trail() if "cluster_role" in call]
+    assert [o.step for o in outcomes] == [
+        f"restore settings on {move.destination}",
+        f"restore settings on {move.source}",
+        "revert delegation",
+    ]
+    assert all(o.ok for o in outcomes)
 
 
 # -- compensation ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def progress_lines(progress: CampaignProgress) -> list[str]:
     ended = done + c.failed + c.blocked + c.cancelled
     lines = [
         f"{progress.phase}: {ended}/{progress.total} ended ({c.moved} moved, {c.already_there} already there, "
-        f"{c.failed} failed, {c.blocked} blocked, {c.cancelled} cancelled), {c.running} running, {c.pending} pending",
+        f"{c.failed} failed, {c.blocked} blocked, {c.cancelled} cancelled), {c.running} running, {c.pending} pending"
+        + (f" ({progress.ready} of them ready)" if progress.ready else ""),
         f"bytes moved {progress.bytes_moved / GIB:.1f} GiB, left {progress.bytes_left / GIB:.1f} GiB",
     ]
     if progress.waves:

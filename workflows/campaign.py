@@ -314,6 +314,7 @@ class CampaignWorkflow:
             history_events=workflow.info().get_current_history_length(),
             wave_sizes=tuple(sizes),
             waves_ended=tuple(ended),
+            ready=len(self._prepared),
         )
 
     @workflow.query

@@ -1483,6 +1483,8 @@ class CampaignProgress:
     # Per wave, in order: its moves, and how many of them ended.
     wave_sizes: tuple[int, ...] = ()
     waves_ended: tuple[int, ...] = ()
+    # Of the pending moves, those prepared ahead: checked, their hosts set, waiting for their turn.
+    ready: int = 0
 
 
 @dataclass(frozen=True)

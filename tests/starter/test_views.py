@@ -95,3 +95,8 @@ def test_progress_lines_say_what_waits() -> None:
     assert lines[0].startswith("waiting-for-window: 5/10 ended (4 moved")
     assert "wave 2/2: bulk" in lines
     assert any(line.startswith("waiting for the maintenance window opening 2027-01-15") for line in lines)
+
+
+def test_progress_lines_count_the_moves_prepared_ahead_among_the_pending() -> None:
+    assert progress_lines(progress(ready=2))[0].endswith("0 running, 5 pending (2 of them ready)")
+    assert progress_lines(progress())[0].endswith("0 running, 5 pending")

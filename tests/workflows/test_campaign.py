@@ -387,7 +387,7 @@ async def test_wave_pauses_after_failures_and_resumes(campaign_env: tuple[Workfl
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_pause_starts_nothing_until_resumed(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
-    env, _world, queue = campaign_env
+    env, world, queue = campaign_env
     tag = uuid.uuid4().hex[:4]
     moves = [(f"s{n}-{tag}", "hvs", "hvt") for n in range(6)]
     request = campaign_input(
@@ -402,6 +402,10 @@ async def test_pause_starts_nothing_until_resumed(campaign_env: tuple[WorkflowEn
     assert "change freeze" in progress.paused_reason
     assert progress.counts.moved <= 1
     assert progress.counts.running == 0
+    # A move prepared before the pause waits, ready, without moving.
+    prepared = [vm for vm in world.prepared if vm.endswith(tag)]
+    assert progress.ready == len(prepared) <= 1
+    assert not {vm for vm, _, _ in world.moves} & set(prepared)
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update(CampaignWorkflow.pause, CampaignCommand(by="test"))
     await handle.execute_update(CampaignWorkflow.resume, CampaignCommand(by="test"))

@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIGRATE_VM_TYPE = "MigrateVm"
 MOVE_ACTIVITY = "start_or_attach_move"
+# The signal a campaign sends a move it prepared ahead when the move's turn comes (MigrateVmWorkflow.go).
+TURN_SIGNAL = "go"
 # Names that mark the slot traffic of a move (requests, grants, releases, lease checks), whatever shape the slot
 # grant takes: per-host entities (request_slot / snlm_slot_granted) or one book (request_pair / snlm_pair_granted).
 _SLOT_WORDS = ("slot", "pair", "grant", "lease", "release")
@@ -448,6 +450,8 @@ class Timeline:
     task_time: float = 0.0  # workflow task scheduled -> completed
     slot_wait: float | None = None  # first slot request -> last grant before the move
     slot_held: float | None = None  # slot-seconds held (both hosts), grant -> release
+    # When a move prepared ahead got its turn (its campaign's `go` signal); None for a move started at its turn.
+    turn: float | None = None
     kinds: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -456,11 +460,13 @@ class Timeline:
 
 
 def timeline(events: Sequence[HistoryEvent], move_activity: str = MOVE_ACTIVITY) -> Timeline:
-    """What a MigrateVm run spent its time on, from its history alone."""
+    """What a MigrateVm run spent its time on, from its history alone. For a move prepared ahead, from its turn on:
+    what it did before (preflight, settings) held no slot, and `turn - started` is that time."""
     line = Timeline(events=len(events))
     if not events:
         return line
     line.started, line.closed = _at(events[0]), _at(events[-1])
+    line.turn = signal_time(events, TURN_SIGNAL)
     by_id = {e.event_id: e for e in events}
     scheduled: dict[int, HistoryEvent] = {}
     started: dict[int, HistoryEvent] = {}
@@ -493,6 +499,8 @@ def timeline(events: Sequence[HistoryEvent], move_activity: str = MOVE_ACTIVITY)
             origin = scheduled.get(attrs.scheduled_event_id)
             if origin is not None and _label(origin) == move_activity and kind == "ACTIVITY_TASK_COMPLETED":
                 move = (_at(origin), _at(event))
+    if line.turn is not None:
+        waits, runs, tasks = ([(a, b) for a, b in spans if a >= line.turn] for spans in (waits, runs, tasks))
     line.worker_wait, line.running, line.task_time = _union(waits), _union(runs), _union(tasks)
     if move is None:
         return line
@@ -631,9 +639,17 @@ async def run_lengths(client: Client, workflow_id: str) -> list[int]:
     return [length for _, length in sorted(lengths)]
 
 
-def activity_seconds(events: Sequence[HistoryEvent]) -> dict[str, list[float]]:
+def signal_time(events: Sequence[HistoryEvent], name: str) -> float | None:
+    """When the run first received the signal `name` (None: never)."""
+    for event in events:
+        if _kind(event) == "WORKFLOW_EXECUTION_SIGNALED" and _label(event) == name:
+            return _at(event)
+    return None
+
+
+def activity_seconds(events: Sequence[HistoryEvent], *, since: float | None = None) -> dict[str, list[float]]:
     """Per activity type, how long each of its runs in this history took (last attempt started to closed), in
-    real seconds."""
+    real seconds; with `since`, only the runs that started then or later."""
     scheduled: dict[int, str] = {}
     started: dict[int, float] = {}
     spans: dict[str, list[float]] = {}
@@ -645,6 +661,6 @@ def activity_seconds(events: Sequence[HistoryEvent]) -> dict[str, list[float]]:
             started[_attributes(event).scheduled_event_id] = _at(event)
         elif kind in _ACTIVITY_CLOSED:
             origin = _attributes(event).scheduled_event_id
-            if origin in scheduled and origin in started:
+            if origin in scheduled and origin in started and (since is None or started[origin] >= since):
                 spans.setdefault(scheduled[origin], []).append(_at(event) - started[origin])
     return spans

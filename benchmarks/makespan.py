@@ -367,18 +367,21 @@ async def _split(client: Client, records: Sequence[MoveRecord], log: JobLog, tim
     for record, history in zip(moved, events, strict=True):
         if not history:
             continue
-        for name, seconds in activity_seconds(history).items():
+        line = timeline(history)
+        if line.turn is not None:
+            # Prepared ahead: its checks and settings ran while other moves held the slots.
+            parts.setdefault("prepared before its turn (no slot held)", []).append(line.turn - line.started)
+        for name, seconds in activity_seconds(history, since=line.turn).items():
             total = sum(seconds)
             if name == MOVE_ACTIVITY and record.vm in spans:
                 asked, ended = spans[record.vm]
                 name, total = f"{MOVE_ACTIVITY} beyond the host job", total - (ended - asked) / time_scale
             parts.setdefault(name, []).append(total)
-        line = timeline(history)
         if line.slot_wait is not None:
             parts.setdefault("waiting for both hosts' slots", []).append(line.slot_wait)
         parts.setdefault("workflow tasks", []).append(line.task_time)
         parts.setdefault("the campaign beyond the MigrateVm run", []).append(
-            (record.ended - record.started) - line.total
+            (record.ended - record.started) - (line.closed - (line.turn or line.started))
         )
     return {name: median(values) for name, values in parts.items()}
 

@@ -214,7 +214,7 @@ async def run(args: argparse.Namespace, out: Output, connect: Callable[[argparse
             return cmd_forecast(_with_check(plan, result), out)
         return await cmd_start(client, settings, plan, args, out)
     client, settings = await connect(args)
-    handle = client.get_workflow_handle(campaign_id(args.id))
+    handle = client.get_workflow_handle(campaign_id(args.id), result_type=CampaignResult)
     try:
         if args.action == "watch":
             return await cmd_watch(client, handle, args, out)
@@ -512,7 +512,7 @@ async def cmd_status(handle: WorkflowHandle[Any, Any], out: Output) -> int:
     else:
         out.line(f"{handle.id}  {status}")
         if status == "COMPLETED":
-            result: CampaignResult = await handle.result(result_type=CampaignResult)  # type: ignore[call-arg]
+            result: CampaignResult = await handle.result()
             doc["result"] = result
             c = result.counts
             out.line(

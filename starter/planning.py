@@ -506,6 +506,7 @@ def write_plan_yaml(
     lines += [
         f"name: {_scalar(name)}",
         "scheduler: planner",
+        "prepare_ahead: 1             # moves per host readied (checked, hosts set) while the slots are busy",
         *(["# policy: {ha: restore}"] if clustered else []),
         *_slots(slots or {}),
         "waves:",

@@ -754,6 +754,10 @@ class CampaignWorkflow:
             self._prepare_count(index, -1)
             self._left_early.append(index)
             self._started[index] = self._started[index] or workflow.now().timestamp()
+            if state == MoveState.CANCELLED:
+                error = (
+                    f"cancelled while prepared ahead, before its turn: nothing moved, its compensations ran ({error})"
+                )
         self._set(index, state, error)
         self._running.discard(index)
         self._tasks.pop(index, None)

@@ -117,6 +117,16 @@ async def test_campaign_moves_each_vm_once_and_a_rerun_moves_nothing(
     assert "std1" in html
     assert "backup-in-progress" in html
 
+    # A closed campaign's status is its result.
+    again = f"c{n.tag.lower()}-again"
+    code, out, _ = await snlm(temporal_env, "campaign", "close", again)
+    assert code == cli.EXIT_OK, out
+    await e2e.client.get_workflow_handle(campaign_workflow_id(again)).result()
+    code, out, _ = await snlm(temporal_env, "campaign", "status", again)
+    assert code == cli.EXIT_OK, out
+    assert f"snlm-campaign-{again}  COMPLETED" in out
+    assert "4 move(s): 0 moved, 3 already there" in out
+
 
 @pytest.mark.usefixtures("snlm_env")
 async def test_bad_plan_is_refused_whole_before_anything_starts(

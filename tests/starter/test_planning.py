@@ -271,6 +271,8 @@ def test_the_plan_reads_back_with_every_move_and_size(tmp_path: Path) -> None:
         (m.vm, m.source, m.destination, m.memory_bytes, m.disk_bytes) for m in result.moves
     ]
     assert {p.host: p.slots for p in plan.hosts} == {"HV-S2": 2, "HV-S3": 4, "HV-S4": 1}
+    assert plan.prepare_ahead == 1
+    assert "\nprepare_ahead: 1 " in text
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -439,6 +439,9 @@ async def test_cancel_ends_moves_in_flight_and_starts_no_more(
     assert sorted(vm for vm in world.cancelled if vm.endswith(tag)) == sorted(m[0] for m in moves[:3])
     assert {vm for vm in world.prepared if vm.endswith(tag)} <= {moves[2][0]}
     assert not [m for m in world.moves if m[0].endswith(tag)]
+    prepared = next(r for r in await records(handle) if r.vm == moves[2][0])
+    assert prepared.state == MoveState.CANCELLED
+    assert prepared.error.startswith("cancelled while prepared ahead, before its turn: nothing moved")
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -265,6 +265,7 @@ class CampaignWorkflow:
         self._cancelling: set[str] = set()
         self._cancel_requests: list[asyncio.Task[None]] = []
         self._go_signals: list[asyncio.Task[None]] = []
+        self._going = 0
         # The moves this run prepares ahead, and their runs once started: `go` reaches them through their handle.
         self._ahead_here: set[int] = set()
         self._handles: dict[int, workflow.ChildWorkflowHandle[Any, MigrateVmResult]] = {}
@@ -445,7 +446,9 @@ class CampaignWorkflow:
                     break
                 continue
             if self._should_continue_as_new():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                # A `go` still on its way (its move's start not yet confirmed) must be sent before this run ends:
+                # the next run counts that move as running and would wait forever for a move waiting for its turn.
+                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._going)
                 workflow.continue_as_new(self._continued())
             self._changed = False
             if self._cancel_requested:
@@ -631,6 +634,13 @@ class CampaignWorkflow:
     async def _go(self, index: int) -> None:
         """Tell a move prepared ahead that its turn has come. A run that ended meanwhile cannot hear it: the task
         that follows the move reports its end."""
+        self._going += 1
+        try:
+            await self._send_go(index)
+        finally:
+            self._going -= 1
+
+    async def _send_go(self, index: int) -> None:
         if index in self._ahead_here:
             # Started by this run: its start may still be on its way, and a signal before it finds no run.
             await workflow.wait_condition(lambda: index in self._handles or index not in self._ahead_here)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -277,12 +278,8 @@ class CampaignWorkflow:
         self._forecast_makespan = 0.0
         self._window_opens = 0.0
         self._watches_apart: bool | None = None
-        # Moves started ahead of their turn and not yet given it (their state stays pending), and how many of them
-        # touch each host (casefolded).
-        self._prepared: dict[int, None] = {}
-        self._prepared_on: dict[str, int] = {}
-        for index in prepared:
-            self._prepare_count(index, 1)
+        # Moves started ahead of their turn and not yet given it (their state stays pending).
+        self._prepared: dict[int, None] = dict.fromkeys(prepared)
         # Prepared moves that ended before their turn: the schedule forgets them at its next decision.
         self._left_early: list[int] = []
         # Moves found running under another request when the campaign tried to prepare them: started at their turn.
@@ -595,7 +592,7 @@ class CampaignWorkflow:
             self._running.add(index)
             if index in self._prepared:
                 # Its run is there (preparing, or ready): it goes on; a task of this run already follows it.
-                self._prepare_count(index, -1)
+                del self._prepared[index]
                 self._go_signals.append(asyncio.create_task(self._go(index)))
             else:
                 self._tasks[index] = asyncio.create_task(self._run_move(index))
@@ -607,6 +604,7 @@ class CampaignWorkflow:
         would start (asked of the oldest first), within `prepare_ahead` moves per host. A move that is not the next
         after all waits a little longer, holding nothing; the planner's decisions stay its own."""
         budget = self._input.prepare_ahead
+        touching: Counter[str] = Counter(h for i in self._prepared for h in self._hosts_of(i))
         oldest = sorted(self._running, key=lambda i: (self._started[i], i))
         for index in oldest[:_PREPARE_PEEKS]:
             key = self._moves[index].key
@@ -616,20 +614,17 @@ class CampaignWorkflow:
                 candidate = self._index_of[move.key]
                 if candidate in self._prepared or candidate in self._not_ahead:
                     continue
-                if any(self._prepared_on.get(h.casefold(), 0) >= budget for h in (move.source, move.destination)):
+                hosts = self._hosts_of(candidate)
+                if any(touching[h] >= budget for h in hosts):
                     continue
-                self._prepare_count(candidate, 1)
+                touching.update(hosts)
+                self._prepared[candidate] = None
                 self._ahead_here.add(candidate)
                 self._tasks[candidate] = asyncio.create_task(self._run_move(candidate, ahead=True))
 
-    def _prepare_count(self, index: int, sign: int) -> None:
-        if sign > 0:
-            self._prepared[index] = None
-        else:
-            del self._prepared[index]
+    def _hosts_of(self, index: int) -> set[str]:
         move = self._moves[index]
-        for host in {move.source.casefold(), move.destination.casefold()}:
-            self._prepared_on[host] = self._prepared_on.get(host, 0) + sign
+        return {move.source.casefold(), move.destination.casefold()}
 
     async def _go(self, index: int) -> None:
         """Tell a move prepared ahead that its turn has come. A run that ended meanwhile cannot hear it: the task
@@ -716,7 +711,7 @@ class CampaignWorkflow:
             if ahead and index in self._prepared:
                 # Another request moves it: at its turn the campaign follows that run instead of preparing one.
                 self._not_ahead.add(index)
-                self._prepare_count(index, -1)
+                del self._prepared[index]
                 self._tasks.pop(index, None)
                 return
             # Running already (a ticket, another campaign, or this one before a restart): follow it, never start
@@ -761,7 +756,7 @@ class CampaignWorkflow:
     def _finish(self, index: int, state: MoveState, error: str) -> None:
         if index in self._prepared:
             # Ended before its turn (failed while preparing, cancelled, or its VM had moved already).
-            self._prepare_count(index, -1)
+            del self._prepared[index]
             self._left_early.append(index)
             self._started[index] = self._started[index] or workflow.now().timestamp()
             if state == MoveState.CANCELLED:

@@ -282,8 +282,7 @@ class _Chooser:
             self._run(i)
 
     def finished(self, i: int) -> None:
-        for h in self.w.hosts_of(i):
-            self.used[h] -= 1
+        self._unrun(i)
 
     def choose(self) -> list[int]:
         raise NotImplementedError
@@ -473,8 +472,6 @@ class _PlannerChooser(_PairChooser):
 
     def finished(self, i: int) -> None:
         super().finished(i)
-        self.sending[self.w.src[i]] -= 1
-        self.receiving[self.w.dst[i]] -= 1
         self.ended.add(i)
         self._count(i, -1)
 

@@ -298,8 +298,16 @@ def _running_part(
     return running, pending
 
 
-@settings(max_examples=120, deadline=None)
-@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+def _over_random_schedules(test: Callable[..., None]) -> Callable[..., None]:
+    """A property over random campaigns, every scheduler, a seed, and a random source for what runs and ends."""
+    return settings(max_examples=120, deadline=None)(
+        given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))(
+            test
+        )
+    )
+
+
+@_over_random_schedules
 def test_next_moves_never_exceeds_any_hosts_slots(
     campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
     scheduler: Scheduler,
@@ -388,8 +396,7 @@ def test_the_forecast_takes_the_decisions_next_moves_takes(
         assert {m.key for m in chosen} == started
 
 
-@settings(max_examples=120, deadline=None)
-@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+@_over_random_schedules
 def test_a_schedule_kept_across_decisions_decides_as_one_built_anew(
     campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
     scheduler: Scheduler,
@@ -422,8 +429,7 @@ def test_a_schedule_kept_across_decisions_decides_as_one_built_anew(
     assert not pending
 
 
-@settings(max_examples=120, deadline=None)
-@given(_campaigns(), st.sampled_from(list(Scheduler)), st.integers(0, 2**16), st.randoms(use_true_random=False))
+@_over_random_schedules
 def test_a_schedule_asked_what_comes_next_decides_as_one_never_asked(
     campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]],
     scheduler: Scheduler,

@@ -639,6 +639,23 @@ async def run_lengths(client: Client, workflow_id: str) -> list[int]:
     return [length for _, length in sorted(lengths)]
 
 
+async def save_histories(client: Client, workflow_id: str, directory: Path) -> list[Path]:
+    """Every run of `workflow_id` written to `directory` as `<id>.run<N>.json` (oldest first), in the JSON form
+    `temporal workflow show --output json` writes and `WorkflowHistory.from_json` reads."""
+    runs: list[tuple[float, str]] = []
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        started = execution.start_time.timestamp() if execution.start_time else 0.0
+        runs.append((started, execution.run_id))
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for number, (_, run_id) in enumerate(sorted(runs), start=1):
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        path = directory / f"{workflow_id}.run{number}.json"
+        path.write_text(history.to_json())
+        written.append(path)
+    return written
+
+
 def signal_time(events: Sequence[HistoryEvent], name: str) -> float | None:
     """When the run first received the signal `name` (None: never)."""
     for event in events:

@@ -61,6 +61,7 @@ from benchmarks.harness import (
     peak_per_host,
     percentile,
     run_lengths,
+    save_histories,
     self_peak_rss_mib,
     start_bare_worker,
     start_dev_server,
@@ -71,6 +72,7 @@ from benchmarks.harness import (
     timeline,
     verdict,
 )
+from benchmarks.replay_bench import load_history, new_replayer, replay
 from benchmarks.scenarios import Scenario, ScenarioVm, tiny_estate
 from lab.model.migration import JOB_RETENTION_SECONDS
 from workflows.contracts import (
@@ -129,6 +131,8 @@ class CampaignRun:
     events_per_move: float = math.nan
     check_seconds: float = math.nan
     note: str = ""
+    # Per campaign run: its events, the wall seconds of its full replay in this process, and a replay failure.
+    replays: list[tuple[int, float, str]] = field(default_factory=list)
 
 
 # -- the campaign ---------------------------------------------------------------------------------------------------
@@ -234,6 +238,12 @@ async def run_campaign(
             await asyncio.wait_for(handle.result(), timeout=60)
     run.run_lengths = await run_lengths(client, campaign_workflow_id(name))
     run.slot_book_lengths = await run_lengths(client, migration_slots_workflow_id(task_queue))
+    saved = await save_histories(client, campaign_workflow_id(name), args.save_histories)
+    replayer = new_replayer()
+    for path in saved:
+        history = load_history(path)
+        seconds, _, failure = await replay(replayer, history)
+        run.replays.append((len(history.events), seconds, failure))
     await _sample_moves(client, run, records)
     return run
 
@@ -521,6 +531,12 @@ def print_report(
         f"{max(run.run_lengths, default=run.max_history_seen)} events (largest seen by progress: "
         f"{run.max_history_seen}); all runs {run.run_lengths}"
     )
+    if run.replays:
+        shown = ", ".join(f"{events} events {seconds:.2f} s" for events, seconds, _ in run.replays)
+        print(f"    full replay of each run           : {shown} (one per rejected continue-as-new)")
+        for number, (_, _, failure) in enumerate(run.replays, start=1):
+            if failure:
+                print(f"      run {number} did not replay: {failure[:300]}")
     print(
         f"    slot book runs                    : {len(run.slot_book_lengths)}, largest history "
         f"{max(run.slot_book_lengths, default=0)} events"
@@ -587,6 +603,7 @@ async def run_all(args: argparse.Namespace) -> int:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="snlm-scale-")))
+        args.save_histories = args.save_histories or workdir / "histories"
         dev, client = await start_dev_server(workdir)
         processes["dev server"] = dev.process
         lab: LabProcess | None = None
@@ -682,6 +699,13 @@ def main() -> None:
         "--stall-seconds", type=float, default=600.0, help="stop when no move ended for this long (default 600)"
     )
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--save-histories",
+        type=Path,
+        metavar="DIR",
+        help="keep every run of the campaign's history in DIR as JSON (default: the work folder's `histories`); "
+        "`python -m benchmarks.replay_bench DIR` replays them again",
+    )
     parser.add_argument(
         "--lab-start-deadline", type=float, default=900.0, help="seconds the lab may take to start (default 900)"
     )

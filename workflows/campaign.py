@@ -98,6 +98,8 @@ _WATCH_HEARTBEAT = timedelta(minutes=5)
 _PATCH_WATCH_QUEUE = "campaign-watch-queue"
 # Moves prepared ahead of their turn (MigrateVmInput.prepared_ahead) and sent `go` when the planner starts them.
 _PATCH_PREPARE_AHEAD = "campaign-prepare-ahead"
+# The run continues as new only once the starts and cancels it sent have their answers (`_quiet_enough`).
+_PATCH_QUIET_HANDOVER = "campaign-quiet-handover"
 # At each decision, the running moves asked what their end would start (`Schedule.after`), oldest first: each
 # answer costs a decision, and the oldest moves are the likeliest to end next.
 _PREPARE_PEEKS = 16
@@ -264,9 +266,12 @@ class CampaignWorkflow:
         self._running: set[int] = {i for i, s in enumerate(self._states) if s == MoveState.RUNNING}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
-        self._cancel_requests: list[asyncio.Task[None]] = []
-        self._go_signals: list[asyncio.Task[None]] = []
+        # Requests on their way to a move's run (a cancel, a `go`, a start): each ends in an event of this run.
+        self._cancel_requests: set[asyncio.Task[None]] = set()
+        self._go_signals: set[asyncio.Task[None]] = set()
         self._going = 0
+        self._starting = 0
+        self._quiet = False
         # The moves this run prepares ahead, and their runs once started: `go` reaches them through their handle.
         self._ahead_here: set[int] = set()
         self._handles: dict[int, workflow.ChildWorkflowHandle[Any, MigrateVmResult]] = {}
@@ -424,6 +429,7 @@ class CampaignWorkflow:
             self._watch_queue()
         # Decided first for the same reason; a run that started without it never prepares ahead.
         self._ahead = input.prepare_ahead > 0 and workflow.patched(_PATCH_PREPARE_AHEAD)
+        self._quiet = workflow.patched(_PATCH_QUIET_HANDOVER)
         if input.carry is None:
             self._epoch = workflow.now().timestamp()
             workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
@@ -435,6 +441,10 @@ class CampaignWorkflow:
         # Moves a previous run started (or found running under their id) are followed to their end.
         for index in sorted(self._running) + sorted(self._prepared):
             self._tasks[index] = asyncio.create_task(self._watch(index))
+        # The run's first decision is made whatever its history's length: that first pass follows the forecast's
+        # local activity, whose result a replay delivers in the run's first task where the first execution may
+        # have gone on only in the next one, so the two would read different lengths and decide differently.
+        first = self._quiet
         while True:
             if self._close_requested:
                 break
@@ -442,11 +452,12 @@ class CampaignWorkflow:
                 if not await self._linger():
                     break
                 continue
-            if self._should_continue_as_new():
+            if not first and self._should_continue_as_new():
                 # A `go` still on its way (its move's start not yet confirmed) must be sent before this run ends:
                 # the next run counts that move as running and would wait forever for a move waiting for its turn.
-                await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self._going)
+                await workflow.wait_condition(self._quiet_enough)
                 workflow.continue_as_new(self._continued())
+            first = False
             self._changed = False
             if self._cancel_requested:
                 if not self._running and not self._prepared:
@@ -477,6 +488,14 @@ class CampaignWorkflow:
             started=self._epoch,
             ended=workflow.now().timestamp(),
         )
+
+    def _quiet_enough(self) -> bool:
+        """Nothing this run sent is still to be answered. The server rejects the task that continues as new when an
+        event arrives while it runs, and the worker then replays the whole run (seconds at 4,000 events) while moves
+        keep ending; the answers to starts and cancels it sent are such events, and they come within milliseconds."""
+        if not workflow.all_handlers_finished() or self._going:
+            return False
+        return not self._quiet or (not self._starting and all(task.done() for task in self._cancel_requests))
 
     async def _linger(self) -> bool:
         """Every move ended: stay open for retry-failed until closed or the linger time passes (False: end)."""
@@ -593,7 +612,7 @@ class CampaignWorkflow:
             if index in self._prepared:
                 # Its run is there (preparing, or ready): it goes on; a task of this run already follows it.
                 del self._prepared[index]
-                self._go_signals.append(asyncio.create_task(self._go(index)))
+                self._keep(self._go_signals, asyncio.create_task(self._go(index)))
             else:
                 self._tasks[index] = asyncio.create_task(self._run_move(index))
         if self._ahead:
@@ -697,16 +716,7 @@ class CampaignWorkflow:
             prepared_ahead=ahead,
         )
         try:
-            handle = await workflow.start_child_workflow(
-                "MigrateVm",
-                request,
-                id=move.key,
-                task_queue=self._input.task_queue or workflow.info().task_queue,
-                result_type=MigrateVmResult,
-                # The move outlives this run (continue-as-new) and even a cancelled campaign: a move is never cut
-                # off mid-flight by its campaign closing; cancel reaches it explicitly.
-                parent_close_policy=ParentClosePolicy.ABANDON,
-            )
+            handle = await self._start_child(move.key, request)
         except WorkflowAlreadyStartedError:
             if ahead and index in self._prepared:
                 # Another request moves it: at its turn the campaign follows that run instead of preparing one.
@@ -728,6 +738,24 @@ class CampaignWorkflow:
             self._finish(index, MoveState.CANCELLED if cancelled else MoveState.FAILED, _failure_text(error))
             return
         self._finish(index, MoveState.MOVED if result.moved else MoveState.ALREADY_THERE, "")
+
+    async def _start_child(
+        self, key: str, request: MigrateVmInput
+    ) -> workflow.ChildWorkflowHandle[Any, MigrateVmResult]:
+        self._starting += 1
+        try:
+            return await workflow.start_child_workflow(
+                "MigrateVm",
+                request,
+                id=key,
+                task_queue=self._input.task_queue or workflow.info().task_queue,
+                result_type=MigrateVmResult,
+                # The move outlives this run (continue-as-new) and even a cancelled campaign: a move is never cut
+                # off mid-flight by its campaign closing; cancel reaches it explicitly.
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        finally:
+            self._starting -= 1
 
     async def _watch(self, index: int) -> None:
         """Follow a move this run did not start to its end (the `watch_move` activity waits on its result)."""
@@ -812,7 +840,13 @@ class CampaignWorkflow:
         if key in self._cancelling:
             return
         self._cancelling.add(key)
-        self._cancel_requests.append(asyncio.create_task(workflow.get_external_workflow_handle(key).cancel()))
+        self._keep(self._cancel_requests, asyncio.create_task(workflow.get_external_workflow_handle(key).cancel()))
+
+    @staticmethod
+    def _keep(tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        """Hold a reference to `task` until it ends (the loop keeps only weak ones), and not after."""
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # -- continue-as-new ----------------------------------------------------------------------------------------
     def _should_continue_as_new(self) -> bool:

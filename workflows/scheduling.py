@@ -52,6 +52,7 @@ Host names compare case-insensitively; a host missing from `hosts` has HostProfi
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import random
@@ -171,6 +172,9 @@ def _streams_for(rate: float, slots: int, share: float, linear: int) -> float:
     return linear + (rate - linear * share) / (1 - linear * share)
 
 
+# Pure and asked the same question again and again: a trial decision (`after`) and the real one after it ask a host's
+# load for the same moves, and the bisection below is most of a decision's time (a campaign's replay repeats them).
+@functools.lru_cache(maxsize=8192)
 def _duplex_seconds(out_seconds: float, in_seconds: float, overhead: float, slots: int, share: float) -> float:
     """The shortest time a host with `slots` slots moves `out_seconds` and `in_seconds` of its link's worth of bytes
     each way and spends `overhead` slot-seconds in set-ups and switch-overs (slots that move nothing then).
@@ -474,6 +478,13 @@ class _PlannerChooser(_PairChooser):
         super().finished(i)
         self.ended.add(i)
         self._count(i, -1)
+
+    def after(self, i: int) -> list[int]:
+        # The trial is undone to the last move, so the loads known before it hold again.
+        loads = dict(self._loads)
+        chosen = super().after(i)
+        self._loads = loads
+        return chosen
 
     def _resume(self, i: int) -> None:
         # `load` may have dropped the move's entry from `longest` while it counted as ended: `_count` pushes it

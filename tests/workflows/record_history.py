@@ -26,8 +26,9 @@ marker, the new ones with it). `migrate_vm_*@cc8a0c5.json` are from before the p
 renewed); `campaign_*@db9343f.json` from before "campaign-watch-queue" (recorded with this script's campaign
 step copied into a checkout of db9343f); `campaign_*@d7d538c.json` from before "campaign-prepare-ahead" (the
 campaign's next moves started ahead of their turn; in the current files the second run sends `go` to a move the
-first prepared). Commit the files: a replay failure then means a change broke determinism
-for runs that are in flight.
+first prepared); `campaign_*@573c652.json` from before "campaign-quiet-handover" (a run continues as new only once
+the starts and cancels it sent are answered, and never in its first pass). Commit the files: a replay failure then
+means a change broke determinism for runs that are in flight.
 """
 
 from __future__ import annotations

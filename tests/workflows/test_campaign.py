@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -492,6 +493,37 @@ async def test_moves_start_only_inside_windows(campaign_env: tuple[WorkflowEnvir
         assert opens <= started < opens + timedelta(minutes=60), record
 
 
+# What a run sent that the server answers with an event of that run, and the events that answer each.
+_ASKED_AND_ANSWERED: dict[str, tuple[str, str]] = {
+    "START_CHILD_WORKFLOW_EXECUTION_INITIATED": (
+        "CHILD_WORKFLOW_EXECUTION_STARTED",
+        "START_CHILD_WORKFLOW_EXECUTION_FAILED",
+    ),
+    "REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED": (
+        "EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED",
+        "REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED",
+    ),
+    "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED": (
+        "EXTERNAL_WORKFLOW_EXECUTION_SIGNALED",
+        "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED",
+    ),
+}
+
+
+def _unanswered(events: list[Any]) -> list[str]:
+    """The starts, cancels and signals a run sent whose answer is not in its history."""
+    asked: dict[int, str] = {}
+    for event in events:
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        if kind in _ASKED_AND_ANSWERED:
+            asked[event.event_id] = kind
+            continue
+        if any(kind in answers for answers in _ASKED_AND_ANSWERED.values()):
+            attributes = getattr(event, f"{kind.lower()}_event_attributes")
+            asked.pop(attributes.initiated_event_id, None)
+    return [f"{kind} (event {event_id})" for event_id, kind in sorted(asked.items())]
+
+
 @pytest.mark.asyncio(loop_scope="session")
 async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
     env, world, queue = campaign_env
@@ -510,3 +542,16 @@ async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnv
     assert all(r.started and r.ended for r in recs)
     assert [r.vm for r in recs if r.state == MoveState.FAILED] == [moves[7][0]]
     assert sorted(vm for vm, _, _ in world.moves if vm.endswith(tag)) == sorted(m[0] for m in moves if m != moves[7])
+    # A start, a cancel or a `go` still unanswered when a run continues as new is an event that arrives while that
+    # task runs: the server rejects the task and the worker replays the whole run. Each run hands over without one.
+    handed_over = 0
+    run_id: str | None = handle.first_execution_run_id
+    while run_id:
+        events = list((await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()).events)
+        last = events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            break
+        handed_over += 1
+        assert _unanswered(events) == [], f"run {handed_over} continued as new with these unanswered"
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    assert handed_over == progress.run - 1

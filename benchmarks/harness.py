@@ -35,6 +35,7 @@ from temporalio.client import Client
 
 from lab.control import ControlClient
 from starter.devserver import dev_server_args, temporal_binary
+from workflows.contracts import MoveRecord, MoveState
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -637,6 +638,98 @@ async def run_lengths(client: Client, workflow_id: str) -> list[int]:
         info = description.raw_description.workflow_execution_info
         lengths.append((info.start_time.ToMicroseconds() / 1e6, info.history_length))
     return [length for _, length in sorted(lengths)]
+
+
+@dataclass
+class Placement:
+    """Where the lab's truth has every VM of a run, against what the engine recorded of each move."""
+
+    vms: int = 0
+    on_one: int = 0
+    # Each entry "vm: what is wrong"; every list must be empty.
+    on_several: list[str] = field(default_factory=list)
+    on_none: list[str] = field(default_factory=list)
+    moved_elsewhere: list[str] = field(default_factory=list)  # recorded as moved, not on its destination
+    unstarted_elsewhere: list[str] = field(default_factory=list)  # never started, not on its source
+    started_twice: list[str] = field(default_factory=list)  # more Move-VM starts than the run asked of the VM
+
+    @property
+    def sound(self) -> bool:
+        return not (
+            self.on_several or self.on_none or self.moved_elsewhere or self.unstarted_elsewhere or self.started_twice
+        )
+
+    def summary(self) -> str:
+        problems = [
+            (name, items)
+            for name, items in (
+                ("on several hosts", self.on_several),
+                ("on no host", self.on_none),
+                ("moved but not on their destination", self.moved_elsewhere),
+                ("never started but not on their source", self.unstarted_elsewhere),
+                ("started more than once", self.started_twice),
+            )
+            if items
+        ]
+        head = f"{self.on_one} of {self.vms} VMs on exactly one host"
+        if not problems:
+            return head + ", each where its move's record says, none started twice"
+        return head + "; " + "; ".join(f"{len(items)} {name} (e.g. {items[0]})" for name, items in problems)
+
+
+# The states after which a VM must be on its destination, and those in which no move of it ever ran.
+_ON_DESTINATION = frozenset({MoveState.MOVED, MoveState.ALREADY_THERE})
+_NEVER_STARTED = frozenset({MoveState.PENDING, MoveState.BLOCKED})
+
+
+def placement(truth: Mapping[str, Any], records: Iterable[MoveRecord]) -> Placement:
+    """Check the lab's truth against a campaign's move records: every VM
+    the records name is realized on exactly one host, a moved one on its destination, a never-started one on its
+    source (a VM moved more than once: as its latest record says), and no VM saw more Move-VM starts than it has
+    records (one move each)."""
+    locations: Mapping[str, Sequence[str]] = truth.get("locations", {})
+    starts: dict[str, int] = {}
+    for entry in truth.get("move_starts", {}).values():
+        if entry.get("vm"):
+            starts[entry["vm"]] = starts.get(entry["vm"], 0) + int(entry.get("starts", 0))
+    result = Placement()
+    asked: Counter[str] = Counter()
+    last: dict[str, MoveRecord] = {}
+    for record in records:
+        asked[record.vm] += 1
+        # A plan may move a VM there and back: where it is now is its latest move's business.
+        if record.vm not in last or record.ended >= last[record.vm].ended:
+            last[record.vm] = record
+    for record in last.values():
+        where = [host.casefold() for host in locations.get(record.vm, ())]
+        result.vms += 1
+        if len(where) > 1:
+            result.on_several.append(f"{record.vm}: {', '.join(where)}")
+            continue
+        if not where:
+            result.on_none.append(f"{record.vm}: nowhere")
+            continue
+        result.on_one += 1
+        state = record.state
+        if state in _ON_DESTINATION and where[0] != record.destination.casefold():
+            result.moved_elsewhere.append(f"{record.vm}: on {where[0]}, moved to {record.destination}")
+        if state in _NEVER_STARTED and where[0] != record.source.casefold():
+            result.unstarted_elsewhere.append(f"{record.vm}: on {where[0]}, never left {record.source}")
+    for vm, count in sorted(starts.items()):
+        if count > asked.get(vm, 0) and vm in asked:
+            result.started_twice.append(f"{vm}: {count} starts")
+    return result
+
+
+def settle(lab: LabProcess, deadline_seconds: float = 120.0) -> bool:
+    """Wait (bounded) until no migration job runs in the lab: a move stopped mid-flight finishes on the hosts.
+    False when some still ran at the deadline."""
+    ends = time.monotonic() + deadline_seconds
+    while time.monotonic() < ends:
+        if not any(job.get("active") for job in lab.jobs_truth().get("jobs", [])):
+            return True
+        time.sleep(1.0)
+    return False
 
 
 async def save_histories(client: Client, workflow_id: str, directory: Path) -> list[Path]:

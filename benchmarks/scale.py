@@ -56,13 +56,16 @@ from benchmarks.harness import (
     BenchError,
     JobLog,
     LabProcess,
+    Placement,
     Process,
     median,
     peak_per_host,
     percentile,
+    placement,
     run_lengths,
     save_histories,
     self_peak_rss_mib,
+    settle,
     start_bare_worker,
     start_dev_server,
     start_lab,
@@ -133,6 +136,8 @@ class CampaignRun:
     note: str = ""
     # Per campaign run: its events, the wall seconds of its full replay in this process, and a replay failure.
     replays: list[tuple[int, float, str]] = field(default_factory=list)
+    placement: Placement | None = None
+    settled: bool = True
 
 
 # -- the campaign ---------------------------------------------------------------------------------------------------
@@ -182,9 +187,10 @@ async def run_campaign(
     name: str,
     task_queue: str,
     args: argparse.Namespace,
+    lab: LabProcess,
 ) -> CampaignRun:
     """The whole campaign, without the preflight; closed at the end, terminated (with its moves) at the deadline or
-    when no move ended for `args.stall_seconds`."""
+    when no move ended for `args.stall_seconds`; then every VM's place in the lab's truth against its record."""
     run = CampaignRun(name, len(scenario.vms))
     request = _plan(scenario, name, task_queue, check=False)
     if args.history_limit:
@@ -236,6 +242,9 @@ async def run_campaign(
             await handle.execute_update("close", CampaignCommand(by="scale benchmark"))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(handle.result(), timeout=60)
+    # A move stopped at the deadline finishes on the hosts: its VM is then on one host or the other, never both.
+    run.settled = await asyncio.to_thread(settle, lab)
+    run.placement = placement(await asyncio.to_thread(lab.truth), records)
     run.run_lengths = await run_lengths(client, campaign_workflow_id(name))
     run.slot_book_lengths = await run_lengths(client, migration_slots_workflow_id(task_queue))
     saved = await save_histories(client, campaign_workflow_id(name), args.save_histories)
@@ -531,6 +540,10 @@ def print_report(
         f"{max(run.run_lengths, default=run.max_history_seen)} events (largest seen by progress: "
         f"{run.max_history_seen}); all runs {run.run_lengths}"
     )
+    if run.placement is not None:
+        print(f"    where every VM is (lab truth)     : {run.placement.summary()}")
+        if not run.settled:
+            print("      (some host jobs still ran 120 s after the campaign stopped: their VMs were read mid-move)")
     if run.replays:
         shown = ", ".join(f"{events} events {seconds:.2f} s" for events, seconds, _ in run.replays)
         print(f"    full replay of each run           : {shown} (one per rejected continue-as-new)")
@@ -636,7 +649,7 @@ async def run_all(args: argparse.Namespace) -> int:
             poller = asyncio.create_task(log.run(stop))
             cpu_before = {name: p.cpu_seconds() for name, p in processes.items()}
             print(f"  campaign of {args.vms} moves (check: False) ...", flush=True)
-            run = await run_campaign(client, worker, scenario, f"scale-{stamp}", task_queue, args)
+            run = await run_campaign(client, worker, scenario, f"scale-{stamp}", task_queue, args, started)
             cpu = {
                 name: processes[name].cpu_seconds() - cpu_before[name] for name in ("snlm worker", "lab", "dev server")
             }
@@ -660,7 +673,7 @@ async def run_all(args: argparse.Namespace) -> int:
             findings = read_findings(worker)
             named = await name_runs(client, findings.run_ids)
             print_report(args, lab_figures, run, checked, bare_seconds, log, processes, cpu, findings, named)
-            return 0 if run.moved else 1
+            return 0 if run.moved and (run.placement is None or run.placement.sound) else 1
         finally:
             stop.set()
             if poller is not None and not poller.done():

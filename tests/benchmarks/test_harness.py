@@ -1,13 +1,16 @@
-"""The benchmarks' reading of a MigrateVm history: what a move prepared ahead did before its turn held no slot."""
+"""The benchmarks' reading of a MigrateVm history (what a move prepared ahead did before its turn held no slot) and
+of the lab's truth (every VM on exactly one host, where its move's record says)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
-from benchmarks.harness import TURN_SIGNAL, activity_seconds, signal_time, timeline
+from benchmarks.harness import TURN_SIGNAL, activity_seconds, placement, signal_time, timeline
+from workflows.contracts import MoveRecord, MoveState
 
 
 def _event(event_id: int, at: float, kind: str, **attributes: Any) -> HistoryEvent:
@@ -80,3 +83,64 @@ def test_a_move_started_at_its_turn_is_timed_whole() -> None:
     line = timeline(events)
     assert line.turn is None
     assert round(line.running, 6) == round(0.3 + 4.8, 6)
+
+
+def _record(vm: str, state: MoveState, source: str = "HV1", destination: str = "HV2") -> MoveRecord:
+    return MoveRecord(index=0, vm=vm, source=source, destination=destination, wave=0, state=state)
+
+
+def _truth(locations: dict[str, list[str]], starts: dict[str, int] | None = None) -> dict[str, Any]:
+    return {
+        "locations": locations,
+        "move_starts": {f"id-{vm}": {"vm": vm, "starts": n} for vm, n in (starts or {}).items()},
+    }
+
+
+def test_every_vm_where_its_record_says_is_sound() -> None:
+    records = [
+        _record("moved", MoveState.MOVED),
+        _record("there", MoveState.ALREADY_THERE),
+        _record("waiting", MoveState.PENDING),
+        _record("stopped", MoveState.RUNNING),
+        _record("broke", MoveState.FAILED),
+    ]
+    truth = _truth(
+        # Host names compare as Windows does; a move stopped mid-flight or failed may be on either host.
+        {"moved": ["hv2"], "there": ["HV2"], "waiting": ["HV1"], "stopped": ["HV1"], "broke": ["HV2"]},
+        {"moved": 1, "stopped": 1, "broke": 1},
+    )
+    result = placement(truth, records)
+    assert result.sound, result
+    assert (result.vms, result.on_one) == (5, 5)
+    assert result.summary() == "5 of 5 VMs on exactly one host, each where its move's record says, none started twice"
+
+
+def test_each_way_a_vm_can_be_misplaced_is_named() -> None:
+    records = [
+        _record("twice", MoveState.MOVED),
+        _record("gone", MoveState.RUNNING),
+        _record("stayed", MoveState.MOVED),
+        _record("wandered", MoveState.PENDING),
+        _record("again", MoveState.MOVED),
+    ]
+    truth = _truth(
+        {"twice": ["HV1", "HV2"], "stayed": ["HV1"], "wandered": ["HV2"], "again": ["HV2"]},
+        {"again": 2, "stayed": 1},
+    )
+    result = placement(truth, records)
+    assert not result.sound
+    assert result.on_several == ["twice: hv1, hv2"]
+    assert result.on_none == ["gone: nowhere"]
+    assert result.moved_elsewhere == ["stayed: on hv1, moved to HV2"]
+    assert result.unstarted_elsewhere == ["wandered: on hv2, never left HV1"]
+    assert result.started_twice == ["again: 2 starts"]
+    assert result.summary().startswith("3 of 5 VMs on exactly one host; 1 on several hosts (e.g. twice: hv1, hv2)")
+
+
+def test_a_vm_the_plan_moves_there_and_back_is_judged_by_its_latest_move() -> None:
+    there = replace(_record("vm", MoveState.MOVED), ended=10.0)
+    back = replace(_record("vm", MoveState.MOVED, source="HV2", destination="HV1"), ended=20.0)
+    result = placement(_truth({"vm": ["HV1"]}, {"vm": 2}), [back, there])
+    assert result.sound, result
+    assert (result.vms, result.on_one) == (1, 1)
+    assert not placement(_truth({"vm": ["HV2"]}, {"vm": 2}), [back, there]).sound

@@ -52,12 +52,15 @@ from benchmarks.harness import (
     BenchError,
     DevServer,
     JobLog,
+    Placement,
     Process,
     activity_seconds,
     histories,
     median,
     peak_per_host,
+    placement,
     self_peak_rss_mib,
+    settle,
     start_dev_server,
     start_lab,
     start_snlm_worker,
@@ -189,10 +192,13 @@ class RunResult:
     note: str = ""
     # Median wall seconds per move of each part of the saga (from the moves' histories), when asked for.
     split: dict[str, float] = field(default_factory=dict)
+    # Where the lab's truth has every VM at the end, against the campaign's records.
+    placement: Placement | None = None
 
     @property
     def ok(self) -> bool:
-        return self.finished and self.failed == 0 and not math.isnan(self.makespan)
+        sound = self.placement is None or self.placement.sound
+        return self.finished and self.failed == 0 and not math.isnan(self.makespan) and sound
 
 
 async def _records(handle: WorkflowHandle[Any, Any]) -> list[MoveRecord]:
@@ -315,6 +321,9 @@ async def run_campaign(
         stop.set()
         await poller
         _measure(result, records, log, time_scale)
+        # A move stopped at the deadline finishes on the hosts first: its VM is then on one host, never two.
+        await asyncio.to_thread(settle, lab)
+        result.placement = placement(await asyncio.to_thread(lab.truth), records)
         if split and result.finished:
             result.split = await _split(client, records, log, time_scale)
     finally:
@@ -507,6 +516,8 @@ def _run_line(run: RunResult, seed: SeedResult) -> str:
     if not math.isnan(run.engine_per_move):
         text += f"; engine {run.engine_per_move:4.2f} s/move"
     text += f"; peak {run.peak} per host" + (f", OVER on {', '.join(run.over_limit)}" if run.over_limit else "")
+    if run.placement is not None and not run.placement.sound:
+        text += f"; MISPLACED: {run.placement.summary()}"
     if run.runs > 1:
         text += f"; {run.runs} campaign runs"
     if run.note:
@@ -582,9 +593,17 @@ def print_scenario(kind: str, seeds: Sequence[SeedResult], schedulers: Sequence[
         print(f"  where a planner move's engine time went (median wall s per move): {parts}")
     over = sorted({h for seed in seeds for r in seed.runs.values() for h in r.over_limit})
     unfinished = [f"{seed.scenario.seed}/{r.scheduler.value}" for seed in seeds for r in seed.runs.values() if not r.ok]
+    misplaced = [
+        f"{seed.scenario.seed}/{r.scheduler.value}"
+        for seed in seeds
+        for r in seed.runs.values()
+        if r.placement is not None and not r.placement.sound
+    ]
+    checked = sum(1 for seed in seeds for r in seed.runs.values() if r.placement is not None)
     print(
         f"  hosts ever above their limit: {', '.join(over) if over else 'none'}; runs without a full makespan: "
-        f"{', '.join(unfinished) or 'none'}"
+        f"{', '.join(unfinished) or 'none'}; runs that left a VM off its one host (lab truth, {checked} checked): "
+        f"{', '.join(misplaced) or 'none'}"
     )
     planner_ratio = medians.get(Scheduler.PLANNER, math.nan)
     targets: list[str] = []

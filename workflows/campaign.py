@@ -98,7 +98,8 @@ _WATCH_HEARTBEAT = timedelta(minutes=5)
 _PATCH_WATCH_QUEUE = "campaign-watch-queue"
 # Moves prepared ahead of their turn (MigrateVmInput.prepared_ahead) and sent `go` when the planner starts them.
 _PATCH_PREPARE_AHEAD = "campaign-prepare-ahead"
-# The run continues as new only once the starts and cancels it sent have their answers (`_quiet_enough`).
+# The run continues as new only once the starts and cancels it sent have their answers (`_quiet_enough`), and never
+# in its first pass.
 _PATCH_QUIET_HANDOVER = "campaign-quiet-handover"
 # At each decision, the running moves asked what their end would start (`Schedule.after`), oldest first: each
 # answer costs a decision, and the oldest moves are the likeliest to end next.

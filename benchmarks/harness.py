@@ -629,15 +629,21 @@ async def start_bare_worker(client: Client, dev: DevServer, log_path: Path, *, t
     return worker
 
 
-async def run_lengths(client: Client, workflow_id: str) -> list[int]:
-    """The history length of every run of `workflow_id` (a workflow that continues as new has several), oldest
-    first, as the server counts them."""
-    lengths: list[tuple[float, int]] = []
+async def run_ids(client: Client, workflow_id: str) -> list[str]:
+    """Every run of `workflow_id` (a workflow that continues as new has several), oldest first."""
+    runs: list[tuple[float, str]] = []
     async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        description = await client.get_workflow_handle(execution.id, run_id=execution.run_id).describe()
-        info = description.raw_description.workflow_execution_info
-        lengths.append((info.start_time.ToMicroseconds() / 1e6, info.history_length))
-    return [length for _, length in sorted(lengths)]
+        runs.append((execution.start_time.timestamp() if execution.start_time else 0.0, execution.run_id))
+    return [run_id for _, run_id in sorted(runs)]
+
+
+async def run_lengths(client: Client, workflow_id: str) -> list[int]:
+    """The history length of every run of `workflow_id`, oldest first, as the server counts them."""
+    lengths: list[int] = []
+    for run_id in await run_ids(client, workflow_id):
+        description = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+        lengths.append(description.raw_description.workflow_execution_info.history_length)
+    return lengths
 
 
 @dataclass
@@ -653,24 +659,23 @@ class Placement:
     unstarted_elsewhere: list[str] = field(default_factory=list)  # never started, not on its source
     started_twice: list[str] = field(default_factory=list)  # more Move-VM starts than the run asked of the VM
 
+    def problems(self) -> list[tuple[str, list[str]]]:
+        """Each kind of misplacement found, with its VMs."""
+        kinds = (
+            ("on several hosts", self.on_several),
+            ("on no host", self.on_none),
+            ("moved but not on their destination", self.moved_elsewhere),
+            ("never started but not on their source", self.unstarted_elsewhere),
+            ("started more than once", self.started_twice),
+        )
+        return [(name, items) for name, items in kinds if items]
+
     @property
     def sound(self) -> bool:
-        return not (
-            self.on_several or self.on_none or self.moved_elsewhere or self.unstarted_elsewhere or self.started_twice
-        )
+        return not self.problems()
 
     def summary(self) -> str:
-        problems = [
-            (name, items)
-            for name, items in (
-                ("on several hosts", self.on_several),
-                ("on no host", self.on_none),
-                ("moved but not on their destination", self.moved_elsewhere),
-                ("never started but not on their source", self.unstarted_elsewhere),
-                ("started more than once", self.started_twice),
-            )
-            if items
-        ]
+        problems = self.problems()
         head = f"{self.on_one} of {self.vms} VMs on exactly one host"
         if not problems:
             return head + ", each where its move's record says, none started twice"
@@ -716,7 +721,7 @@ def placement(truth: Mapping[str, Any], records: Iterable[MoveRecord]) -> Placem
         if state in _NEVER_STARTED and where[0] != record.source.casefold():
             result.unstarted_elsewhere.append(f"{record.vm}: on {where[0]}, never left {record.source}")
     for vm, count in sorted(starts.items()):
-        if count > asked.get(vm, 0) and vm in asked:
+        if vm in asked and count > asked[vm]:
             result.started_twice.append(f"{vm}: {count} starts")
     return result
 
@@ -735,13 +740,9 @@ def settle(lab: LabProcess, deadline_seconds: float = 120.0) -> bool:
 async def save_histories(client: Client, workflow_id: str, directory: Path) -> list[Path]:
     """Every run of `workflow_id` written to `directory` as `<id>.run<N>.json` (oldest first), in the JSON form
     `temporal workflow show --output json` writes and `WorkflowHistory.from_json` reads."""
-    runs: list[tuple[float, str]] = []
-    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        started = execution.start_time.timestamp() if execution.start_time else 0.0
-        runs.append((started, execution.run_id))
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for number, (_, run_id) in enumerate(sorted(runs), start=1):
+    for number, run_id in enumerate(await run_ids(client, workflow_id), start=1):
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         path = directory / f"{workflow_id}.run{number}.json"
         path.write_text(history.to_json())

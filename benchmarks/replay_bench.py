@@ -50,16 +50,22 @@ def _histories(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+def history_from_json(text: str) -> WorkflowHistory:
+    """A history as exported (by `to_json()` or `temporal workflow show -o json`), under its real workflow id.
+
+    The id matters: MigrateVm takes host slots with its workflow id as the holder, so a replay under another id
+    misses its slot grants and reports a false nondeterminism (TMPRL1100 on the timer it cancelled).
+    """
+    data = json.loads(text)
+    workflow_id = data["events"][0]["workflowExecutionStartedEventAttributes"]["workflowId"]
+    return WorkflowHistory.from_json(workflow_id, data)
+
+
 def load_history(path: Path) -> WorkflowHistory:
-    """The history under its real workflow id: a move takes its slots with its id as the holder, so a replay under
-    another id misses its grants and fails as if the code had changed."""
     try:
-        data = json.loads(path.read_text())
-        events = data["events"]
-        workflow_id = events[0]["workflowExecutionStartedEventAttributes"]["workflowId"]
+        return history_from_json(path.read_text())
     except (OSError, json.JSONDecodeError, LookupError, TypeError) as error:
         raise SystemExit(f"replay_bench: {path}: not a workflow history in JSON ({error!r})") from error
-    return WorkflowHistory.from_json(workflow_id, data)
 
 
 def new_replayer(executor: ThreadPoolExecutor | None = None) -> Replayer:

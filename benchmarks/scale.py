@@ -245,7 +245,6 @@ async def run_campaign(
     # A move stopped at the deadline finishes on the hosts: its VM is then on one host or the other, never both.
     run.settled = await asyncio.to_thread(settle, lab)
     run.placement = placement(await asyncio.to_thread(lab.truth), records)
-    run.run_lengths = await run_lengths(client, campaign_workflow_id(name))
     run.slot_book_lengths = await run_lengths(client, migration_slots_workflow_id(task_queue))
     saved = await save_histories(client, campaign_workflow_id(name), args.save_histories)
     replayer = new_replayer()
@@ -253,6 +252,7 @@ async def run_campaign(
         history = load_history(path)
         seconds, _, failure = await replay(replayer, history)
         run.replays.append((len(history.events), seconds, failure))
+        run.run_lengths.append(len(history.events))
     await _sample_moves(client, run, records)
     return run
 

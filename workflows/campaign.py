@@ -270,7 +270,6 @@ class CampaignWorkflow:
         # Requests on their way to a move's run (a cancel, a `go`, a start): each ends in an event of this run.
         self._cancel_requests: set[asyncio.Task[None]] = set()
         self._go_signals: set[asyncio.Task[None]] = set()
-        self._going = 0
         self._starting = 0
         self._quiet = False
         # The moves this run prepares ahead, and their runs once started: `go` reaches them through their handle.
@@ -454,8 +453,6 @@ class CampaignWorkflow:
                     break
                 continue
             if not first and self._should_continue_as_new():
-                # A `go` still on its way (its move's start not yet confirmed) must be sent before this run ends:
-                # the next run counts that move as running and would wait forever for a move waiting for its turn.
                 await workflow.wait_condition(self._quiet_enough)
                 workflow.continue_as_new(self._continued())
             first = False
@@ -494,9 +491,11 @@ class CampaignWorkflow:
         """Nothing this run sent is still to be answered. The server rejects the task that continues as new when an
         event arrives while it runs, and the worker then replays the whole run (seconds at 4,000 events) while moves
         keep ending; the answers to starts and cancels it sent are such events, and they come within milliseconds."""
-        if not workflow.all_handlers_finished() or self._going:
+        # A `go` still on its way is one: the next run would count its move as running and wait forever for a move
+        # that waits for its turn. (`_keep` forgets a request once it is answered.)
+        if not workflow.all_handlers_finished() or self._go_signals:
             return False
-        return not self._quiet or (not self._starting and all(task.done() for task in self._cancel_requests))
+        return not self._quiet or (not self._starting and not self._cancel_requests)
 
     async def _linger(self) -> bool:
         """Every move ended: stay open for retry-failed until closed or the linger time passes (False: end)."""
@@ -649,13 +648,6 @@ class CampaignWorkflow:
     async def _go(self, index: int) -> None:
         """Tell a move prepared ahead that its turn has come. A run that ended meanwhile cannot hear it: the task
         that follows the move reports its end."""
-        self._going += 1
-        try:
-            await self._send_go(index)
-        finally:
-            self._going -= 1
-
-    async def _send_go(self, index: int) -> None:
         if index in self._ahead_here:
             # Started by this run: its start may still be on its way, and a signal before it finds no run.
             await workflow.wait_condition(lambda: index in self._handles or index not in self._ahead_here)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import tempfile
 import uuid
 from pathlib import Path
@@ -87,17 +86,6 @@ def dev_server_args() -> list[str]:
         "history.transferProcessorMaxPollRPS=10000",
         *(arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")),
     ]
-
-
-def history_from_json(text: str) -> WorkflowHistory:
-    """A history as exported (by `to_json()` or `temporal workflow show -o json`), under its real workflow id.
-
-    The id matters: MigrateVm takes host slots with its workflow id as the holder, so a replay under another id
-    misses its slot grants and reports a false nondeterminism (TMPRL1100 on the timer it cancelled).
-    """
-    data = json.loads(text)
-    workflow_id = data["events"][0]["workflowExecutionStartedEventAttributes"]["workflowId"]
-    return WorkflowHistory.from_json(workflow_id, data)
 
 
 async def start_dev_server(temporal_binary: str) -> WorkflowEnvironment:

@@ -27,8 +27,9 @@ with workflow.unsafe.imports_passed_through():
     import pytest
     import pytest_asyncio
 
+    from benchmarks.replay_bench import history_from_json
     from tests.conftest import _binary
-    from tests.workflows.record_history import HISTORIES, history_from_json, record_with_lab, start_dev_server
+    from tests.workflows.record_history import HISTORIES, record_with_lab, start_dev_server
     from worker import WORKFLOWS as WORKER_WORKFLOWS
     from workflows.contracts import MigrateVmInput
     from workflows.host_slots import HostSlotsWorkflow

@@ -251,8 +251,13 @@ class ActionMeter:
             counts[kind] += int(float(value))
         return counts
 
-    async def settled(self, quiet_seconds: float = 0.4, limit_seconds: float = 3.0) -> Counter[str]:
-        """The counter once it stopped moving (the slot entities answer a finished move a moment later)."""
+    async def settled(self, quiet_seconds: float = 1.5, limit_seconds: float = 8.0) -> Counter[str]:
+        """The counter once it stopped moving (the slot entities answer a finished move a moment later).
+
+        The server publishes its counters about once a second (an action shows 0.8 s after it happened, measured):
+        two reads closer than that are often equal while actions are still to come, which counted a move's last
+        actions into the next one's (a 5 s move cost 28, a 60 s move 18).
+        """
         deadline = time.monotonic() + limit_seconds
         last = self.read() or Counter()
         while time.monotonic() < deadline:

@@ -84,7 +84,8 @@ class CampaignActivities:
 @activity.defn(name=ActivityName.FORECAST_CAMPAIGN)
 def forecast_campaign(input: ForecastInput) -> ForecastSummary:
     """The planner's simulation of the moves left, run as a local activity: at 10,000 moves it takes seconds, longer
-    than a workflow task may block, and only its result belongs in the campaign's history."""
+    than a workflow task may block, and only its result belongs in the campaign's history (with the planner's rule
+    that ends soonest, which the campaign then decides with: a replay reads it from there)."""
     moves = [input.moves.move(i) for i in range(len(input.moves))]
     waves: dict[int, list[str]] = {}
     for index, move in enumerate(moves):
@@ -103,4 +104,5 @@ def forecast_campaign(input: ForecastInput) -> ForecastSummary:
         makespan_seconds=forecast.makespan_seconds,
         wave_ends=tuple(ends.get(w, 0.0) for w in range(max(order) + 1)) if order else (),
         host_ends={host: figures.last_end for host, figures in forecast.hosts.items()},
+        planner_rule=forecast.rule,
     )

@@ -91,7 +91,7 @@ from workflows.contracts import (
     campaign_workflow_id,
     migration_slots_workflow_id,
 )
-from workflows.scheduling import DEFAULT_MODEL, TransferModel, lower_bound, simulate
+from workflows.scheduling import DEFAULT_MODEL, PLANNER_RULES, TransferModel, lower_bound, simulate
 
 CAMPAIGN_WORKFLOW = "Campaign"
 MOVE_ACTIVITY = "start_or_attach_move"
@@ -167,8 +167,17 @@ def forecast(
     moves = scenario.moves()
     if lab_constants:
         model = _with_engine(FULL_LINK_MODEL, engine_seconds)
-        return simulate(moves, scenario.profiles(), scheduler=scheduler, model=model).makespan_seconds
+        rule = campaign_rule(moves, scenario.profiles(), scheduler)
+        return simulate(moves, scenario.profiles(), scheduler=scheduler, model=model, rule=rule).makespan_seconds
     return simulate(moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL).makespan_seconds
+
+
+def campaign_rule(moves: Sequence[CampaignMove], hosts: Mapping[str, HostProfile], scheduler: Scheduler) -> int | None:
+    """The planner's rule a campaign of `moves` decides with: the one its forecast (snlm's model) chose. Simulations
+    with other constants must take the same rule to model that campaign, not the rule best under their constants."""
+    if scheduler != Scheduler.PLANNER:
+        return None
+    return simulate(moves, hosts, scheduler=scheduler, model=DEFAULT_MODEL).rule
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
@@ -643,6 +652,7 @@ def model_only(args: argparse.Namespace) -> int:
         ratios: dict[Scheduler, list[float]] = {s: [] for s in args.schedulers}
         gains: list[float] = []
         bindings: dict[str, int] = {}
+        rules: dict[str, int] = {}
         for seed in args.seeds:
             hosts, moves = draw_size(kind, seed, quick=args.quick, max_moves=args.max_moves)
             scenario = generate(kind, seed, hosts=args.hosts or hosts, moves=args.moves or moves)
@@ -651,9 +661,14 @@ def model_only(args: argparse.Namespace) -> int:
             term = bound.binding.split(" ", 2)[-1] if bound.binding.startswith("host ") else "one move alone"
             bindings[term] = bindings.get(term, 0) + 1
             makespans = {
-                s: simulate(plan, profiles, scheduler=s, model=FULL_LINK_MODEL, seed=seed).makespan_seconds
+                s: simulate(
+                    plan, profiles, scheduler=s, model=FULL_LINK_MODEL, seed=seed, rule=campaign_rule(plan, profiles, s)
+                ).makespan_seconds
                 for s in args.schedulers
             }
+            if Scheduler.PLANNER in args.schedulers:
+                rule = PLANNER_RULES[campaign_rule(plan, profiles, Scheduler.PLANNER) or 0]
+                rules[rule] = rules.get(rule, 0) + 1
             for scheduler, makespan in makespans.items():
                 ratios[scheduler].append(makespan / bound.seconds)
             if Scheduler.PLANNER in makespans and Scheduler.FIFO_SOURCE_CAP in makespans:
@@ -667,6 +682,9 @@ def model_only(args: argparse.Namespace) -> int:
                 f"{100 * min(gains):.1f} %, most {100 * max(gains):.1f} %; seeds where it is worse: {worse}"
             )
         print("  binding terms: " + ", ".join(f"{term} x{n}" for term, n in sorted(bindings.items())))
+        if rules:
+            chosen = ", ".join(f"{r} x{n}" for r, n in sorted(rules.items()))
+            print(f"  planner's rule (as its forecast chose): {chosen}")
     return 0
 
 

@@ -42,11 +42,12 @@ from workflows.contracts import (
     MovesPage,
     MovesQuery,
     MoveState,
+    Scheduler,
     VmCheck,
     campaign_input,
     campaign_workflow_id,
 )
-from workflows.scheduling import simulate
+from workflows.scheduling import PLANNER_RULES, simulate
 from workflows.windows import end_inside_windows
 
 if TYPE_CHECKING:
@@ -329,7 +330,10 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
     forecast = simulate(moves, hosts, scheduler=plan.scheduler, seed=plan.seed, waves=waves)
     unknown = sum(1 for m in moves if not (m.memory_bytes or m.disk_bytes))
     now = datetime.now(UTC)
-    out.line(f"campaign {plan.name}: {len(moves)} move(s) in {len(plan.waves)} wave(s), scheduler {plan.scheduler}")
+    rule = f" (rule: {PLANNER_RULES[forecast.rule]})" if plan.scheduler == Scheduler.PLANNER else ""
+    out.line(
+        f"campaign {plan.name}: {len(moves)} move(s) in {len(plan.waves)} wave(s), scheduler {plan.scheduler}{rule}"
+    )
     end = end_inside_windows(now, plan.windows, forecast.makespan_seconds)
     out.line(
         f"  makespan {_duration(forecast.makespan_seconds)} of moving; started now, it ends about "
@@ -357,6 +361,7 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
             },
             "hosts": {h: f.__dict__ for h, f in forecast.hosts.items()},
             "moves_without_size": unknown,
+            "planner_rule": PLANNER_RULES[forecast.rule] if plan.scheduler == Scheduler.PLANNER else None,
         }
     )
     return cli.EXIT_OK

@@ -281,6 +281,7 @@ class CampaignWorkflow:
         self._acknowledged_failures: dict[int, int] = {}
         self._forecast_end = 0.0
         self._forecast_makespan = 0.0
+        self._rule = 0  # the planner's rule (scheduling.PLANNER_RULES) its forecast chose
         self._window_opens = 0.0
         self._watches_apart: bool | None = None
         # Moves started ahead of their turn and not yet given it (their state stays pending).
@@ -318,6 +319,7 @@ class CampaignWorkflow:
             wave_sizes=tuple(sizes),
             waves_ended=tuple(ended),
             ready=len(self._prepared),
+            planner_rule=self._rule,
         )
 
     @workflow.query
@@ -674,6 +676,7 @@ class CampaignWorkflow:
                 self._hosts,
                 scheduler=self._input.scheduler,
                 seed=self._input.seed,
+                rule=self._rule,
             )
             self._schedule, self._schedule_for = schedule, built_for
             return schedule
@@ -905,6 +908,8 @@ class CampaignWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=2),
         )
         self._forecast_makespan = summary.makespan_seconds
+        # The rule whose simulated campaign ends first decides this run's moves (read back from the history on replay).
+        self._rule = summary.planner_rule
         # Work advances only inside the windows: the end is where the makespan's seconds of open window run out.
         self._forecast_end = end_inside_windows(
             workflow.now(), self._input.windows, summary.makespan_seconds

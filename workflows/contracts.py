@@ -1485,6 +1485,8 @@ class CampaignProgress:
     waves_ended: tuple[int, ...] = ()
     # Of the pending moves, those prepared ahead: checked, their hosts set, waiting for their turn.
     ready: int = 0
+    # The planner's rule this run decides with (workflows.scheduling.PLANNER_RULES), chosen by its forecast.
+    planner_rule: int = 0
 
 
 @dataclass(frozen=True)
@@ -1660,8 +1662,10 @@ class ForecastInput:
 @dataclass(frozen=True)
 class ForecastSummary:
     """A forecast without its per-move detail: the makespan, each wave's end (by index) and each host's last end,
-    in seconds from when it was made."""
+    in seconds from when it was made, and the planner's rule it was made with (the one the campaign decides with;
+    0, the first rule, in forecasts made before the planner had rules)."""
 
     makespan_seconds: float
     wave_ends: tuple[float, ...] = ()
     host_ends: dict[str, float] | None = None
+    planner_rule: int = 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from starter import cli
+from workflows.scheduling import PLANNER_RULES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "starter" / "examples"
 
@@ -36,6 +37,8 @@ async def test_forecast_prints_the_end_per_wave_and_per_host_without_temporal() 
     assert doc["waves"]["pilot"] <= doc["waves"]["bulk"] <= doc["makespan_seconds"] + 1e-6
     assert {"HV01", "HV02", "HV03"} <= set(doc["hosts"])
     assert doc["end"]
+    # The planner's rule whose simulated campaign ends first: the one the campaign will decide with.
+    assert doc["planner_rule"] in PLANNER_RULES
 
 
 async def test_a_bad_plan_is_refused_whole_before_temporal_is_reached(tmp_path: Path) -> None:

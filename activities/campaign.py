@@ -97,6 +97,7 @@ def forecast_campaign(input: ForecastInput) -> ForecastSummary:
         scheduler=input.scheduler,
         seed=input.seed,
         waves=[waves[w] for w in order],
+        rule=input.rule,
     )
     # Waves by their index in the campaign (the simulation numbers only the waves it was given).
     ends = dict(zip(order, forecast.waves, strict=False))

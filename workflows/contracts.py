@@ -1408,6 +1408,8 @@ class CampaignCarry:
     rounds: int = 0
     epoch: float = 0.0
     prepared: tuple[int, ...] = ()
+    # The planner's rule the first run's forecast chose (None in runs carried before the planner had rules).
+    planner_rule: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1651,12 +1653,14 @@ class SurveyResult:
 @dataclass(frozen=True)
 class ForecastInput:
     """What the `forecast_campaign` local activity simulates: the moves left (packed), each one's state letter
-    (pending or running), the waves of the moves left, the hosts and the scheduler."""
+    (pending or running), the waves of the moves left, the hosts and the scheduler; the planner's `rule`, or None
+    to simulate each and keep the one the campaign should decide with (see scheduling.simulate)."""
 
     moves: PackedMoves
     hosts: tuple[HostProfile, ...]
     scheduler: Scheduler
     seed: int = 0
+    rule: int | None = None
 
 
 @dataclass(frozen=True)

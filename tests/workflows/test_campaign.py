@@ -46,13 +46,11 @@ from workflows.contracts import (
     MovesPage,
     MovesQuery,
     MoveState,
-    Scheduler,
     WaveFailurePolicy,
     campaign_input,
     campaign_workflow_id,
     watch_task_queue,
 )
-from workflows.scheduling import next_moves, simulate
 
 GIB = 2**30
 
@@ -319,38 +317,6 @@ async def test_waves_in_order_within_host_limits(campaign_env: tuple[WorkflowEnv
     result = await handle.result()
     assert isinstance(result, CampaignResult)
     assert result.counts.moved == 16
-
-
-@pytest.mark.asyncio(loop_scope="session")
-async def test_the_campaign_decides_with_the_rule_its_forecast_chose(
-    campaign_env: tuple[WorkflowEnvironment, World, str],
-) -> None:
-    # Imported here: the workflow sandbox re-imports this module's top level.
-    from tests.workflows.test_scheduling import rolling_rebalance
-
-    env, _, queue = campaign_env
-    # A seeded rebalance (110 moves, 11 hosts) whose plan ends first under the planner's second rule, and whose first
-    # decision under it differs from the first rule's.
-    moves, hosts = rolling_rebalance(3)
-    tag = uuid.uuid4().hex[:4]
-    moves = [replace(m, vm=f"{m.vm}-{tag}") for m in moves]
-    assert simulate(moves, hosts, scheduler=Scheduler.PLANNER).rule == 1
-    first = {m.vm for m in next_moves(moves, [], hosts, scheduler=Scheduler.PLANNER, rule=1)}
-    assert first != {m.vm for m in next_moves(moves, [], hosts, scheduler=Scheduler.PLANNER, rule=0)}
-    request = campaign_input(
-        CampaignPlan(name=new_name(), waves=(CampaignWave("all", tuple(moves)),), hosts=tuple(hosts.values())),
-        task_queue=queue,
-        check=False,
-    )
-    handle = await start(env, queue, request)
-    progress = await until_phase(env, handle, CampaignPhase.ENDED)
-    assert progress.counts.moved == len(moves)
-    assert progress.planner_rule == 1
-    recs = await records(handle)
-    opening = min(r.started for r in recs)
-    assert {r.vm for r in recs if r.started == opening} == first
-    assert max(peak_per_host(recs).values()) <= 2
-    await handle.execute_update(CampaignWorkflow.close, CampaignCommand(by="test"))
 
 
 @pytest.mark.asyncio(loop_scope="session")

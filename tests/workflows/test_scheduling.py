@@ -498,14 +498,16 @@ def _vm(rng: random.Random) -> tuple[int, int, float]:
     return memory * GiB, int(disk * GiB), rng.uniform(0, 64) * 2**20
 
 
-def rolling_rebalance(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile]]:
-    """8-16 hosts with 2 slots and 10 Gb/s; each sends 6-14 VMs to random others (so each receives too), in a
-    shuffled plan order."""
+def rolling_rebalance(
+    seed: int, *, hosts: tuple[int, int] = (8, 16), vms: tuple[int, int] = (6, 14)
+) -> tuple[list[CampaignMove], dict[str, HostProfile]]:
+    """8-16 hosts (or `hosts`) with 2 slots and 10 Gb/s; each sends 6-14 VMs (or `vms`) to random others (so each
+    receives too), in a shuffled plan order."""
     rng = random.Random(seed)
-    names = [f"HV{k:02d}" for k in range(1, rng.randint(8, 16) + 1)]
+    names = [f"HV{k:02d}" for k in range(1, rng.randint(*hosts) + 1)]
     moves = []
     for source in names:
-        for k in range(rng.randint(6, 14)):
+        for k in range(rng.randint(*vms)):
             memory, disk, dirty = _vm(rng)
             destination = rng.choice([n for n in names if n != source])
             moves.append(CampaignMove(f"{source}-vm{k}", source, destination, None, 0, memory, disk, dirty))

@@ -660,14 +660,15 @@ def model_only(args: argparse.Namespace) -> int:
             bound = lab_bound(plan, profiles)
             term = bound.binding.split(" ", 2)[-1] if bound.binding.startswith("host ") else "one move alone"
             bindings[term] = bindings.get(term, 0) + 1
-            makespans = {
+            forecasts = {
                 s: simulate(
                     plan, profiles, scheduler=s, model=FULL_LINK_MODEL, seed=seed, rule=campaign_rule(plan, profiles, s)
-                ).makespan_seconds
+                )
                 for s in args.schedulers
             }
-            if Scheduler.PLANNER in args.schedulers:
-                rule = PLANNER_RULES[campaign_rule(plan, profiles, Scheduler.PLANNER) or 0]
+            makespans = {s: f.makespan_seconds for s, f in forecasts.items()}
+            if Scheduler.PLANNER in forecasts:
+                rule = PLANNER_RULES[forecasts[Scheduler.PLANNER].rule]
                 rules[rule] = rules.get(rule, 0) + 1
             for scheduler, makespan in makespans.items():
                 ratios[scheduler].append(makespan / bound.seconds)

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionContinuedAsNewEventAttributes
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -267,6 +268,24 @@ async def records(handle: WorkflowHandle[CampaignWorkflow, Any]) -> list[MoveRec
         records.extend(page.records)
         if not page.records or len(records) >= page.total:
             return records
+
+
+Handover = tuple[list[HistoryEvent], WorkflowExecutionContinuedAsNewEventAttributes]
+
+
+async def handed_over(env: WorkflowEnvironment, handle: WorkflowHandle[CampaignWorkflow, Any]) -> list[Handover]:
+    """The campaign's runs that continued as new, oldest first: each one's history events and its hand-over (the
+    continued-as-new event's attributes, with the next run's input)."""
+    runs: list[Handover] = []
+    run_id: str | None = handle.first_execution_run_id
+    while run_id:
+        events = list((await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()).events)
+        last = events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            break
+        runs.append((events, last.workflow_execution_continued_as_new_event_attributes))
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return runs
 
 
 def peak_per_host(recs: list[MoveRecord]) -> dict[str, int]:
@@ -544,14 +563,7 @@ async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnv
     assert sorted(vm for vm, _, _ in world.moves if vm.endswith(tag)) == sorted(m[0] for m in moves if m != moves[7])
     # A start, a cancel or a `go` still unanswered when a run continues as new is an event that arrives while that
     # task runs: the server rejects the task and the worker replays the whole run. Each run hands over without one.
-    handed_over = 0
-    run_id: str | None = handle.first_execution_run_id
-    while run_id:
-        events = list((await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()).events)
-        last = events[-1]
-        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
-            break
-        handed_over += 1
-        assert _unanswered(events) == [], f"run {handed_over} continued as new with these unanswered"
-        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-    assert handed_over == progress.run - 1
+    runs = await handed_over(env, handle)
+    for number, (events, _) in enumerate(runs, start=1):
+        assert _unanswered(events) == [], f"run {number} continued as new with these unanswered"
+    assert len(runs) == progress.run - 1

@@ -10,7 +10,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.workflows import test_campaign
-from tests.workflows.test_campaign import World, new_name, peak_per_host, records, start, until_phase
+from tests.workflows.test_campaign import World, handed_over, new_name, peak_per_host, records, start, until_phase
 from workflows.campaign import CampaignWorkflow
 from workflows.contracts import (
     CampaignCommand,
@@ -82,15 +82,8 @@ async def test_every_later_run_keeps_the_first_runs_rule(campaign_env: tuple[Wor
     assert progress.planner_rule == 1
     # Each run hands the next the rule, which decides with it whatever would be best for the moves it has left.
     carried: list[int | None] = []
-    run_id: str | None = handle.first_execution_run_id
-    while run_id:
-        events = list((await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()).events)
-        last = events[-1]
-        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
-            break
-        handed = last.workflow_execution_continued_as_new_event_attributes
+    for _, handed in await handed_over(env, handle):
         [given] = await env.client.data_converter.decode(handed.input.payloads, [CampaignInput])
         carried.append(given.carry.planner_rule if given.carry is not None else None)
-        run_id = handed.new_execution_run_id
     assert carried == [1] * (progress.run - 1)
     await handle.execute_update(CampaignWorkflow.close, CampaignCommand(by="test"))

@@ -907,7 +907,10 @@ class MigrationActivities:
         """Watch the job to its end, from `first`, the job as read on the source `host` a moment ago."""
         request = move.request
         deadline = time.monotonic() + self._max_move
-        paced: tuple[float, int] | None = None  # the first reading with progress: (monotonic time, percent)
+        # The first reading (monotonic time, percent), even at 0 %: the pace from it is known at the second
+        # reading instead of the third, which for a job of a few polls is most of its slots' idle time at its end.
+        # A set-up without progress makes the pace look slower than it is, so the poll is never later for it.
+        paced: tuple[float, int] | None = None
         reading: Mapping[str, Any] | None = first
         while True:
             if reading is None:
@@ -920,7 +923,7 @@ class MigrationActivities:
                 reading = jobs[0]
             job, reading = reading, None
             state, percent = _job_state(job), _int(job.get("PercentComplete"))
-            if paced is None and percent > 0:
+            if paced is None:
                 paced = (time.monotonic(), percent)
             total = request.bytes_estimate
             beat = MoveHeartbeat(move.job_id, percent, bytes_done=total * percent // 100, bytes_total=total)

@@ -47,7 +47,7 @@ from workflows.contracts import (
     campaign_input,
     campaign_workflow_id,
 )
-from workflows.scheduling import PLANNER_RULES, simulate
+from workflows.scheduling import PLANNER_RULES, simulate, transfer_model
 from workflows.windows import end_inside_windows
 
 if TYPE_CHECKING:
@@ -327,7 +327,8 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
     moves = [m for w in plan.waves for m in w.moves]
     hosts = {h.host.casefold(): h for h in plan.hosts}
     waves = [[m.key for m in w.moves] for w in plan.waves]
-    forecast = simulate(moves, hosts, scheduler=plan.scheduler, seed=plan.seed, waves=waves)
+    model = transfer_model(plan.policy.performance)
+    forecast = simulate(moves, hosts, scheduler=plan.scheduler, seed=plan.seed, waves=waves, model=model)
     unknown = sum(1 for m in moves if not (m.memory_bytes or m.disk_bytes))
     now = datetime.now(UTC)
     rule = f" (rule: {PLANNER_RULES[forecast.rule]})" if plan.scheduler == Scheduler.PLANNER else ""

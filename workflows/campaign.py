@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         HostProfile,
         MigrateVmInput,
         MigrateVmResult,
+        MigrationPerformance,
         MoveRecord,
         MovesPage,
         MovesQuery,
@@ -79,7 +80,7 @@ with workflow.unsafe.imports_passed_through():
         pack_moves,
         watch_task_queue,
     )
-    from workflows.scheduling import Schedule
+    from workflows.scheduling import UNCALIBRATED_MODEL, Schedule, TransferModel, transfer_model
     from workflows.windows import end_inside_windows, next_opening, open_window, seconds_until_open
 
 _CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
@@ -101,6 +102,9 @@ _PATCH_PREPARE_AHEAD = "campaign-prepare-ahead"
 # The run continues as new only once the starts and cancels it sent have their answers (`_quiet_enough`), and never
 # in its first pass.
 _PATCH_QUIET_HANDOVER = "campaign-quiet-handover"
+# The planner's transfer model follows the performance option the policy sets on the hosts (scheduling.transfer_model)
+# instead of one stream cap for every byte: its decisions differ, so runs that decided with the old model keep it.
+_PATCH_CALIBRATED_MODEL = "campaign-calibrated-model"
 # At each decision, the running moves asked what their end would start (`Schedule.after`), oldest first: each
 # answer costs a decision, and the oldest moves are the likeliest to end next.
 _PREPARE_PEEKS = 16
@@ -286,6 +290,9 @@ class CampaignWorkflow:
         self._carried_rule = carry.planner_rule if carry is not None else None
         # The planner's rule (scheduling.PLANNER_RULES) this run decides with: its forecast's.
         self._rule = self._carried_rule or 0
+        # The planner's model of a move, and the performance option it follows (None: the model before it did).
+        self._model: TransferModel = UNCALIBRATED_MODEL
+        self._performance: MigrationPerformance | None = None
         self._window_opens = 0.0
         self._watches_apart: bool | None = None
         # Moves started ahead of their turn and not yet given it (their state stays pending).
@@ -436,6 +443,9 @@ class CampaignWorkflow:
         # Decided first for the same reason; a run that started without it never prepares ahead.
         self._ahead = input.prepare_ahead > 0 and workflow.patched(_PATCH_PREPARE_AHEAD)
         self._quiet = workflow.patched(_PATCH_QUIET_HANDOVER)
+        if workflow.patched(_PATCH_CALIBRATED_MODEL):
+            self._performance = input.policy.performance
+            self._model = transfer_model(self._performance)
         if input.carry is None:
             self._epoch = workflow.now().timestamp()
             workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
@@ -681,6 +691,7 @@ class CampaignWorkflow:
                 scheduler=self._input.scheduler,
                 seed=self._input.seed,
                 rule=self._rule,
+                model=self._model,
             )
             self._schedule, self._schedule_for = schedule, built_for
             return schedule
@@ -908,6 +919,7 @@ class CampaignWorkflow:
                 scheduler=self._input.scheduler,
                 seed=self._input.seed,
                 rule=self._carried_rule,
+                performance=self._performance,
             ),
             result_type=ForecastSummary,
             start_to_close_timeout=timedelta(minutes=2),

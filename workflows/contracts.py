@@ -1654,13 +1654,16 @@ class SurveyResult:
 class ForecastInput:
     """What the `forecast_campaign` local activity simulates: the moves left (packed), each one's state letter
     (pending or running), the waves of the moves left, the hosts and the scheduler; the planner's `rule`, or None
-    to simulate each and keep the one the campaign should decide with (see scheduling.simulate)."""
+    to simulate each and keep the one the campaign should decide with (see scheduling.simulate); the hosts'
+    live-migration `performance` option the transfer model follows (scheduling.transfer_model), or None for the
+    model campaigns used before it did (scheduling.UNCALIBRATED_MODEL)."""
 
     moves: PackedMoves
     hosts: tuple[HostProfile, ...]
     scheduler: Scheduler
     seed: int = 0
     rule: int | None = None
+    performance: MigrationPerformance | None = None
 
 
 @dataclass(frozen=True)

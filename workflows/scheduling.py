@@ -8,7 +8,11 @@ The model (its own, with its own parameters in `TransferModel`; not the lab's ph
 - a move holds one migration slot on both of its hosts from its start to its end (set-up, the bytes, the
   switch-over); a host runs at most `HostProfile.slots` moves at once, moves out and in together;
 - a host's migration adapter is full duplex: `link_bits_per_second` out and as much in;
-- one move is one TCP stream, which reaches only `stream_cap_fraction` of the slower of its two links;
+- one move is one stream, which reaches only `stream_cap_fraction` of the slower of its two links: its disks go as
+  files over SMB (a shared-nothing move requires SMB 3 on both hosts), which fills a link; its memory goes over the
+  live-migration TCP connection, which reaches only `memory_stream_fraction` of it, compressed when the hosts'
+  performance option is Compression (`transfer_model` gives the model of each option). Memory is carried as the
+  disk-stream bytes that take the same time alone, so a move is one stream at one cap throughout;
 - rates are the max-min fair share of the links (progressive filling): a move that is held back by one end leaves
   the rest of the other end to the moves beside it, as TCP streams do; recomputed whenever a transfer starts or
   ends, over the hosts those transfers connect;
@@ -66,11 +70,12 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from workflows.contracts import SLOT_BYPASS_LIMIT, CampaignMove, HostProfile, Scheduler
+from workflows.contracts import SLOT_BYPASS_LIMIT, CampaignMove, HostProfile, MigrationPerformance, Scheduler
 
 __all__ = [
     "DEFAULT_MODEL",
     "PLANNER_RULES",
+    "UNCALIBRATED_MODEL",
     "Bound",
     "Forecast",
     "HostForecast",
@@ -82,6 +87,7 @@ __all__ = [
     "move_seconds_alone",
     "next_moves",
     "simulate",
+    "transfer_model",
 ]
 
 # The planner's orders (see the module's docstring), by number: a campaign's forecast names the one it decides with.
@@ -102,11 +108,12 @@ _RATE_EPSILON = 1e-12
 class TransferModel:
     """The forecast's model of one move (see the module's docstring).
 
-    `stream_cap_fraction`: the part of the slower link one migration stream reaches (a single TCP stream does not
-    fill a 10 Gb/s adapter; 0.6 to 0.8 is what hosts show). `setup_seconds`: from the start to the first byte
-    (connection, compatibility checks, the planned VM); `switchover_seconds`: from the last byte to the end (the
-    VM resumes on the destination, the source cleans up). `max_precopy_passes`: memory passes before the blackout
-    (the first sends all memory). `memory_compression`: memory bytes per wire byte (about 2 when the hosts'
+    `stream_cap_fraction`: the part of the slower link one move's stream reaches (its disks; a single TCP stream does
+    not fill a 10 Gb/s adapter, 0.6 to 0.8 is what hosts show, where SMB 3 with multichannel fills it).
+    `memory_stream_fraction`: the same for its memory (None: the same as the disks). `setup_seconds`: from the start
+    to the first byte (connection, compatibility checks, the planned VM); `switchover_seconds`: from the last byte to
+    the end (the VM resumes on the destination, the source cleans up). `max_precopy_passes`: memory passes before the
+    blackout (the first sends all memory). `memory_compression`: memory bytes per wire byte (about 2 when the hosts'
     performance option is Compression; disks are never compressed).
     """
 
@@ -115,10 +122,13 @@ class TransferModel:
     switchover_seconds: float = 2.0
     max_precopy_passes: int = 5
     memory_compression: float = 1.0
+    memory_stream_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.stream_cap_fraction <= 1:
             raise ValueError(f"stream_cap_fraction must be in (0, 1], not {self.stream_cap_fraction}")
+        if self.memory_stream_fraction is not None and not 0 < self.memory_stream_fraction <= 1:
+            raise ValueError(f"memory_stream_fraction must be in (0, 1], not {self.memory_stream_fraction}")
         if not (self.setup_seconds >= 0 and self.switchover_seconds >= 0):
             raise ValueError("setup_seconds and switchover_seconds must be 0 or more")
         if self.max_precopy_passes < 1:
@@ -126,8 +136,40 @@ class TransferModel:
         if not self.memory_compression > 0:
             raise ValueError(f"memory_compression must be more than 0, not {self.memory_compression}")
 
+    @property
+    def memory_speed(self) -> float:
+        """Memory bytes moved per byte of the disks' stream in the same time: its own stream's share over the
+        disks', times the compression."""
+        share = self.memory_stream_fraction if self.memory_stream_fraction is not None else self.stream_cap_fraction
+        return share / self.stream_cap_fraction * self.memory_compression
 
-DEFAULT_MODEL = TransferModel()
+
+# One live-migration TCP connection's share of its adapter, SMB 3's (multichannel fills it), and the memory bytes per
+# wire byte of the Compression option (it trades the hosts' spare CPU for wire bytes; guests' memory compresses about
+# 2:1). The forecast's own figures, not read from any host: the benchmark `makespan` measures them against the lab.
+_TCP_STREAM_FRACTION = 0.7
+_SMB_STREAM_FRACTION = 1.0
+_COMPRESSION_RATIO = 2.0
+
+
+def transfer_model(performance: MigrationPerformance) -> TransferModel:
+    """The model of a move between hosts whose live-migration performance option is `performance` (the one a
+    campaign's policy sets on both): the disks over SMB; the memory over TCP (compressed under Compression), or over
+    SMB too under SMB."""
+    if performance == MigrationPerformance.SMB:
+        return TransferModel(stream_cap_fraction=_SMB_STREAM_FRACTION, memory_stream_fraction=_SMB_STREAM_FRACTION)
+    return TransferModel(
+        stream_cap_fraction=_SMB_STREAM_FRACTION,
+        memory_stream_fraction=_TCP_STREAM_FRACTION,
+        memory_compression=_COMPRESSION_RATIO if performance == MigrationPerformance.COMPRESSION else 1.0,
+    )
+
+
+# The default is Hyper-V's default option (and a policy's): Compression.
+DEFAULT_MODEL = transfer_model(MigrationPerformance.COMPRESSION)
+# What campaigns decided with before the model knew the performance option: every byte at one TCP stream's cap,
+# memory uncompressed. Their histories replay with it.
+UNCALIBRATED_MODEL = TransferModel()
 
 
 def _stream_cap(source: HostProfile, destination: HostProfile, model: TransferModel) -> float:
@@ -139,10 +181,12 @@ def _stream_cap(source: HostProfile, destination: HostProfile, model: TransferMo
 def move_bytes(
     move: CampaignMove, model: TransferModel = DEFAULT_MODEL, *, rate_bytes_per_second: float | None = None
 ) -> float:
-    """Bytes the move puts on the wire: its disks, then its memory in pre-copy passes and the blackout.
+    """The bytes of the move's stream: its disks, then its memory in pre-copy passes and the blackout, counted as
+    the disks' stream's bytes that take as long (`TransferModel.memory_speed`; with one cap and no compression, the
+    bytes on the wire).
 
-    The dirty ratio is the guest's dirty rate over the rate memory moves at (`rate_bytes_per_second` of wire times
-    the compression); without a rate, a stream alone on a default (10 Gb/s) link.
+    The dirty ratio is the guest's dirty rate over the rate memory moves at (`rate_bytes_per_second`, the stream's
+    rate, times memory_speed); without a rate, a stream alone on a default (10 Gb/s) link.
     """
     rate = rate_bytes_per_second
     if rate is None:
@@ -151,12 +195,13 @@ def move_bytes(
     memory = float(max(0, move.memory_bytes))
     if memory == 0:
         return disks
-    compression = model.memory_compression
-    memory_rate = rate * compression
+    speed = model.memory_speed
+    memory_rate = rate * speed
     # A guest that dirties memory faster than it moves never converges: each pass resends all of it.
     ratio = min(1.0, max(0.0, move.dirty_bytes_per_second) / memory_rate) if memory_rate > 0 else 1.0
     sent = sum(ratio**k for k in range(model.max_precopy_passes + 1))
-    return disks + memory * sent / compression
+    # In the disks' stream's bytes: what takes as long at its cap as the memory takes at its own.
+    return disks + memory * sent / speed
 
 
 def move_seconds_alone(

@@ -31,7 +31,7 @@ campaign_env = test_campaign.campaign_env
 
 
 def _rebalance_for_the_second_rule() -> tuple[list[CampaignMove], dict[str, HostProfile]]:
-    """A seeded rebalance (17 moves, 4 hosts) whose plan ends 15 % sooner under the planner's second rule, and whose
+    """A seeded rebalance (17 moves, 4 hosts) whose plan ends 8 % sooner under the planner's second rule, and whose
     first decision under it differs from the first rule's; each VM named afresh."""
     # Imported here: the workflow sandbox re-imports this module's top level.
     from tests.workflows.test_scheduling import rolling_rebalance

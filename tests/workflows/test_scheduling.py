@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflows.contracts import CampaignMove, HostProfile, Scheduler
+from workflows.contracts import CampaignMove, HostProfile, MigrationPerformance, Scheduler
 from workflows.scheduling import (
     DEFAULT_MODEL,
     PLANNER_RULES,
+    UNCALIBRATED_MODEL,
     Forecast,
     Schedule,
     TransferModel,
@@ -29,6 +30,7 @@ from workflows.scheduling import (
     move_seconds_alone,
     next_moves,
     simulate,
+    transfer_model,
 )
 
 GiB = 2**30
@@ -84,9 +86,40 @@ def test_a_move_alone_is_setup_bytes_at_one_streams_cap_and_switchover() -> None
     assert move_seconds_alone(move, HostProfile("HV01"), slow, MODEL) == pytest.approx(6 + 100)
 
 
+def test_the_model_follows_the_hosts_performance_option() -> None:
+    # Disks go over SMB at the whole link under every option; memory over one TCP stream (0.7 of the link),
+    # compressed 2:1 under Compression, or over SMB too under SMB.
+    hv01, hv02 = HostProfile("HV01"), HostProfile("HV02")
+    disks = _move("disks", "HV01", "HV02", disk=100 * TEN_G)
+    memory = _move("memory", "HV01", "HV02", memory=round(70 * TEN_G))
+    alone = {
+        option: (
+            move_seconds_alone(disks, hv01, hv02, transfer_model(option)),
+            move_seconds_alone(memory, hv01, hv02, transfer_model(option)),
+        )
+        for option in MigrationPerformance
+    }
+    assert alone[MigrationPerformance.TCPIP] == pytest.approx((106.0, 106.0))
+    assert alone[MigrationPerformance.COMPRESSION] == pytest.approx((106.0, 56.0))
+    assert alone[MigrationPerformance.SMB] == pytest.approx((106.0, 76.0))
+    assert transfer_model(MigrationPerformance.COMPRESSION) == DEFAULT_MODEL
+    # Campaigns that decided before the model knew the option: one cap for every byte, memory uncompressed.
+    assert move_seconds_alone(disks, hv01, hv02, UNCALIBRATED_MODEL) == pytest.approx(6 + 100 / 0.7)
+
+
+def test_memory_slower_than_its_stream_dirties_relatively_more() -> None:
+    # The dirty ratio is the guest's rate over memory's own rate: 0.7 of the stream's under TCPIP.
+    move = _move("a", "HV01", "HV02", memory=8 * GiB, dirty=35e6)
+    tcp = transfer_model(MigrationPerformance.TCPIP)
+    # d = 35 / (100 * 0.7) = 0.5; memory counted as the stream's bytes that take as long (/ 0.7).
+    assert move_bytes(move, tcp, rate_bytes_per_second=100e6) == pytest.approx(8 * GiB * 1.96875 / 0.7)
+
+
 def test_the_model_refuses_parameters_that_make_no_sense() -> None:
     with pytest.raises(ValueError, match="stream_cap_fraction"):
         TransferModel(stream_cap_fraction=0)
+    with pytest.raises(ValueError, match="memory_stream_fraction"):
+        TransferModel(memory_stream_fraction=1.5)
     with pytest.raises(ValueError, match="max_precopy_passes"):
         TransferModel(max_precopy_passes=0)
 
@@ -549,14 +582,17 @@ def by_destination(seed: int) -> tuple[list[CampaignMove], dict[str, HostProfile
 
 
 # The gain over Forklift's rule depends on how badly the plan's order serves that rule: over 20 seeds the planner ends
-# 20.8 % sooner on a shuffled plan (9.4 % on its worst seed) and 28.5 % sooner on a plan listed by destination
-# (14.2 %); the planner does not depend on the order (1.087 of the bound either way; 1.09 with its first rule only).
-# These floors catch a planner that got worse; the figures per scenario in the lab are benchmarks/makespan.py's.
-REBALANCE_OVER_BOUND = 1.15
+# 27.8 % sooner on a shuffled plan and 35.5 % sooner on a plan listed by destination; the planner does not depend on
+# the order (1.159 of the bound either way). Under the model before it followed the performance option (every byte at
+# one TCP stream's 0.7 of the link) the planner was 1.087 of that model's bound and 20.8 % / 28.5 % ahead: with the
+# VHDs at the whole link, a host's second move in the same direction adds nothing, and the bound counts every link
+# full from start to end. These floors catch a planner that got worse; the figures per scenario in the lab are
+# benchmarks/makespan.py's.
+REBALANCE_OVER_BOUND = 1.17
 EVACUATION_OVER_BOUND = 1.03
 
 
-@pytest.mark.parametrize(("generate", "gain_over_fifo_source"), [(rolling_rebalance, 0.18), (by_destination, 0.27)])
+@pytest.mark.parametrize(("generate", "gain_over_fifo_source"), [(rolling_rebalance, 0.25), (by_destination, 0.32)])
 def test_on_a_rolling_rebalance_the_planner_beats_forklifts_rule_and_nears_the_bound(
     generate: Generator, gain_over_fifo_source: float
 ) -> None:
@@ -579,10 +615,10 @@ def test_the_planners_forecast_keeps_the_rule_whose_campaign_ends_clearly_first(
         # The first rule unless another ends 2 % sooner: below that, the better rule is as likely the model's noise.
         assert best == (soonest if soonest.makespan_seconds * 1.02 < each[0].makespan_seconds else each[0])
         chosen[seed] = best.rule
-    # The first rule is not always best: on seed 3 ranking moves by both hosts' work ends 11.8 % sooner.
-    assert chosen[3] == 1
-    assert simulate(*rolling_rebalance(3), scheduler=Scheduler.PLANNER, rule=0).makespan_seconds > 1.1 * (
-        simulate(*rolling_rebalance(3), scheduler=Scheduler.PLANNER).makespan_seconds
+    # The first rule is not always best: on seed 7 ranking moves by both hosts' work ends 7.4 % sooner.
+    assert chosen[7] == 1
+    assert simulate(*rolling_rebalance(7), scheduler=Scheduler.PLANNER, rule=0).makespan_seconds > 1.07 * (
+        simulate(*rolling_rebalance(7), scheduler=Scheduler.PLANNER).makespan_seconds
     )
     # The other schedulers have no rules.
     assert simulate(*rolling_rebalance(3), scheduler=Scheduler.FIFO).rule == 0

@@ -43,7 +43,7 @@ from activities.errors import (
 )
 from activities.host_errors import ErrorInfo, classify
 from activities.host_settings import FIREWALL_RULE, firewall_rule_absent, migration_settings, settings_commands
-from activities.hosts import NULL, Command, CommandResult, HostClient, HostSessions
+from activities.hosts import NULL, Command, CommandResult, HostClient, HostSessions, side_by_side
 from activities.inventory import Inventory
 from activities.vms import config_file_candidates, folder_name_problem, resolve_vm, same_name, vm_files
 from workflows import contracts as c
@@ -1055,12 +1055,14 @@ class MigrationActivities:
 
     def _verify(self, request: VerifyInput) -> VerifyResult:
         vm_id = _guid(request.vm_id, "VM id")
-        with self._client(request.destination) as destination:
-            there = _vm_by_id(destination, vm_id)
         files = _dedupe(list(request.source_files))
-        with self._client(request.source) as source:
-            # The VM and which of its old files are still there: one round trip (Test-Path changes nothing).
-            here_read, *tested = source.batch([_get_vm(vm_id), *([_test_paths(files)] if files else [])], check=False)
+        # The move has ended: both hosts are read at once. On the source the VM and which of its old files are still
+        # there, in one round trip (Test-Path changes nothing).
+        with self._client(request.source) as source, self._client(request.destination) as destination:
+            (here_read, *tested), there = side_by_side(
+                lambda: source.batch([_get_vm(vm_id), *([_test_paths(files)] if files else [])], check=False),
+                lambda: _vm_by_id(destination, vm_id),
+            )
             here = _vm_in(source, here_read)
             if _realized(there) == _realized(here):
                 where = "both" if _realized(there) else "neither of"

@@ -9,10 +9,10 @@ attached. Activities are called by name: their code lives in `activities/` and n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -115,6 +115,19 @@ _PATCH_CHEAP_MOVES = "cheap-moves"
 # A VM that was not running before its move is verified as moved when it is on the destination and gone from the
 # source (it is not expected to run there).
 _PATCH_OFF_VMS_MOVE = "off-vms-move"
+# Both hosts' live-migration settings ensured at once instead of one after the other.
+_PATCH_SETTINGS_SIDE_BY_SIDE = "settings-side-by-side"
+
+
+async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Every result, in order, once all have ended; the first error (in order) when any failed. Unlike a plain
+    `gather`, nothing is left running when an error is raised."""
+    outcomes = await asyncio.gather(*awaitables, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[T], outcomes)
+
 
 _KEYS = {
     name: SearchAttributeKey.for_keyword(name)
@@ -209,6 +222,7 @@ class MigrateVmWorkflow:
         self._outcomes: list[CompensationOutcome] = []
         self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
         self._cheap = False
+        self._settings_side_by_side = False
         self._attributes: list[Any] = []  # search attributes for the next upsert
         self._go = False
 
@@ -265,6 +279,7 @@ class MigrateVmWorkflow:
     async def run(self, input: MigrateVmInput) -> MigrateVmResult:
         # Decided once, first: a run that started before the patch keeps its old command sequence to the end.
         self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
+        self._settings_side_by_side = self._cheap and workflow.patched(_PATCH_SETTINGS_SIDE_BY_SIDE)
         self._attributes = [
             _KEYS[SA_VM].value_set(input.vm),
             _KEYS[SA_SOURCE].value_set(input.source),
@@ -402,25 +417,45 @@ class MigrateVmWorkflow:
 
         # 5. live-migration settings on both hosts; the previous ones are what the compensation restores.
         self._set_step(Step.SETTINGS)
-        limits: dict[str, int] = {}
-        settings_changed: list[str] = []
         read_by_preflight = {s.host.casefold(): s for s in summary.settings} if self._cheap else {}
-        for host in (source, destination):
-            if policy.restore_settings:
-                # Read before changing, and register the restore with what was read: a retried ensure would
-                # otherwise report its own first attempt's change as "previous". Preflight's reading, seconds old,
-                # is such a reading (after an approval wait it is read again).
-                previous = read_by_preflight.get(host.casefold()) if not policy.require_approval else None
-                if previous is None:
-                    previous = await self._activity(
-                        ActivityName.READ_MIGRATION_SETTINGS, HostRef(host), HostMigrationSettings
-                    )
-                self._register(f"restore settings on {host}", self._settings_restorer(previous))
-            ensured_settings = await self._activity(
+
+        async def previous(host: str) -> HostMigrationSettings:
+            # Read before changing, and register the restore with what was read: a retried ensure would otherwise
+            # report its own first attempt's change as "previous". Preflight's reading, seconds old, is such a
+            # reading (after an approval wait it is read again).
+            reading = read_by_preflight.get(host.casefold()) if not policy.require_approval else None
+            if reading is None:
+                reading = await self._activity(
+                    ActivityName.READ_MIGRATION_SETTINGS, HostRef(host), HostMigrationSettings
+                )
+            return reading
+
+        def ensure(host: str) -> Awaitable[EnsureSettingsResult]:
+            return self._activity(
                 ActivityName.ENSURE_MIGRATION_SETTINGS,
                 EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks),
                 EnsureSettingsResult,
             )
+
+        hosts = (source, destination)
+        settled: list[EnsureSettingsResult] = []
+        if self._settings_side_by_side:
+            # The two hosts at once: both readings, then both restores registered (source first, so they are
+            # undone destination first, as before), then both ensures. Each phase ends (or fails) whole before the
+            # next: a compensation must never restore a host's settings while its ensure still runs.
+            if policy.restore_settings:
+                readings = await _all(previous(host) for host in hosts)
+                for host, reading in zip(hosts, readings, strict=True):
+                    self._register(f"restore settings on {host}", self._settings_restorer(reading))
+            settled = await _all(ensure(host) for host in hosts)
+        else:
+            for host in hosts:
+                if policy.restore_settings:
+                    self._register(f"restore settings on {host}", self._settings_restorer(await previous(host)))
+                settled.append(await ensure(host))
+        limits: dict[str, int] = {}
+        settings_changed: list[str] = []
+        for host, ensured_settings in zip(hosts, settled, strict=True):
             limits[host] = min(ensured_settings.current.max_vm_migrations, policy.max_migrations_per_host or 1 << 30)
             if ensured_settings.changed:
                 settings_changed.append(host)

@@ -6,6 +6,8 @@ The error table itself, offline, is tested in test_host_errors.py.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from activities.errors import (
     TransientError,
 )
 from activities.host_errors import ErrorInfo, classify
-from activities.hosts import Command, HostClient
+from activities.hosts import Command, HostClient, side_by_side
 from activities.inventory import HostEntry, Inventory, load_inventory
 from lab.lab import Lab
 from lab.model.topology import DEFAULT_TOPOLOGY
@@ -395,3 +397,45 @@ def test_inventory_object_hides_the_password(http_lab: Lab) -> None:
     with client:
         assert password(http_lab) not in repr(client)
         assert password(http_lab) not in repr(client.__dict__.get("_password"))
+
+
+# -- two hosts read side by side --------------------------------------------------------------------------------
+_SERVING: contextvars.ContextVar[str] = contextvars.ContextVar("serving", default="")
+
+
+def test_side_by_side_runs_both_at_once_in_the_caller_s_context() -> None:
+    both = threading.Barrier(2, timeout=5)  # broken (an error) unless both calls are running at the same time
+    _SERVING.set("preflight vm-a1")
+
+    def read(host: str) -> tuple[str, str, str]:
+        both.wait()
+        return host, _SERVING.get(), threading.current_thread().name
+
+    (first, second) = side_by_side(lambda: read("HV-A"), lambda: read("HV-B"))
+
+    assert first == ("HV-A", "preflight vm-a1", threading.current_thread().name)
+    assert second[:2] == ("HV-B", "preflight vm-a1")
+    assert second[2] != threading.current_thread().name
+
+
+def test_side_by_side_raises_only_once_both_ended_the_first_call_s_error_first() -> None:
+    ended: list[str] = []
+
+    def slow(outcome: Exception | None) -> str:
+        time.sleep(0.2)
+        ended.append("slow")
+        if outcome is not None:
+            raise outcome
+        return "read"
+
+    def fails(name: str) -> str:
+        ended.append(name)
+        raise RuntimeError(name)
+
+    with pytest.raises(RuntimeError, match="second"):
+        side_by_side(lambda: slow(None), lambda: fails("second"))
+    with pytest.raises(RuntimeError, match="first"):
+        side_by_side(lambda: fails("first"), lambda: slow(None))
+    assert ended[-1] == "slow", "the error waited for the other call to end"
+    with pytest.raises(RuntimeError, match="first"):
+        side_by_side(lambda: fails("first"), lambda: slow(RuntimeError("second")))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -95,6 +95,12 @@ def admission_refusal(host: str) -> ApplicationError:
         type=MIGRATION_LIMIT_REACHED,
         non_retryable=True,
     )
+
+
+# Activities the saga calls for both hosts at once.
+_SIDE_BY_SIDE: Final = frozenset(
+    str(name) for name in (ActivityName.READ_MIGRATION_SETTINGS, ActivityName.ENSURE_MIGRATION_SETTINGS)
+)
 
 
 class SagaStubs:
@@ -182,7 +188,15 @@ class SagaStubs:
 
     # -- what the tests read -----------------------------------------------------------------------------------
     def trail(self) -> list[str]:
-        return [call.label for call in self.calls]
+        """Call labels in order; the calls the saga makes to both hosts at once (one step's, side by side) are
+        listed source first, whichever the worker happened to start first."""
+        order = {self.source: 0, self.destination: 1}
+        calls = list(self.calls)
+        for i in range(len(calls) - 1):
+            a, b = calls[i], calls[i + 1]
+            if a.name == b.name and a.name in _SIDE_BY_SIDE and order.get(a.host, 0) > order.get(b.host, 0):
+                calls[i], calls[i + 1] = b, a
+        return [call.label for call in calls]
 
     def arguments(self, name: str) -> list[Any]:
         return [call.argument for call in self.calls if call.name == name]

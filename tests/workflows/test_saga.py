@@ -219,7 +219,8 @@ def _timers(events: Sequence[Any]) -> list[timedelta]:
 
 
 def _steps_until_move(m: Move) -> list[str]:
-    """Everything the saga calls before the move, in order, for a clustered VM whose hosts all change."""
+    """Everything the saga calls before the move, in order, for a clustered VM whose hosts all change (the two
+    hosts' settings side by side: both read, then both ensured)."""
     s, d = m.source, m.destination
     return [
         "preflight",
@@ -229,8 +230,8 @@ def _steps_until_move(m: Move) -> list[str]:
         "ensure_delegation",
         "purge_tickets",
         f"read_migration_settings@{s}",
-        f"ensure_migration_settings@{s}",
         f"read_migration_settings@{d}",
+        f"ensure_migration_settings@{s}",
         f"ensure_migration_settings@{d}",
     ]
 
@@ -413,6 +414,28 @@ async def test_a_failed_move_runs_every_compensation_in_reverse(move: Move) -> N
     assert [status.holders for status in held] == [(), ()]
 
 
+async def test_one_host_s_settings_failing_undoes_both_once_the_other_s_ensure_ended(move: Move) -> None:
+    s, d = move.source, move.destination
+    refused = ApplicationError("Set-VMHost: access denied", type="AccessDenied", non_retryable=True)
+    # The two hosts' settings are ensured side by side: the source's fails while the destination's still runs.
+    stubs = move.stubs(failures={f"ensure_migration_settings@{s}": refused}, block=f"ensure_migration_settings@{d}")
+    async with move.worker(stubs):
+        handle = await move.start()
+        await asyncio.wait_for(stubs.blocked.wait(), TIMEOUT)
+        await asyncio.sleep(0.5)
+        # No restore while the destination's ensure runs: it could restore the old settings and then be overwritten.
+        assert not [label for label in stubs.log if label.startswith("restore_migration_settings")], stubs.log
+        stubs.release.set()
+        cause = await _failure(handle)
+        outcomes = await _compensations(handle)
+
+    assert "AccessDenied" in repr(cause), repr(cause)
+    assert stubs.trail() == [*_steps_until_move(move), *_undo_all(move)[1:]]
+    assert stubs.log.index(f"restore_migration_settings@{d}") > stubs.log.index(f"ensure_migration_settings@{d}")
+    assert [o.step for o in outcomes] == _undo_steps(move)[1:]
+    assert all(o.ok for o in outcomes)
+
+
 async def test_a_failing_compensation_does_not_stop_the_others(move: Move) -> None:
     refused = ApplicationError("Set-VMHost: access denied (0x80070005)", type=HOST_ACCESS_DENIED, non_retryable=True)
     failure = ApplicationError("Move-VM: not enough space on the disk", type=DESTINATION_DISK_FULL, non_retryable=True)
@@ -514,8 +537,8 @@ async def test_verify_policy_goes_on_when_the_entries_are_there(move: Move) -> N
         f"read_computer_delegation@{s}",
         f"read_computer_delegation@{d}",
         f"read_migration_settings@{s}",
-        f"ensure_migration_settings@{s}",
         f"read_migration_settings@{d}",
+        f"ensure_migration_settings@{s}",
         f"ensure_migration_settings@{d}",
         "start_or_attach_move",
         "verify_move",
@@ -536,8 +559,8 @@ async def test_skip_policy_calls_no_directory_activity(move: Move) -> None:
         "preflight",
         "read_vm",
         f"read_migration_settings@{move.source}",
-        f"ensure_migration_settings@{move.source}",
         f"read_migration_settings@{move.destination}",
+        f"ensure_migration_settings@{move.source}",
         f"ensure_migration_settings@{move.destination}",
         "start_or_attach_move",
         "verify_move",

@@ -333,17 +333,23 @@ def clean_destination(
     *,
     also: Sequence[str] = (),
     found: dict[str, Any] | _Unread | None = _UNREAD,
+    tested: CommandResult | None = None,
 ) -> CleanupResult:
     """Remove what a failed move left on the host `client` talks to: the planned VM with this id and its
     (partial) disks, plus any of `also` that exist (the files a move to the same place would write).
 
     `found` is the VM with this id as the caller just read it on that host (None: it is not there); by default it
     is read here. A realized VM with this id means the move succeeded: nothing is removed, not even `also`.
+    `tested` is the caller's Test-Path of `also` (without repeats, in order), made with that reading: when no VM
+    was found, it says which of them to remove without a round trip of its own.
     """
     if found is _UNREAD:
         found = _vm_by_id(client, vm_id)
     if _realized(found):
         return CleanupResult()
+    if found is None and tested is not None:
+        _raise_unexpected(tested)
+        return CleanupResult(removed_files=_remove_existing(client, _existing(_dedupe(also), tested)))
     paths: list[str] = []
     removed_planned = False
     if found is not None:
@@ -820,11 +826,16 @@ class MigrationActivities:
             move.job_id = _text(job.get("InstanceID"))
             # The job as just read is the watch's first reading.
             return self._watch(move, job, source.host)
-        # 2. Where the VM is; 3. clean what an earlier failed move left on the destination.
+        # 2. Where the VM is; 3. clean what an earlier failed move left on the destination. With the storage path
+        # given, the files the move will write are known now: which of them exist is read with the VM.
+        vhds = [_text(d.get("Path")) for d in _dicts(drives_read) if d.get("Path") and d.get("DiskNumber") is None]
+        given = request.storage_path
+        targets = _dedupe([ntpath.join(given, ntpath.basename(p)) for p in vhds]) if given else []
         with self._client(request.destination) as destination:
-            reads = destination.batch(
-                [_get_vm(vm_id), *([] if request.storage_path else [Command("Get-VMHost")])], check=False
-            )
+            if not given:
+                reads = destination.batch([_get_vm(vm_id), Command("Get-VMHost")], check=False)
+            else:
+                reads = destination.batch([_get_vm(vm_id), *([_test_paths(targets)] if targets else [])], check=False)
             on_destination = _vm_in(destination, reads[0])
             if _realized(on_destination):
                 if _realized(on_source):
@@ -842,12 +853,12 @@ class MigrationActivities:
             if _cancelled():
                 raise CancelledError("cancelled before the move started")
             storage = request.storage_path or self._default_storage(request, reads[1])
-            vhds = [_text(d.get("Path")) for d in _dicts(drives_read) if d.get("Path") and d.get("DiskNumber") is None]
             cleaned = clean_destination(
                 destination,
                 vm_id,
                 also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
                 found=on_destination,  # read a moment ago, in the batch above
+                tested=reads[1] if given and targets else None,
             )
         if cleaned.removed_planned_vm or cleaned.removed_files:
             log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)

@@ -23,7 +23,7 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import SnlmError
-from activities.hosts import HostClient, SessionReport, add_session_observer
+from activities.hosts import Command, HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
 from activities.migration import ISO_MISSING, MigrationActivities
 from lab.lab import Lab
@@ -349,6 +349,48 @@ def test_a_move_reads_each_thing_once(pair: Callable[..., Lab]) -> None:
     assert [(beat.job_id, beat.percent) for beat in before] == [("", 0), ("", 0)]
     assert len(watched) == polls + 1
     assert all(beat.job_id == result.job_id for beat in watched)
+
+
+def test_a_move_with_its_storage_path_reads_the_destination_once_leftovers_included(pair: Callable[..., Lab]) -> None:
+    """With the storage path given, the files the move will write are known before the destination is read: which
+    of them exist comes back with the destination's Get-VM, and a leftover among them is removed before Move-VM."""
+    lab = pair(time_scale=60.0)
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    storage = "D:\\Hyper-V\\vm-a1"
+    # A move cut at 40 % leaves a planned VM and partial disks; the planned VM removed by hand leaves the disks.
+    lab.inject_fault("fail_move_at", vm="vm-a1", percent=40, action="partition", partition_seconds=5)
+    with pytest.raises(SnlmError):
+        Recorder().env.run(
+            acts.start_or_attach_move, dataclasses.replace(_move(acts, facts, "HV-B"), storage_path=storage)
+        )
+    with HostClient(load_inventory(lab.inventory_path).host("HV-B"), **FAST) as client:
+        client.pipeline([Command("Get-VM", {"Id": facts.vm_id}), Command("Remove-VM", switches=("Force",))])
+    leftovers = _files_under(lab, "HV-B", storage)
+    assert leftovers
+    assert not [vm for vm in _truth_vm(lab, "vm-a1") if vm["host"] == "HV-B"]
+    _wait_for("the partition to end", lambda: not any(f["kind"] == "partition" for f in lab.list_faults()))
+
+    with acts.sessions.session("HV-B") as warm:  # the move's checkout then opens nothing: only its own trips count
+        warm.run("Get-VMHost")
+    reports: list[SessionReport] = []
+    remove = add_session_observer(reports.append)
+    try:
+        result = Recorder().env.run(
+            acts.start_or_attach_move, dataclasses.replace(_move(acts, facts, "HV-B"), storage_path=storage)
+        )
+    finally:
+        remove()
+
+    assert result.started
+    on_destination = [report for report in reports if report.host == "HV-B"]
+    assert [dict(report.calls) for report in on_destination] == [{"Get-VM": 1, "Test-Path": 1, "Remove-Item": 1}]
+    # One round trip to read, one to remove the leftovers (Get-VMHost is not needed: the path is given).
+    assert [report.round_trips for report in on_destination] == [2]
+    truth = lab.truth()
+    assert truth["locations"]["vm-a1"] == ["HV-B"]
+    assert not [vm for vm in truth["vms"] if vm["name"] == "vm-a1" and vm["planned"]]
+    assert _starts(lab, facts.vm_id) == 2
 
 
 def _start_job_by_hand(lab: Lab, vm: str) -> str:

@@ -3,6 +3,7 @@ in the measurement it belongs to, although the server publishes its counters onl
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -21,5 +22,19 @@ async def test_each_start_is_counted_in_its_own_measurement(tmp_path: Path) -> N
             after = await meter.settled()
             assert +(after - before) == {"grpc_StartWorkflowExecution": 1}
             before = after
+    finally:
+        dev.process.stop()
+
+
+async def test_the_meter_keeps_the_cpu_it_spends_reading(tmp_path: Path) -> None:
+    """saga_bench leaves the meter's own reads out of the worker's CPU: the meter must count them, and only them."""
+    dev, _ = await start_dev_server(tmp_path)
+    try:
+        meter = ActionMeter(dev.metrics_url)
+        spent, process = meter.cpu_seconds, time.process_time()
+        for _ in range(5):
+            assert meter.read() is not None
+        spent, process = meter.cpu_seconds - spent, time.process_time() - process
+        assert 0 < spent <= process
     finally:
         dev.process.stop()

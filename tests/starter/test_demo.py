@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from config.inventory import load_inventory
 from config.settings import Settings, connect_client
 from lab.lab import Lab
 from starter import demo
@@ -97,6 +98,22 @@ async def test_the_campaign_ends_as_the_demo_says_on_the_skip_path(
     assert "ended: 4/4 ended (3 moved, 0 already there, 0 failed, 1 blocked, 0 cancelled)" in out
     assert "passthrough-disk" in report.read_text(encoding="utf-8")
     assert demo.CAMPAIGN in report.read_text(encoding="utf-8")
+
+
+def test_the_demo_s_forecast_counts_each_link_at_the_lab_s_speed_in_wall_seconds(lab: Lab) -> None:
+    inventory = load_inventory(lab.inventory_path)
+    plan = demo.demo_plan(DelegationPolicy.SKIP, "tq", inventory=inventory, time_scale=TIME_SCALE)
+
+    links = {h.host: h.link_bits_per_second for h in plan.hosts}
+    hosts = {name for move in demo.MOVES for name in (move.source, move.destination)}
+    assert set(links) == hosts
+    for host in hosts:
+        gbps = inventory.host(host).migration_link_gbps
+        assert gbps is not None
+        assert links[host] == gbps * 1e9 * TIME_SCALE
+    # The clustered move's source has the slow link: the forecast must not take the planner's 10 Gb/s default.
+    assert links["HV-W2"] < links["HV-E1"]
+    assert demo.demo_plan(DelegationPolicy.SKIP, "tq").hosts == ()
 
 
 def test_the_skip_path_is_chosen_and_explained_without_a_directory(tmp_path: Path) -> None:

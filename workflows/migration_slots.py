@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import functools
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,6 +58,14 @@ PAIR_GRANTED_SIGNAL = "snlm_pair_granted"
 
 # An idle entity still wakes up now and then: every wait in the workflow is bounded.
 _IDLE_TICK = timedelta(hours=1)
+# The wake-up timer stands across the loop's passes while its deadline still holds (a signal ends a wait without
+# cancelling it): a move's request and release cost no timer each, where each pass started one and a signal
+# cancelled it (four events and two actions per move).
+_PATCH_STANDING_TIMER = "slots-standing-timer"
+
+
+def _woken_or_fired(woken: Callable[[], bool], timer: asyncio.Future[None]) -> bool:
+    return woken() or timer.done()
 
 
 @workflow.defn(name="MigrationSlots")
@@ -74,6 +84,14 @@ class MigrationSlotsWorkflow:
 
     @workflow.run
     async def run(self, input: MigrationSlotsInput) -> None:
+        standing = workflow.patched(_PATCH_STANDING_TIMER)
+        timer: asyncio.Future[None] | None = None
+        timer_at = math.inf
+
+        def woken() -> bool:
+            limit = input.continue_as_new_after_events
+            return self._changed or bool(self._outbox) or self._should_continue_as_new(limit)
+
         while True:
             self._settle()
             await self._send_grants()
@@ -81,15 +99,18 @@ class MigrationSlotsWorkflow:
             if self._should_continue_as_new(input.continue_as_new_after_events):
                 break
             self._changed = False
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: (
-                        self._changed
-                        or bool(self._outbox)
-                        or self._should_continue_as_new(input.continue_as_new_after_events)
-                    ),
-                    timeout=self._next_wake(),
-                )
+            if not standing:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(woken, timeout=self._next_wake())
+                continue
+            # A new timer only when none stands or the next wake-up comes sooner than the standing one (a lease
+            # shorter than the others'); one that fires early costs a pass of this loop, nothing else.
+            wake = self._next_wake()
+            if timer is None or timer.done() or self._now() + wake < timer_at:
+                if timer is not None and not timer.done():
+                    timer.cancel()
+                timer, timer_at = asyncio.ensure_future(asyncio.sleep(wake)), self._now() + wake
+            await workflow.wait_condition(functools.partial(_woken_or_fired, woken, timer))
         # Let handlers end first (waiting acquires answer "not yet"; their callers ask the next run), then carry
         # the whole book.
         self._draining = True

@@ -28,8 +28,9 @@ step copied into a checkout of db9343f); `campaign_*@d7d538c.json` from before "
 campaign's next moves started ahead of their turn; in the current files the second run sends `go` to a move the
 first prepared); `campaign_*@573c652.json` from before "campaign-quiet-handover" (a run continues as new only once
 the starts and cancels it sent are answered, and never in its first pass); `migrate_vm_*@2d019c5.json` from
-before "settings-side-by-side" (the two hosts' live-migration settings ensured at once). Commit the files: a replay
-failure then means a change broke determinism for runs that are in flight.
+before "settings-side-by-side" (the two hosts' live-migration settings ensured at once); `migration_slots@97e45a7.json`
+from before "slots-standing-timer" (the book's wake-up timer kept across signals). Commit the files: a replay failure
+then means a change broke determinism for runs that are in flight.
 """
 
 from __future__ import annotations

@@ -175,6 +175,8 @@ async def test_a_ring_of_moves_never_exceeds_a_host_and_never_holds_half_a_pair(
         status = await _until(entity, lambda s: not s.holders)
         assert all(_use(status, h) == (0, 1) for h in hosts)
         assert status.waiters == ()
+        # Twelve requests and twelve releases woke the book without a timer each: one stands for the soonest lease.
+        assert await _events(entity, EventType.EVENT_TYPE_TIMER_STARTED) <= 2
 
 
 async def test_the_first_move_starts_the_entity_and_later_ones_only_signal_it(

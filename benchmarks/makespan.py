@@ -159,16 +159,19 @@ def lab_bound(
 def forecast(
     scenario: Scenario, scheduler: Scheduler, *, lab_constants: bool = False, engine_seconds: float = 0.0
 ) -> float:
-    """The simulated makespan of the plan: snlm's model (what `snlm campaign forecast` prints), or the lab's
-    constants (with the engine's time per move, simulated seconds, as more set-up). Of the two ways to put the lab's
-    two stream caps in one model, the forecast takes FULL_LINK_MODEL: exact for the VHDs (most of the bytes)
-    however many moves share a link, a little fast for memory alone; disks scaled to the TCP cap (LAB_MODEL) would
-    be exact for a move alone but move them 30 % too fast whenever two moves share a link."""
+    """The simulated makespan of the plan: snlm's model (what `snlm campaign forecast` prints), or the campaign as
+    the lab runs it: its decisions taken with snlm's model, as the Campaign workflow takes them, and its moves timed
+    with the lab's constants (with the engine's time per move, simulated seconds, as more set-up). Of the two ways
+    to put the lab's two stream caps in one model, the timing takes FULL_LINK_MODEL: exact for the VHDs (most of the
+    bytes) however many moves share a link, a little fast for memory alone; disks scaled to the TCP cap (LAB_MODEL)
+    would be exact for a move alone but move them 30 % too fast whenever two moves share a link."""
     moves = scenario.moves()
     if lab_constants:
-        model = _with_engine(FULL_LINK_MODEL, engine_seconds)
+        timing = _with_engine(FULL_LINK_MODEL, engine_seconds)
         rule = campaign_rule(moves, scenario.profiles(), scheduler)
-        return simulate(moves, scenario.profiles(), scheduler=scheduler, model=model, rule=rule).makespan_seconds
+        return simulate(
+            moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL, timing=timing, rule=rule
+        ).makespan_seconds
     return simulate(moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL).makespan_seconds
 
 
@@ -641,12 +644,14 @@ def print_scenario(kind: str, seeds: Sequence[SeedResult], schedulers: Sequence[
 
 
 def model_only(args: argparse.Namespace) -> int:
-    """Every scenario and seed through the planner's simulation only, with the lab's transfer constants (what the
-    forecast column "fc lab" checks against the lab): the same plans, bounds and schedulers as the lab runs, in
-    seconds instead of hours, so 20 seeds per scenario fit in a session. The lab runs tell how far to trust it."""
+    """Every scenario and seed through the planner's simulation only, decided with snlm's model as a campaign
+    decides and timed with the lab's transfer constants (what the forecast column "fc lab" checks against the lab):
+    the same plans, bounds and schedulers as the lab runs, in seconds instead of hours, so 20 seeds per scenario fit
+    in a session. The lab runs tell how far to trust it."""
     print(
         f"makespan (model only): {len(args.kinds)} scenario(s) x {len(args.seeds)} seed(s), "
-        f"{'quick sizes' if args.quick else 'sizes drawn per seed'}; simulate() with the lab's constants, no lab"
+        f"{'quick sizes' if args.quick else 'sizes drawn per seed'}; simulate() deciding with snlm's model, timed "
+        "with the lab's constants, no lab"
     )
     for kind in args.kinds:
         ratios: dict[Scheduler, list[float]] = {s: [] for s in args.schedulers}
@@ -662,7 +667,13 @@ def model_only(args: argparse.Namespace) -> int:
             bindings[term] = bindings.get(term, 0) + 1
             forecasts = {
                 s: simulate(
-                    plan, profiles, scheduler=s, model=FULL_LINK_MODEL, seed=seed, rule=campaign_rule(plan, profiles, s)
+                    plan,
+                    profiles,
+                    scheduler=s,
+                    model=DEFAULT_MODEL,
+                    timing=FULL_LINK_MODEL,
+                    seed=seed,
+                    rule=campaign_rule(plan, profiles, s),
                 )
                 for s in args.schedulers
             }

@@ -1161,6 +1161,7 @@ def simulate(
     seed: int = 0,
     waves: Sequence[Sequence[str]] | None = None,
     rule: int | None = None,
+    timing: TransferModel | None = None,
 ) -> Forecast:
     """The campaign of `moves` (plan order) as `scheduler` runs it, from time 0 with every host idle.
 
@@ -1168,20 +1169,23 @@ def simulate(
     waves all moves are one wave. Decisions are taken when the campaign opens, a wave opens or moves end. The
     planner runs with `rule`, or, when it is None, with each of its rules: the forecast is the first rule's unless
     another ends `_RULE_MARGIN` sooner (then the soonest), and its `rule` is the one a campaign of this plan decides
-    with.
+    with. The scheduler decides with `model`'s estimates; the moves take the times `timing` gives them (by default
+    `model`'s): a campaign that decides with one model on hosts that behave as another, which is what a benchmark
+    needs to judge the decisions apart from the forecast.
     """
     world = _World(moves, hosts, model)
+    timed = world if timing is None else _World(moves, hosts, timing)
     for i in range(len(moves)):
         for h in world.hosts_of(i):
             if world.slots[h] < 1:
                 raise ValueError(f"host {world.names[h]} has no migration slots: move {moves[i].key} cannot start")
     members = _wave_members(moves, waves)
     if scheduler != Scheduler.PLANNER:
-        return _simulate(world, _chooser(scheduler, world, random.Random(seed)), members, scheduler, 0)
+        return _simulate(timed, _chooser(scheduler, world, random.Random(seed)), members, scheduler, 0)
     if rule is not None:
-        return _simulate(world, _PlannerChooser(world, rule), members, scheduler, rule)
+        return _simulate(timed, _PlannerChooser(world, rule), members, scheduler, rule)
     first, *others = [
-        _simulate(world, _PlannerChooser(world, r), members, scheduler, r) for r in range(len(PLANNER_RULES))
+        _simulate(timed, _PlannerChooser(world, r), members, scheduler, r) for r in range(len(PLANNER_RULES))
     ]
     challenger = min(others, key=lambda forecast: (forecast.makespan_seconds, forecast.rule))
     return challenger if challenger.makespan_seconds * (1 + _RULE_MARGIN) < first.makespan_seconds else first

@@ -312,8 +312,12 @@ def _campaigns(draw: st.DrawFn) -> tuple[list[CampaignMove], dict[str, HostProfi
 
 
 def _slots(hosts: Mapping[str, HostProfile], name: str) -> int:
+    return _profile(hosts, name).slots
+
+
+def _profile(hosts: Mapping[str, HostProfile], name: str) -> HostProfile:
     profiles = {key.casefold(): profile for key, profile in hosts.items()}
-    return profiles.get(name.casefold(), HostProfile(name)).slots
+    return profiles.get(name.casefold(), HostProfile(name))
 
 
 def _touching(moves: Sequence[CampaignMove], name: str) -> int:
@@ -435,6 +439,34 @@ def test_the_forecast_takes_the_decisions_next_moves_takes(
         # The forecast's rule is the one a campaign of the plan decides with.
         chosen = next_moves(pending, running, hosts, scheduler=scheduler, rule=forecast.rule)
         assert {m.key for m in chosen} == started
+
+
+@settings(max_examples=60, deadline=None)
+@given(_campaigns(), st.sampled_from([Scheduler.PLANNER, Scheduler.FIFO]))
+def test_a_campaign_timed_by_other_hosts_decides_with_its_own_model(
+    campaign: tuple[list[CampaignMove], dict[str, HostProfile], list[list[str]]], scheduler: Scheduler
+) -> None:
+    """`timing`: the decisions are those `model` takes at each instant the other hosts' moves end; timed by its own
+    model, the simulation is the one without `timing`."""
+    moves, hosts, waves = campaign
+    model, timing = UNCALIBRATED_MODEL, DEFAULT_MODEL
+    assert simulate(moves, hosts, scheduler=scheduler, waves=waves, model=model, timing=model) == simulate(
+        moves, hosts, scheduler=scheduler, waves=waves, model=model
+    )
+    forecast = simulate(moves, hosts, scheduler=scheduler, waves=waves, model=model, timing=timing)
+    wave_of = {key: index for index, keys in enumerate(waves) for key in keys}
+    for instant in sorted({span.start for span in forecast.moves.values()}):
+        started = {m.key for m in moves if forecast.moves[m.key].start == instant}
+        (wave,) = {wave_of[key] for key in started}
+        pending = [m for m in moves if wave_of[m.key] == wave and forecast.moves[m.key].start >= instant]
+        running = [m for m in moves if forecast.moves[m.key].start < instant < forecast.moves[m.key].end]
+        chosen = next_moves(pending, running, hosts, scheduler=scheduler, model=model, rule=forecast.rule)
+        assert {m.key for m in chosen} == started
+    # Each move alone on its hosts takes the time `timing` gives it.
+    for move in moves:
+        alone = simulate([move], hosts, scheduler=scheduler, model=model, timing=timing).makespan_seconds
+        source, destination = _profile(hosts, move.source), _profile(hosts, move.destination)
+        assert alone == pytest.approx(move_seconds_alone(move, source, destination, timing))
 
 
 @_over_random_schedules

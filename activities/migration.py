@@ -856,9 +856,9 @@ class MigrationActivities:
             cleaned = clean_destination(
                 destination,
                 vm_id,
-                also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],
+                also=targets if given else [ntpath.join(storage, ntpath.basename(p)) for p in vhds],
                 found=on_destination,  # read a moment ago, in the batch above
-                tested=reads[1] if given and targets else None,
+                tested=reads[1] if targets else None,
             )
         if cleaned.removed_planned_vm or cleaned.removed_files:
             log.info("cleaned leftovers of %s on %s: %s", request.vm, request.destination, cleaned)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import ntpath
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -1091,11 +1091,11 @@ def _read_pair(src_client: HostClient, dst_client: HostClient, requests: Sequenc
     _heartbeat(f"preflight {label}: hosts read")
     found = [v for v in vms if v.vm is not None]
     if found:
-        storage = _storage_path_of(destination)
+        host = destination.one("host")
 
         def compare_all() -> None:
             for index, v in enumerate(found, start=1):
-                _compare(src_client, v, storage(v.request))
+                _compare(src_client, v, _storage_path(v.request, host))
                 _heartbeat(
                     f"preflight {label}: compared"
                     if len(requests) == 1
@@ -1106,12 +1106,6 @@ def _read_pair(src_client: HostClient, dst_client: HostClient, requests: Sequenc
         side_by_side(compare_all, lambda: _read_destinations(dst_client, destination, found))
     _heartbeat(f"preflight {label}: destination read")
     return _Pair(source, destination, destination.dicts("vms"), vms)
-
-
-def _storage_path_of(destination: _HostReads) -> Callable[[PreflightInput], str]:
-    """Where each request's move puts its files, by the destination's host facts (`_storage_path`)."""
-    host = destination.one("host")
-    return lambda request: _storage_path(request, host)
 
 
 def _report(pair: _Pair, one: _Vm, trips: dict[str, int]) -> PreflightReport:

@@ -168,19 +168,10 @@ def forecast(
     moves = scenario.moves()
     if lab_constants:
         timing = _with_engine(FULL_LINK_MODEL, engine_seconds)
-        rule = campaign_rule(moves, scenario.profiles(), scheduler)
         return simulate(
-            moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL, timing=timing, rule=rule
+            moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL, timing=timing
         ).makespan_seconds
     return simulate(moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL).makespan_seconds
-
-
-def campaign_rule(moves: Sequence[CampaignMove], hosts: Mapping[str, HostProfile], scheduler: Scheduler) -> int | None:
-    """The planner's rule a campaign of `moves` decides with: the one its forecast (snlm's model) chose. Simulations
-    with other constants must take the same rule to model that campaign, not the rule best under their constants."""
-    if scheduler != Scheduler.PLANNER:
-        return None
-    return simulate(moves, hosts, scheduler=scheduler, model=DEFAULT_MODEL).rule
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
@@ -673,7 +664,6 @@ def model_only(args: argparse.Namespace) -> int:
                     model=DEFAULT_MODEL,
                     timing=FULL_LINK_MODEL,
                     seed=seed,
-                    rule=campaign_rule(plan, profiles, s),
                 )
                 for s in args.schedulers
             }

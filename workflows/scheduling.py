@@ -1169,9 +1169,9 @@ def simulate(
     waves all moves are one wave. Decisions are taken when the campaign opens, a wave opens or moves end. The
     planner runs with `rule`, or, when it is None, with each of its rules: the forecast is the first rule's unless
     another ends `_RULE_MARGIN` sooner (then the soonest), and its `rule` is the one a campaign of this plan decides
-    with. The scheduler decides with `model`'s estimates; the moves take the times `timing` gives them (by default
-    `model`'s): a campaign that decides with one model on hosts that behave as another, which is what a benchmark
-    needs to judge the decisions apart from the forecast.
+    with. The scheduler decides with `model`'s estimates (the planner's rule too, when it is None); the moves take
+    the times `timing` gives them (by default `model`'s): a campaign that decides with one model on hosts that behave
+    as another, which is what a benchmark needs to judge the decisions apart from the forecast.
     """
     world = _World(moves, hosts, model)
     timed = world if timing is None else _World(moves, hosts, timing)
@@ -1182,6 +1182,9 @@ def simulate(
     members = _wave_members(moves, waves)
     if scheduler != Scheduler.PLANNER:
         return _simulate(timed, _chooser(scheduler, world, random.Random(seed)), members, scheduler, 0)
+    if rule is None and timed is not world:
+        # The campaign's rule: the one `model`'s own forecast chooses, however the moves then turn out to take.
+        rule = simulate(moves, hosts, scheduler=scheduler, model=model, seed=seed, waves=waves).rule
     if rule is not None:
         return _simulate(timed, _PlannerChooser(world, rule), members, scheduler, rule)
     first, *others = [

@@ -454,6 +454,8 @@ def test_a_campaign_timed_by_other_hosts_decides_with_its_own_model(
         moves, hosts, scheduler=scheduler, waves=waves, model=model
     )
     forecast = simulate(moves, hosts, scheduler=scheduler, waves=waves, model=model, timing=timing)
+    # The planner's rule is the one its own model's forecast picks, as a campaign picks it.
+    assert forecast.rule == simulate(moves, hosts, scheduler=scheduler, waves=waves, model=model).rule
     wave_of = {key: index for index, keys in enumerate(waves) for key in keys}
     for instant in sorted({span.start for span in forecast.moves.values()}):
         started = {m.key for m in moves if forecast.moves[m.key].start == instant}

@@ -237,12 +237,13 @@ async def query_progress(handle: WorkflowHandle[CampaignWorkflow, Any]) -> Campa
     """The campaign's progress, asked again when the time-skipping server lets a query lapse: that server holds a
     query that arrives while a workflow task is in flight until the task completes, and a task that continues the
     campaign as new completes the run without answering it (the query then runs into its deadline). A real
-    server answers such a query from the closed run."""
+    server answers such a query from the closed run. The lapse reaches the client as DEADLINE_EXCEEDED, or as
+    CANCELLED "Timeout expired" when the client's own deadline ends the call first (seen on a busy machine)."""
     for _ in range(2):
         try:
             return await handle.query(CampaignWorkflow.progress, rpc_timeout=timedelta(seconds=5))
         except RPCError as error:
-            if error.status != RPCStatusCode.DEADLINE_EXCEEDED:
+            if error.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
                 raise
     return await handle.query(CampaignWorkflow.progress, rpc_timeout=timedelta(seconds=5))
 

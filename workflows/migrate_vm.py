@@ -600,7 +600,7 @@ class MigrateVmWorkflow:
             self._attempt += 1
             self._flush()
             try:
-                return await workflow.execute_activity(
+                result: MoveResult = await workflow.execute_activity(
                     ActivityName.START_OR_ATTACH_MOVE,
                     move,
                     result_type=MoveResult,
@@ -621,6 +621,12 @@ class MigrateVmWorkflow:
                 self._waiting_for = f"host migration limit ({_message(error)})"
                 await workflow.sleep(_ADMISSION_BACKOFF)
                 self._waiting_for = ""
+            else:
+                # The VM is on the destination: its move is whole from here on (verify, a failure after it, the end),
+                # which the move's heartbeats, read only while it runs, cannot say once it has ended.
+                total = result.bytes_total or move.bytes_estimate
+                self._move = MoveHeartbeat(result.job_id, 100, bytes_done=total, bytes_total=total)
+                return result
 
     async def _verify(self, input: MigrateVmInput, facts: VmFacts, *, already_there: bool) -> MigrateVmResult:
         self._set_step(Step.VERIFY)

@@ -310,6 +310,21 @@ async def test_the_happy_path_calls_every_step_in_order(move: Move) -> None:
     assert [status.holders for status in held] == [(), ()]
 
 
+async def test_a_moved_vm_shows_its_move_whole_while_it_is_verified(move: Move) -> None:
+    # The move's percent comes from its activity's heartbeats while it runs; once it has ended the run itself must
+    # say the bytes are across, or `status` and `campaign watch` show a moved VM at 0 % while it is verified.
+    stubs = move.stubs(block="verify_move")
+    async with move.worker(stubs):
+        handle = await move.start()
+        await asyncio.wait_for(stubs.blocked.wait(), TIMEOUT)
+        verifying = await handle.query(MigrateVmWorkflow.progress)
+        stubs.release.set()
+        await asyncio.wait_for(handle.result(), TIMEOUT)
+
+    assert verifying.step == Step.VERIFY
+    assert (verifying.percent, verifying.bytes_done, verifying.bytes_total) == (100, MOVE_BYTES, MOVE_BYTES)
+
+
 async def _ready(move: Move, handle: WorkflowHandle[Any, MigrateVmResult]) -> None:
     async def ready() -> bool:
         progress = await handle.query(MigrateVmWorkflow.progress)
@@ -638,6 +653,8 @@ async def test_a_silent_guest_fails_the_run_by_policy_without_undoing_the_move(m
     assert cause.type == GUEST_NOT_ANSWERING
     assert "LostCommunication" in cause.message
     assert outcomes == []
+    # Failed after the move: the bytes are across all the same.
+    assert (progress.step, progress.percent) == (Step.FAILED, 100)
     assert progress.step == Step.FAILED
 
 

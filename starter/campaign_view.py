@@ -82,6 +82,7 @@ class LiveView:
         self._live: Live | None = Live(console=self._console, auto_refresh=False) if live and terminal else None
         self._rates = _Rate()
         self._last_plain: list[str] = []
+        self._beats: dict[int, MoveHeartbeat] = {}
 
     def __enter__(self) -> LiveView:
         if self._live is not None:
@@ -96,7 +97,8 @@ class LiveView:
 
     async def draw(self, client: Client, progress: CampaignProgress, in_flight: list[MoveRecord]) -> None:
         shown = sorted(in_flight, key=lambda r: r.started)[:MAX_MOVES_SHOWN]
-        beats = {r.index: await _heartbeat(client, r) for r in shown}
+        self._beats = last_known({r.index: await _heartbeat(client, r) for r in shown}, self._beats)
+        beats: dict[int, MoveHeartbeat | None] = {r.index: self._beats.get(r.index) for r in shown}
         if self._live is None:
             lines = progress_lines(progress) + [
                 f"  {r.vm} {r.source} -> {r.destination} {_percent(beats.get(r.index))} %" for r in shown
@@ -173,6 +175,13 @@ class LiveView:
             if len(in_flight) > len(shown):
                 lines.append(Text(f"... and {len(in_flight) - len(shown)} more in flight", style="dim"))
         return Group(*lines)
+
+
+def last_known(fresh: dict[int, MoveHeartbeat | None], known: dict[int, MoveHeartbeat]) -> dict[int, MoveHeartbeat]:
+    """Each shown move's heartbeat as last read: a read that failed this refresh (a query that timed out on a busy
+    worker, a run that closed in between) keeps the move's last percent instead of showing it back at 0 % and its
+    rate at nothing. Moves no longer shown are forgotten."""
+    return {index: beat for index, beat in ((i, fresh[i] or known.get(i)) for i in fresh) if beat is not None}
 
 
 def _percent(beat: MoveHeartbeat | None) -> int:

@@ -7,9 +7,16 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from starter.campaign_view import LiveView, progress_lines
+from starter.campaign_view import LiveView, last_known, progress_lines
 from starter.cli import Output, ProgressView
-from workflows.contracts import CampaignCounts, CampaignPhase, CampaignProgress, MigrationProgress, Step
+from workflows.contracts import (
+    CampaignCounts,
+    CampaignPhase,
+    CampaignProgress,
+    MigrationProgress,
+    MoveHeartbeat,
+    Step,
+)
 
 GIB = 2**30
 
@@ -100,3 +107,13 @@ def test_progress_lines_say_what_waits() -> None:
 def test_progress_lines_count_the_moves_prepared_ahead_among_the_pending() -> None:
     assert progress_lines(progress(ready=2))[0].endswith("0 running, 5 pending (2 of them ready)")
     assert progress_lines(progress())[0].endswith("0 running, 5 pending")
+
+
+def test_a_move_whose_progress_could_not_be_read_keeps_its_last_percent() -> None:
+    first = last_known({1: MoveHeartbeat("job-1", 40, 4, 10), 2: None}, {})
+    assert first == {1: MoveHeartbeat("job-1", 40, 4, 10)}
+    # The query of move 1 timed out this refresh: it stays at 40 %, not 0 %; move 2 answers now.
+    second = last_known({1: None, 2: MoveHeartbeat("job-2", 5, 1, 20)}, first)
+    assert second == {1: MoveHeartbeat("job-1", 40, 4, 10), 2: MoveHeartbeat("job-2", 5, 1, 20)}
+    # A fresh reading wins; a move no longer shown (ended) is forgotten.
+    assert last_known({2: MoveHeartbeat("job-2", 60, 12, 20)}, second) == {2: MoveHeartbeat("job-2", 60, 12, 20)}

@@ -856,7 +856,7 @@ class MigrationActivities:
             cleaned = clean_destination(
                 destination,
                 vm_id,
-                also=targets if given else [ntpath.join(storage, ntpath.basename(p)) for p in vhds],
+                also=[ntpath.join(storage, ntpath.basename(p)) for p in vhds],  # the storage path's: `targets` if given
                 found=on_destination,  # read a moment ago, in the batch above
                 tested=reads[1] if targets else None,
             )

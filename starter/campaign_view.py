@@ -7,6 +7,7 @@ one (a pipe, a CI log) or the output is JSON (then the lines go to stderr and st
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +98,7 @@ class LiveView:
 
     async def draw(self, client: Client, progress: CampaignProgress, in_flight: list[MoveRecord]) -> None:
         shown = sorted(in_flight, key=lambda r: r.started)[:MAX_MOVES_SHOWN]
-        self._beats = last_known({r.index: await _heartbeat(client, r) for r in shown}, self._beats)
-        beats: dict[int, MoveHeartbeat | None] = {r.index: self._beats.get(r.index) for r in shown}
+        self._beats = beats = last_known({r.index: await _heartbeat(client, r) for r in shown}, self._beats)
         if self._live is None:
             lines = progress_lines(progress) + [
                 f"  {r.vm} {r.source} -> {r.destination} {_percent(beats.get(r.index))} %" for r in shown
@@ -115,7 +115,7 @@ class LiveView:
         progress: CampaignProgress,
         in_flight: list[MoveRecord],
         shown: list[MoveRecord],
-        beats: dict[int, MoveHeartbeat | None],
+        beats: Mapping[int, MoveHeartbeat],
     ) -> Group:
         header = Text(f"campaign {progress.name}  ", style="bold")
         header.append(str(progress.phase), style="cyan" if progress.phase != CampaignPhase.PAUSED else "yellow")

@@ -55,8 +55,12 @@ class SambaUnavailable(RuntimeError):
 
 
 def generate_password() -> str:
-    """A random password that meets AD's default complexity rules (upper, lower, digit, symbol; 20+ chars)."""
-    return f"{secrets.token_urlsafe(18)}-Aa1"
+    """A random password that meets AD's default complexity rules (upper, lower, digit, symbol; 20+ chars).
+
+    It starts with a letter: samba-tool takes the password as a positional argument, and one that began with
+    `-` (one in 64 of URL-safe tokens) was read as an option and failed the domain's provisioning.
+    """
+    return f"Aa1-{secrets.token_urlsafe(18)}"
 
 
 def ports_lock_path() -> Path:

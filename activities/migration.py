@@ -412,6 +412,11 @@ def _previous_job_id() -> str:
     return ""
 
 
+def _first_attempt() -> bool:
+    """The activity's first attempt, with no job heartbeated by an earlier one (outside an activity: true)."""
+    return (not _in_activity() or activity.info().attempt <= 1) and not _previous_job_id()
+
+
 def _job_error(host: str, job: Mapping[str, Any], request: MoveInput) -> SnlmError:
     """The engine's error for a migration job that ended without moving the VM."""
     state = _job_state(job)
@@ -784,6 +789,10 @@ class MigrationActivities:
     def _move(self, request: MoveInput) -> MoveResult:
         vm_id = _guid(request.vm_id, "VM id")
         with _shielded():
+            if request.storage_path and _first_attempt():
+                started = self._start_at_once(_Move(request, vm_id))
+                if started is not None:
+                    return started
             # Nothing was changed when the hosts disagreed: look again from the jobs on.
             for _ in range(_SETTLE_LOOKS - 1):
                 with contextlib.suppress(_BothRealized):
@@ -793,6 +802,65 @@ class MigrationActivities:
                 return self._start_or_attach(_Move(request, vm_id))
             except _BothRealized:
                 raise self._two_places(request) from None
+
+    def _start_at_once(self, move: _Move) -> MoveResult | None:
+        """The first attempt's move in one round trip to the source: its jobs, `Get-VM -Id | Move-VM -AsJob`, its
+        jobs again. None when the careful way must decide (it reads both hosts, cleans, and starts or re-attaches).
+
+        Nothing here needs the destination read first: vmms refuses a move of a VM that is already migrating, and
+        fails one at preparation, before anything is copied, when the destination holds a VM with this Id (a
+        leftover planned VM, or a realized copy) or a file the move would write. Those are the careful way's
+        cases, and it meets them after the refusal as it would have before: it reads the jobs and re-attaches to a
+        running one, finds a VM already moved or in two places, cleans leftovers, then starts. Only a first
+        attempt with no job heartbeated comes here: any later one may have a job of its own to find.
+        """
+        request, vm_id = move.request, move.vm_id
+        _heartbeat(MoveHeartbeat("", 0, 0, request.bytes_estimate))
+        if _cancelled():
+            raise CancelledError("cancelled before the move started")
+        storage = request.storage_path or ""
+        with self._client(request.source) as source:
+            before_read, moved, after_read = source.batch(
+                [
+                    _jobs_command(vm_id=vm_id),
+                    # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern (see the careful way).
+                    _vm_commands(
+                        vm_id,
+                        Command(
+                            "Move-VM",
+                            {"DestinationHost": request.destination, "DestinationStoragePath": storage},
+                            switches=("IncludeStorage", "AsJob"),
+                        ),
+                    ),
+                    _jobs_command(vm_id=vm_id),
+                ],
+                check=False,
+            )
+            host = source.host
+        if not (before_read.ok and after_read.ok) or moved.state != "Completed":
+            # A job may have started unseen: the careful way reads the jobs first and re-attaches to it.
+            return None
+        if any(_running(job) for job in _dicts(before_read)):
+            return None  # someone else's move of this VM runs (this Move-VM was refused): re-attach to it
+        if moved.records:
+            if all(_error_type(source, info) == c.VM_NOT_FOUND for info in moved.records):
+                return None  # not on the source: moved already, or nowhere; the careful way says which
+            _raise_unexpected(moved)  # refused as the careful way's Move-VM would have been (a host limit, ...)
+        move.started = True
+        before = {_text(job.get("InstanceID")) for job in _dicts(before_read)}
+        fresh = [job for job in _dicts(after_read) if _text(job.get("InstanceID")) not in before]
+        if not fresh:
+            return self._outcome_without_job(move)
+        move.job_id = _text(fresh[0].get("InstanceID"))
+        try:
+            return self._watch(move, fresh[0], host)
+        except SnlmError as error:
+            if error.error_type != c.DESTINATION_LEFTOVERS:
+                raise
+            log.info(
+                "the move of %s met leftovers on %s before copying anything: %s", request.vm, request.destination, error
+            )
+            return None
 
     def _start_or_attach(self, move: _Move) -> MoveResult:
         request, vm_id = move.request, move.vm_id

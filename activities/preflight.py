@@ -155,6 +155,7 @@ _BLOCKERS_BY_SOURCE: dict[str, tuple[ConcernId, ...]] = {
 }
 # An allowance over the VHD file sizes: configuration, runtime state and headroom.
 _SPACE_MARGIN = 1 * GIB
+_OBJECT_NOT_FOUND = 13  # ErrorCategory.ObjectNotFound: Get-Volume -DriveLetter of a volume the host does not have
 
 
 def _heartbeat(note: str) -> None:
@@ -491,6 +492,7 @@ def _read_destinations(client: HostClient, host: _HostReads, vms: Sequence[_Vm])
     facts["smb"] = host.one("smb")
     facts["bindings"] = host.dicts("bindings")
     volumes: dict[str, dict[str, Any]] = {}
+    missing: set[str] = set()  # drive letters the host has no volume for
     for chunk in _chunks(vms):
         files: list[tuple[_Vm, list[str], list[str]]] = []
         letters: list[str] = []  # the volumes not read yet
@@ -510,9 +512,15 @@ def _read_destinations(client: HostClient, host: _HostReads, vms: Sequence[_Vm])
         statements: list[Statement] = [Command("Test-Path", {"LiteralPath": [*i, *t]}) for _, i, t in tested]
         statements += [Command("Get-Volume", {"DriveLetter": letter}) for letter in letters]
         results = _read(client, statements) if statements else []
-        for result in results:
+        for result in results[: len(tested)]:
             _raise_if_transient(result)
-        volumes.update(zip(letters, (_one(result) for result in results[len(tested) :]), strict=True))
+        for letter, result in zip(letters, results[len(tested) :], strict=True):
+            # No such volume (ObjectNotFound) is a fact about the storage path, judged with the others.
+            if not all(info.category == _OBJECT_NOT_FOUND for info in result.records):
+                _raise_if_transient(result)
+            volumes[letter] = _one(result)
+            if not result.output:
+                missing.add(letter)
         present = {
             id(v): [value is True for value in result.output]
             for (v, _, _), result in zip(tested, results[: len(tested)], strict=True)
@@ -525,6 +533,7 @@ def _read_destinations(client: HostClient, host: _HostReads, vms: Sequence[_Vm])
                 t for i, t in enumerate(targets, start=len(isos)) if i < len(found) and found[i]
             ]
             v.dst["volume"] = volumes.get(v.dst["drive"], {})
+            v.dst["volume_missing"] = v.dst["drive"] in missing
     if any(v.dst and v.dst["existing_targets"] for v in vms):
         # Whose disk is each of those files? Only a file no other VM uses is a leftover the move may remove.
         (disks,) = _read(client, [[Command("Get-VM"), Command("Get-VMHardDiskDrive")]])
@@ -731,6 +740,15 @@ def _host_checks(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], r
     # What a move carries (memory once, the disks' bytes), for the move's progress in bytes.
     f.fact("vm.move_bytes", int(vm.get("MemoryStartup") or 0) + vhd_bytes)
     volume = dst["volume"]
+    if storage and dst.get("volume_missing"):
+        f.add(
+            ConcernId.DESTINATION_PATH,
+            SEVERITY_BLOCKER,
+            f"{d} has no {dst['drive']}: volume, where {request.vm}'s files would go "
+            f"({dst.get('storage') or dst['drive'] + ':'}).",
+            _REMEDIES[ConcernId.DESTINATION_PATH].format(d=d),
+            host=d,
+        )
     if storage and volume:
         remaining = int(volume.get("SizeRemaining") or 0)
         f.fact(f"{d}.free_space_{dst['drive']}_gb", _gb(remaining))
@@ -1026,11 +1044,13 @@ def _explained(f: _Findings, src: Mapping[str, Any], dst: Mapping[str, Any], ite
         return ConcernId.MEMORY
     if kind == _VM and f.has(LEFTOVERS) and is_planned(source) and vm_id(source) == vm_id(src["vm"]):
         return LEFTOVERS
+    storage = str(dst.get("storage") or "")
+    if dst.get("volume_missing") and storage and storage.lower() in item.message.lower():
+        return ConcernId.DESTINATION_PATH  # a folder on the volume the destination lacks, which snlm read
     if kind == _DISK:
         if source.get("DiskNumber") is not None and f.has(ConcernId.PASSTHROUGH_DISK):
             return ConcernId.PASSTHROUGH_DISK
         path = str(source.get("Path") or "")
-        storage = str(dst.get("storage") or "")
         if path and storage and f.has(LEFTOVERS):
             target = ntpath.join(storage, ntpath.basename(path)).lower()
             if any(target == t.lower() for t in dst["existing_targets"]):
@@ -1173,6 +1193,7 @@ def _report(pair: _Pair, one: _Vm, trips: dict[str, int]) -> PreflightReport:
             vm_files=vm_files(one.config, src["drives"]) if one.config is not None else (),
             vm_read=one.config is not None,
             settings=(src_settings, dst_settings) if src_settings and dst_settings else (),
+            storage_path=str(dst.get("storage") or ""),
         )
     return PreflightReport(
         request.vm, request.source, request.destination, concerns, dict(f.facts), trips, summary=summary

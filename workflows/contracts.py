@@ -625,6 +625,8 @@ class PreflightFacts:
             facts instead of reading them again, unless it waited (approval) in between.
         settings: the live-migration settings of the source and the destination as preflight read them, what a
             settings step restores when the move fails (empty: the saga reads them itself).
+        storage_path: where the move puts the VM's files on the destination, as preflight checked it (the one
+            given, else the destination's VirtualMachinePath with a folder named after the VM; "" if neither).
     """
 
     vm_id: str = ""
@@ -635,6 +637,7 @@ class PreflightFacts:
     vm_files: tuple[str, ...] = ()
     vm_read: bool = False
     settings: tuple[HostMigrationSettings, ...] = ()
+    storage_path: str = ""
 
 
 @dataclass(frozen=True)

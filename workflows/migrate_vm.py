@@ -588,13 +588,15 @@ class MigrateVmWorkflow:
             await self._run_move(input, facts)
 
     async def _run_move(self, input: MigrateVmInput, facts: VmFacts) -> MoveResult:
+        checked = _summary(self._report) if self._report else PreflightFacts()
         move = MoveInput(
             input.vm,
             facts.vm_id,
             input.source,
             input.destination,
-            input.storage_path,
-            bytes_estimate=_summary(self._report).move_bytes if self._report else 0,
+            # The path preflight checked (space, Compare-VM): known, it lets the move start in one round trip.
+            input.storage_path or checked.storage_path or None,
+            bytes_estimate=checked.move_bytes,
         )
         while True:
             self._attempt += 1

@@ -353,7 +353,8 @@ def test_a_move_reads_each_thing_once(pair: Callable[..., Lab]) -> None:
 
 def test_a_move_with_its_storage_path_reads_the_destination_once_leftovers_included(pair: Callable[..., Lab]) -> None:
     """With the storage path given, the files the move will write are known before the destination is read: which
-    of them exist comes back with the destination's Get-VM, and a leftover among them is removed before Move-VM."""
+    of them exist comes back with the destination's Get-VM, and a leftover among them is removed before Move-VM.
+    (The first attempt's one-round-trip start comes first: vmms fails it on the leftover before copying anything.)"""
     lab = pair(time_scale=60.0)
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
@@ -390,7 +391,133 @@ def test_a_move_with_its_storage_path_reads_the_destination_once_leftovers_inclu
     truth = lab.truth()
     assert truth["locations"]["vm-a1"] == ["HV-B"]
     assert not [vm for vm in truth["vms"] if vm["name"] == "vm-a1" and vm["planned"]]
+    # The partitioned move, the quick start vmms failed on the leftover, and the move after the clean-up.
+    assert _starts(lab, facts.vm_id) == 3
+    jobs = [job for job in truth["jobs"] if job["vm_name"] == "vm-a1"]
+    assert [job["state"] for job in jobs][-2:] == ["Exception", "Completed"], jobs
+    assert jobs[-2]["error_code"] != 0
+
+
+STORAGE = "D:\\Hyper-V\\vm-a1"
+
+
+def _quick(facts: VmFacts, destination: str = "HV-B", storage: str = STORAGE) -> MoveInput:
+    """A move whose storage path is known, as the saga passes it after preflight: its first attempt may start at
+    once."""
+    return MoveInput(facts.vm, facts.vm_id, facts.host, destination, storage)
+
+
+def _calls(reports: list[SessionReport], host: str) -> Counter[str]:
+    calls = Counter[str]()
+    for report in reports:
+        if report.host == host:
+            calls.update(report.calls)
+    return calls
+
+
+def test_a_first_attempt_with_its_storage_path_starts_the_move_in_one_round_trip(pair: Callable[..., Lab]) -> None:
+    """Its jobs, Get-VM | Move-VM and its jobs again in one round trip to the source; the destination is not read
+    before the move (vmms checks it), and the watch starts from the job read with the move."""
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    with acts.sessions.session("HV-A") as warm:  # an open session: the move's own trips are all that count
+        warm.run("Get-VMHost")
+    reports: list[SessionReport] = []
+    remove = add_session_observer(reports.append)
+    try:
+        rec = Recorder()
+        result = rec.env.run(acts.start_or_attach_move, _quick(facts))
+    finally:
+        remove()
+    assert result.started
+    assert not result.already_moved
+    assert _calls(reports, "HV-B") == {}
+    source = _calls(reports, "HV-A")
+    assert source["Move-VM"] == 1
+    assert source["Get-VM"] == 1
+    polls = source["Get-CimInstance"] - 2
+    trips = sum(report.round_trips for report in reports if report.host == "HV-A")
+    assert trips == 1 + polls
+    before, watched = rec.moves[:1], rec.moves[1:]
+    assert [(beat.job_id, beat.percent) for beat in before] == [("", 0)]
+    assert len(watched) == polls + 1
+    assert all(beat.job_id == result.job_id for beat in watched)
+    truth = lab.truth()
+    assert truth["locations"]["vm-a1"] == ["HV-B"]
+    assert _starts(lab, facts.vm_id) == 1
+    assert STORAGE + "\\vm-a1.vhdx" in _files_under(lab, "HV-B", STORAGE)
+
+
+def test_a_quick_start_of_a_vm_already_moved_finds_it_moved_and_starts_nothing(pair: Callable[..., Lab]) -> None:
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    assert Recorder().env.run(acts.start_or_attach_move, _quick(facts)).started
+    # A lost completion: the saga asks again, a first attempt of a new activity, with the path known.
+    again = Recorder().env.run(acts.start_or_attach_move, _quick(facts))
+    assert again.already_moved
+    assert not again.started
+    assert lab.truth()["locations"]["vm-a1"] == ["HV-B"]
+    assert _starts(lab, facts.vm_id) == 1
+
+
+def test_a_quick_start_beside_a_running_migration_reattaches_to_it(pair: Callable[..., Lab]) -> None:
+    """Someone's Move-VM of this VM runs: vmms refuses the quick start, and the attempt watches the running job."""
+    lab = pair(time_scale=10.0)
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    job_id = _start_job_by_hand(lab, "vm-a1")
+    result = Recorder().env.run(acts.start_or_attach_move, _quick(facts))
+    assert not result.started
+    assert result.job_id == job_id
+    assert lab.truth()["locations"]["vm-a1"] == ["HV-B"]
+    jobs = [job for job in lab.truth()["jobs"] if job["vm_name"] == "vm-a1"]
+    # The hand's move, and the quick start vmms refused at once (it counts as a request to vmms).
+    assert sorted(job["state"] for job in jobs) == ["Completed", "Exception"]
     assert _starts(lab, facts.vm_id) == 2
+
+
+def test_a_quick_start_of_a_vm_realized_on_both_hosts_changes_nothing_and_says_so(pair: Callable[..., Lab]) -> None:
+    lab = pair(time_scale=60.0)  # a failed job stays listed 5 minutes: 5 s here
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    with lab.world.lock:
+        original = lab.world.hosts["HV-A"].vms[uuid.UUID(facts.vm_id)]
+        lab.world.hosts["HV-B"].vms[original.id] = copy.deepcopy(original)
+    files_before = _files_under(lab, "HV-B", STORAGE)
+    with pytest.raises(SnlmError) as raised:
+        Recorder().env.run(acts.start_or_attach_move, _quick(facts))
+    assert raised.value.error_type == c.VERIFY_FAILED
+    assert "registered and realized on both HV-A and HV-B" in str(raised.value)
+    truth = lab.truth()
+    assert sorted((vm["host"], vm["planned"]) for vm in truth["vms"] if vm["name"] == "vm-a1") == [
+        ("HV-A", False),
+        ("HV-B", False),
+    ]
+    assert _files_under(lab, "HV-B", STORAGE) == files_before
+    # vmms failed the quick start at preparation, on the copy with this Id: nothing was copied.
+    assert _starts(lab, facts.vm_id) == 1
+    assert [job["state"] for job in truth["jobs"] if job["vm_name"] == "vm-a1"] == ["Exception"]
+
+
+def test_a_later_attempt_reads_both_hosts_before_it_starts(pair: Callable[..., Lab]) -> None:
+    """A retry may have a job of its own to find, so it never starts at once, even with the path known."""
+    lab = pair()
+    acts = _activities(lab)
+    facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    reports: list[SessionReport] = []
+    remove = add_session_observer(reports.append)
+    try:
+        rec = Recorder()
+        rec.env.info = dataclasses.replace(rec.env.info, attempt=2)
+        result = rec.env.run(acts.start_or_attach_move, _quick(facts))
+    finally:
+        remove()
+    assert result.started
+    assert _calls(reports, "HV-B")["Get-VM"] == 1  # read before Move-VM
+    assert lab.truth()["locations"]["vm-a1"] == ["HV-B"]
+    assert _starts(lab, facts.vm_id) == 1
 
 
 def _start_job_by_hand(lab: Lab, vm: str) -> str:
@@ -490,13 +617,17 @@ def test_a_vm_realized_on_both_hosts_is_reported_and_left_alone(pair: Callable[.
     assert _starts(lab, facts.vm_id) == 0
 
 
-def test_partition_at_40_percent_then_the_retry_cleans_and_moves(pair: Callable[..., Lab]) -> None:
+@pytest.mark.parametrize("storage", [None, STORAGE], ids=["path-read-at-move", "path-known"])
+def test_partition_at_40_percent_then_the_retry_cleans_and_moves(pair: Callable[..., Lab], storage: str | None) -> None:
+    """With the path known, the retry's quick start meets the planned VM and partial disks: vmms fails it at
+    preparation, and the careful way cleans them and moves."""
     lab = pair(time_scale=60.0)
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
+    request = dataclasses.replace(_move(acts, facts, "HV-B"), storage_path=storage)
     lab.inject_fault("fail_move_at", vm="vm-a1", percent=40, action="partition", partition_seconds=20)
     with pytest.raises(SnlmError) as raised:
-        Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
+        Recorder().env.run(acts.start_or_attach_move, request)
     assert raised.value.error_type == c.MIGRATION_NETWORK_ERROR
     assert raised.value.retryable
     # The VM still runs on the source; the destination holds the planned VM and partial files.
@@ -506,12 +637,16 @@ def test_partition_at_40_percent_then_the_retry_cleans_and_moves(pair: Callable[
     assert _files_under(lab, "HV-B", "D:\\Hyper-V\\vm-a1")
 
     _wait_for("the partition to end", lambda: not any(f["kind"] == "partition" for f in lab.list_faults()))
-    result = Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
+    result = Recorder().env.run(acts.start_or_attach_move, request)
     assert result.started
     truth = lab.truth()
     assert truth["locations"]["vm-a1"] == ["HV-B"]  # exactly one host
     assert not [vm for vm in truth["vms"] if vm["name"] == "vm-a1" and vm["planned"]]
-    assert _starts(lab, facts.vm_id) == 2  # two requests to vmms, one VM moved
+    # Requests to vmms: the partitioned one, the quick start failed on the leftovers (path known), the move.
+    assert _starts(lab, facts.vm_id) == (3 if storage else 2)
+    states = [job["state"] for job in truth["jobs"] if job["vm_name"] == "vm-a1"]
+    assert states.count("Completed") == 1, states  # one VM moved, by the last request
+    assert states[-1] == "Completed", states
 
 
 def test_cancel_terminates_the_host_job_and_the_vm_stays(pair: Callable[..., Lab]) -> None:

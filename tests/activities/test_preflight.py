@@ -149,6 +149,21 @@ def _stable(value: Any) -> Any:
     return value
 
 
+def test_a_storage_path_on_a_volume_the_destination_lacks_is_one_blocker_that_names_it(
+    activities: PreflightActivities,
+) -> None:
+    """Get-Volume of a drive the host has not is ObjectNotFound: a fact about the path, not a preflight that fails
+    (it raised an unknown error and was retried before); Compare-VM's findings about the same folders fold into it."""
+    report = activities.preflight(PreflightInput("web07", "HV-S2", "HV-S4", "Q:\\Moved\\web07"))
+    assert ids(report) == {"destination-path": "blocker"}
+    (concern,) = report.concerns
+    assert concern.message.startswith("HV-S4 has no Q: volume, where web07's files would go (Q:\\Moved\\web07).")
+    assert "MessageId 13000" in concern.message
+    assert concern.host == "HV-S4"
+    assert report.summary is not None
+    assert report.summary.storage_path == "Q:\\Moved\\web07"
+
+
 def test_unknown_vm_is_a_blocker(activities: PreflightActivities) -> None:
     report = activities.preflight(PreflightInput("ghost", "HV-S2", "HV-S4"))
     assert ids(report) == {"vm-not-found": "blocker"}

@@ -9,6 +9,7 @@ alone finds.
 from __future__ import annotations
 
 import dataclasses
+import ntpath
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -149,6 +150,13 @@ def test_preflight_reads_the_vm_and_the_settings_as_the_saga_would(
     assert summary.vm_id == facts.vm_id.lower()
     assert summary.clustered == facts.clustered
     assert summary.settings == settings
+    # The storage path preflight checked (the destination's VirtualMachinePath and the VM's name): the move's.
+    with pool.sessions.session(destination) as client:
+        base = client.run("Get-VMHost").output[0]["VirtualMachinePath"]
+    assert summary.storage_path == ntpath.join(base, vm)
+    given = pool.preflight.preflight(PreflightInput(vm, source, destination, "E:\\Moved\\" + vm)).summary
+    assert given is not None
+    assert given.storage_path == "E:\\Moved\\" + vm
     assert sum((report.round_trips or {}).values()) <= 8  # both sessions' opens included
 
 

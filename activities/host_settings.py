@@ -8,7 +8,6 @@ commands and parse them here, so what preflight reports is exactly what a later 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -16,6 +15,7 @@ from activities.host_errors import ErrorInfo
 from activities.hosts import Command
 from workflows import contracts as c
 from workflows.contracts import HostMigrationSettings
+from workflows.settings_plan import normalize_subnet
 
 __all__ = ["FIREWALL_RULE", "firewall_rule_absent", "migration_settings", "settings_commands"]
 
@@ -57,7 +57,7 @@ def migration_settings(
         authentication=_text(first.get("VirtualMachineMigrationAuthenticationType")),
         performance=_text(first.get("VirtualMachineMigrationPerformanceOption")),
         use_any_network=bool(first.get("UseAnyNetworkForMigration")),
-        networks=tuple((_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in networks),
+        networks=tuple((normalize_subnet(_text(n.get("Subnet"))), _int(n.get("Priority"))) for n in networks),
         max_vm_migrations=_int(first.get("MaximumVirtualMachineMigrations"), c.HYPERV_DEFAULT_MAX_MIGRATIONS),
         firewall_rule_enabled=bool(firewall),
     )
@@ -76,10 +76,3 @@ def _int(value: Any, default: int = 0) -> int:
         return int(str(value))
     except (TypeError, ValueError):
         return default
-
-
-def _subnet(text: str) -> str:
-    try:
-        return str(ipaddress.ip_network(text.strip(), strict=False))
-    except ValueError:
-        return text.strip().lower()

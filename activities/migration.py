@@ -21,8 +21,8 @@ works the same, without heartbeats or cancellation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
-import ipaddress
 import logging
 import ntpath
 import re
@@ -68,6 +68,7 @@ from workflows.contracts import (
     VmFacts,
     VmOnHost,
 )
+from workflows.settings_plan import plan_settings, settings_changed
 
 __all__ = [
     "FIREWALL_RULE",
@@ -168,13 +169,6 @@ def _name(value: Any) -> str:
     if isinstance(value, dict):
         return _text(value.get("Name") or value.get("NodeName"))
     return _text(value)
-
-
-def _subnet(text: str) -> str:
-    try:
-        return str(ipaddress.ip_network(text.strip(), strict=False))
-    except ValueError:
-        return text.strip().lower()
 
 
 def _seconds(duration: Any) -> float | None:
@@ -664,40 +658,18 @@ class MigrationActivities:
     def _ensure_settings(self, request: EnsureSettingsInput) -> EnsureSettingsResult:
         with self._client(request.host) as client:
             previous = _read_settings(client)
+            plan = plan_settings(previous, request)
             networks = list(previous.networks)
-            have = {subnet for subnet, _ in networks}
-            for subnet in dict.fromkeys(_subnet(s) for s in request.migration_networks):
-                if subnet not in have:
-                    added = _dicts(client.run("Add-VMMigrationNetwork", {"Subnet": subnet}, switches=("Passthru",)))
-                    priority = _int(added[0].get("Priority")) if added else 0
-                    networks.append((subnet, priority))
-                    have.add(subnet)
-            use_any = previous.use_any_network or (not request.migration_networks and not networks)
-            want = HostMigrationSettings(
-                host=previous.host,
-                enabled=True,
-                authentication=request.authentication or previous.authentication,
-                performance=request.performance or previous.performance,
-                use_any_network=use_any,
-                networks=tuple(networks),
-                max_vm_migrations=previous.max_vm_migrations,
-                firewall_rule_enabled=True,
-            )
+            for subnet in plan.add:
+                added = _dicts(client.run("Add-VMMigrationNetwork", {"Subnet": subnet}, switches=("Passthru",)))
+                networks.append((subnet, _int(added[0].get("Priority")) if added else 0))
+            want = dataclasses.replace(plan.want, networks=tuple(networks))
             _set_vmhost(client, previous, want)
             if not previous.enabled:
                 client.run("Enable-VMMigration")
             if not previous.firewall_rule_enabled:
                 client.run("Enable-NetFirewallRule", {"Name": FIREWALL_RULE})
-        current = want
-        changed = (
-            previous.enabled != current.enabled
-            or previous.authentication.lower() != current.authentication.lower()
-            or previous.performance.lower() != current.performance.lower()
-            or previous.use_any_network != current.use_any_network
-            or previous.networks != current.networks
-            or previous.firewall_rule_enabled != current.firewall_rule_enabled
-        )
-        return EnsureSettingsResult(previous=previous, current=current, changed=changed)
+        return EnsureSettingsResult(previous=previous, current=want, changed=settings_changed(previous, want))
 
     @activity.defn(name=ActivityName.RESTORE_MIGRATION_SETTINGS)
     def restore_migration_settings(self, previous: HostMigrationSettings) -> None:

@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.host_slots import SlotPair, acquire_pair
     from workflows.migration_slots import acquire_slots
+    from workflows.settings_plan import settings_in_place
 
 T = TypeVar("T")
 
@@ -117,6 +118,8 @@ _PATCH_CHEAP_MOVES = "cheap-moves"
 _PATCH_OFF_VMS_MOVE = "off-vms-move"
 # Both hosts' live-migration settings ensured at once instead of one after the other.
 _PATCH_SETTINGS_SIDE_BY_SIDE = "settings-side-by-side"
+# A host whose settings, as read moments before, already are what the move needs is not asked to ensure them.
+_PATCH_SETTINGS_IN_PLACE = "settings-in-place"
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
@@ -223,6 +226,7 @@ class MigrateVmWorkflow:
         self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
         self._cheap = False
         self._settings_side_by_side = False
+        self._settings_in_place = False
         self._attributes: list[Any] = []  # search attributes for the next upsert
         self._go = False
 
@@ -280,6 +284,7 @@ class MigrateVmWorkflow:
         # Decided once, first: a run that started before the patch keeps its old command sequence to the end.
         self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
         self._settings_side_by_side = self._cheap and workflow.patched(_PATCH_SETTINGS_SIDE_BY_SIDE)
+        self._settings_in_place = self._settings_side_by_side and workflow.patched(_PATCH_SETTINGS_IN_PLACE)
         self._attributes = [
             _KEYS[SA_VM].value_set(input.vm),
             _KEYS[SA_SOURCE].value_set(input.source),
@@ -437,17 +442,31 @@ class MigrateVmWorkflow:
                 EnsureSettingsResult,
             )
 
+        async def settle(host: str, reading: HostMigrationSettings | None) -> EnsureSettingsResult:
+            # A reading moments old that already has what the move needs: ensure would change nothing. (A change
+            # made on the host since then is met by the move as it would be after an ensure.)
+            wanted = EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks)
+            in_place = settings_in_place(reading, wanted) if reading is not None else None
+            return in_place if in_place is not None else await ensure(host)
+
         hosts = (source, destination)
         settled: list[EnsureSettingsResult] = []
         if self._settings_side_by_side:
             # The two hosts at once: both readings, then both restores registered (source first, so they are
             # undone destination first, as before), then both ensures. Each phase ends (or fails) whole before the
             # next: a compensation must never restore a host's settings while its ensure still runs.
+            readings: list[HostMigrationSettings | None] = [None] * len(hosts)
             if policy.restore_settings:
-                readings = await _all(previous(host) for host in hosts)
-                for host, reading in zip(hosts, readings, strict=True):
+                read = await _all(previous(host) for host in hosts)
+                for host, reading in zip(hosts, read, strict=True):
                     self._register(f"restore settings on {host}", self._settings_restorer(reading))
-            settled = await _all(ensure(host) for host in hosts)
+                readings = list(read)
+            elif not policy.require_approval:
+                readings = [read_by_preflight.get(host.casefold()) for host in hosts]
+            if self._settings_in_place:
+                settled = await _all(settle(host, reading) for host, reading in zip(hosts, readings, strict=True))
+            else:
+                settled = await _all(ensure(host) for host in hosts)
         else:
             for host in hosts:
                 if policy.restore_settings:

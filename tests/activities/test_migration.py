@@ -32,6 +32,8 @@ from workflows import contracts as c
 from workflows.contracts import (
     CleanupInput,
     EnsureSettingsInput,
+    EnsureSettingsResult,
+    HostRef,
     MigrationAuthentication,
     MigrationPerformance,
     MoveHeartbeat,
@@ -43,6 +45,7 @@ from workflows.contracts import (
     VmFacts,
     VmOnHost,
 )
+from workflows.settings_plan import settings_in_place
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,11 +162,15 @@ def test_settings_ensure_then_restore_puts_everything_back(estate: Lab) -> None:
     assert {s for s, _ in ensured.current.networks} == {"10.10.10.0/24", "10.20.0.0/16"}
 
     # At-least-once: a second run changes nothing and reports the state it found.
-    again = acts.ensure_migration_settings(
-        EnsureSettingsInput("HV-S1", KERBEROS, COMPRESSION, ("10.10.10.0/24", "10.20.0.0/16"))
-    )
+    request = EnsureSettingsInput("HV-S1", KERBEROS, COMPRESSION, ("10.10.10.0/24", "10.20.0.0/16"))
+    again = acts.ensure_migration_settings(request)
     assert not again.changed
     assert again.previous == ensured.current
+    # The saga's judgement from a reading agrees with the host: what the ensure left is in place, what it found
+    # was not (so the saga skips the first and calls the activity for the second).
+    reading = acts.read_migration_settings(HostRef("HV-S1"))
+    assert settings_in_place(reading, request) == EnsureSettingsResult(reading, reading, changed=False)
+    assert settings_in_place(ensured.previous, request) is None
 
     acts.restore_migration_settings(ensured.previous)
     assert _settings_truth(estate, "HV-S1") == before

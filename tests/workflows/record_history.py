@@ -29,8 +29,9 @@ campaign's next moves started ahead of their turn; in the current files the seco
 first prepared); `campaign_*@573c652.json` from before "campaign-quiet-handover" (a run continues as new only once
 the starts and cancels it sent are answered, and never in its first pass); `migrate_vm_*@2d019c5.json` from
 before "settings-side-by-side" (the two hosts' live-migration settings ensured at once); `migration_slots@97e45a7.json`
-from before "slots-standing-timer" (the book's wake-up timer kept across signals). Commit the files: a replay failure
-then means a change broke determinism for runs that are in flight.
+from before "slots-standing-timer" (the book's wake-up timer kept across signals); `migrate_vm_*@537004f.json`
+from before "settings-in-place" (a host whose settings already read as the move needs them is not ensured).
+Commit the files: a replay failure then means a change broke determinism for runs that are in flight.
 """
 
 from __future__ import annotations

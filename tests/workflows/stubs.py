@@ -119,6 +119,8 @@ class SagaStubs:
         failures: an error to raise, keyed by activity name or `name@host` (the host wins), on every call.
         guest_heartbeat: what verify reads of the moved guest's heartbeat (not starting with "Ok": no answer).
         block: the activity (or `name@host`) that heartbeats until it is cancelled instead of answering.
+        storage_path: where preflight says the VM's files go on the destination ("": it does not say).
+        networks: the migration networks a host has when its settings are right (by host; none by default).
     """
 
     def __init__(
@@ -137,6 +139,8 @@ class SagaStubs:
         failures: Mapping[str, ApplicationError] | None = None,
         guest_heartbeat: str = "OkApplicationsHealthy",
         block: str = "",
+        storage_path: str = "",
+        networks: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
     ) -> None:
         self.vm, self.source, self.destination = vm, source, destination
         self.vm_id = "5c3f7a1e-0d2b-4e8f-9a61-2b7c4d8e9f10"
@@ -158,6 +162,8 @@ class SagaStubs:
         )
         self.failures = dict(failures or {})
         self.block = block
+        self.storage_path = storage_path
+        self.networks = dict(networks or {})
         self.calls: list[Call] = []
         self.blocked = asyncio.Event()  # set when the blocking stub has started
         self.release = asyncio.Event()  # set by a test to let the blocking stub go on and finish
@@ -234,6 +240,7 @@ class SagaStubs:
                 authentication="Kerberos",
                 performance="Compression",
                 use_any_network=True,
+                networks=self.networks.get(host, ()),
                 max_vm_migrations=2,
             )
         return HostMigrationSettings(
@@ -268,6 +275,7 @@ class SagaStubs:
             cluster="CL-WEST" if self.clustered else "",
             destination_cluster=self.destination_cluster,
             move_bytes=MOVE_BYTES,
+            storage_path=self.storage_path,
         )
         facts = {"vm.clustered": str(self.clustered), "vm.move_bytes": str(MOVE_BYTES)}
         return PreflightReport(request.vm, request.source, request.destination, tuple(concerns), facts, summary=summary)

@@ -310,6 +310,37 @@ async def test_the_happy_path_calls_every_step_in_order(move: Move) -> None:
     assert [status.holders for status in held] == [(), ()]
 
 
+async def test_hosts_whose_settings_are_in_place_are_not_asked_to_ensure_them(move: Move) -> None:
+    """Both hosts read as the move needs them: no ensure (a round trip each, for nothing), nothing said changed,
+    and the storage path preflight checked goes to the move, which may then start in one round trip."""
+    stubs = move.stubs(settings_changed=False, storage_path=r"D:\VMs\app04")
+    async with move.worker(stubs):
+        handle = await move.start()
+        result = await asyncio.wait_for(handle.result(), TIMEOUT)
+    s, d = move.source, move.destination
+    assert stubs.trail() == [
+        *(step for step in _steps_until_move(move) if not step.startswith("ensure_migration_settings")),
+        "start_or_attach_move",
+        "verify_move",
+        f"restore_cluster_role@{d}",
+    ]
+    (moved,) = stubs.arguments("start_or_attach_move")
+    assert moved == MoveInput(VM, stubs.vm_id, s, d, r"D:\VMs\app04", bytes_estimate=MOVE_BYTES)
+    assert result.moved
+    assert result.settings_changed == ()
+
+
+async def test_a_host_whose_settings_differ_is_ensured_and_the_other_is_not(move: Move) -> None:
+    """Only the destination lacks what the move needs (here: the migration network the policy names)."""
+    s, d = move.source, move.destination
+    stubs = move.stubs(settings_changed=False, networks={s: (("10.9.0.0/24", 1),)})
+    async with move.worker(stubs):
+        handle = await move.start(replace(EVERYTHING, migration_networks=("10.9.0.0/24",)))
+        await asyncio.wait_for(handle.result(), TIMEOUT)
+    calls = [step for step in stubs.trail() if step.startswith("ensure_migration_settings")]
+    assert calls == [f"ensure_migration_settings@{d}"]
+
+
 async def test_a_moved_vm_shows_its_move_whole_while_it_is_verified(move: Move) -> None:
     # The move's percent comes from its activity's heartbeats while it runs; once it has ended the run itself must
     # say the bytes are across, or `status` and `campaign watch` show a moved VM at 0 % while it is verified.

@@ -118,8 +118,9 @@ _PATCH_CHEAP_MOVES = "cheap-moves"
 _PATCH_OFF_VMS_MOVE = "off-vms-move"
 # Both hosts' live-migration settings ensured at once instead of one after the other.
 _PATCH_SETTINGS_SIDE_BY_SIDE = "settings-side-by-side"
-# A host whose settings, as read moments before, already are what the move needs is not asked to ensure them.
-_PATCH_SETTINGS_IN_PLACE = "settings-in-place"
+# Fewer waits around the move: a host whose settings, as read moments before, already are what the move needs is
+# not asked to ensure them; and a moved VM's slots are given back while it is verified, not before.
+_PATCH_FEWER_WAITS = "fewer-waits"
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
@@ -226,7 +227,8 @@ class MigrateVmWorkflow:
         self._ha = _HaPlan(HaOutcome.NOT_CLUSTERED)
         self._cheap = False
         self._settings_side_by_side = False
-        self._settings_in_place = False
+        self._fewer_waits = False
+        self._releasing: asyncio.Future[None] | None = None  # the slots being given back beside the verify
         self._attributes: list[Any] = []  # search attributes for the next upsert
         self._go = False
 
@@ -284,7 +286,7 @@ class MigrateVmWorkflow:
         # Decided once, first: a run that started before the patch keeps its old command sequence to the end.
         self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
         self._settings_side_by_side = self._cheap and workflow.patched(_PATCH_SETTINGS_SIDE_BY_SIDE)
-        self._settings_in_place = self._settings_side_by_side and workflow.patched(_PATCH_SETTINGS_IN_PLACE)
+        self._fewer_waits = self._settings_side_by_side and workflow.patched(_PATCH_FEWER_WAITS)
         self._attributes = [
             _KEYS[SA_VM].value_set(input.vm),
             _KEYS[SA_SOURCE].value_set(input.source),
@@ -463,7 +465,7 @@ class MigrateVmWorkflow:
                 readings = list(read)
             elif not policy.require_approval:
                 readings = [read_by_preflight.get(host.casefold()) for host in hosts]
-            if self._settings_in_place:
+            if self._fewer_waits:
                 settled = await _all(settle(host, reading) for host, reading in zip(hosts, readings, strict=True))
             else:
                 settled = await _all(ensure(host) for host in hosts)
@@ -502,7 +504,11 @@ class MigrateVmWorkflow:
             await self._move_with_host_slots(input, facts, limits)
 
         # 7. verify, and make the VM highly available again on the destination when asked.
-        result = await self._verify(input, facts, already_there=False)
+        try:
+            result = await self._verify(input, facts, already_there=False)
+        finally:
+            if self._releasing is not None:
+                await self._releasing
         return replace(
             result,
             delegation_added=added,
@@ -554,8 +560,13 @@ class MigrateVmWorkflow:
             )
             await self._run_move(input, facts)
             self._moved(input, facts)
+            if self._fewer_waits:
+                # Verify only reads the hosts: the slots go back while it runs (the run waits for that before it
+                # ends), not a signal's round trip before it starts.
+                self._releasing = asyncio.ensure_future(held.release())
         finally:
-            await held.release()
+            if self._releasing is None:
+                await held.release()
 
     async def _move_with_host_slots(self, input: MigrateVmInput, facts: VmFacts, limits: dict[str, int]) -> None:
         """Runs started before the cheap-moves patch: a slot per host entity, taken in sorted order."""

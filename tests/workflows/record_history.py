@@ -30,7 +30,8 @@ first prepared); `campaign_*@573c652.json` from before "campaign-quiet-handover"
 the starts and cancels it sent are answered, and never in its first pass); `migrate_vm_*@2d019c5.json` from
 before "settings-side-by-side" (the two hosts' live-migration settings ensured at once); `migration_slots@97e45a7.json`
 from before "slots-standing-timer" (the book's wake-up timer kept across signals); `migrate_vm_*@537004f.json`
-from before "settings-in-place" (a host whose settings already read as the move needs them is not ensured).
+from before "fewer-waits" (a host whose settings already read as the move needs them is not ensured; a moved
+VM's slots given back while it is verified).
 Commit the files: a replay failure then means a change broke determinism for runs that are in flight.
 """
 

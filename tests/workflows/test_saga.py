@@ -349,8 +349,29 @@ async def test_a_moved_vm_shows_its_move_whole_while_it_is_verified(move: Move) 
         handle = await move.start()
         await asyncio.wait_for(stubs.blocked.wait(), TIMEOUT)
         verifying = await handle.query(MigrateVmWorkflow.progress)
+
+        # Verify only reads: both hosts' slots are given back while it runs, not a round trip before it starts.
+        async def given_back() -> bool:
+            return [(await move.slots(host)).holders for host in move.hosts] == [(), ()]
+
+        await wait_for(given_back, timeout=TIMEOUT, what="the slots to be given back during the verify")
         stubs.release.set()
         await asyncio.wait_for(handle.result(), TIMEOUT)
+        events = list((await handle.fetch_history()).events)
+
+    def scheduled(name: str) -> int:
+        return next(
+            i
+            for i, event in enumerate(events)
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_type.name == name
+        )
+
+    # The verify was scheduled in the task that sent the release, before the release was confirmed.
+    moved, verified = scheduled("start_or_attach_move"), scheduled("verify_move")
+    kinds = [event.event_type for event in events]
+    confirmed = kinds.index(EventType.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED, moved)
+    assert moved < verified < confirmed
 
     assert verifying.step == Step.VERIFY
     assert (verifying.percent, verifying.bytes_done, verifying.bytes_total) == (100, MOVE_BYTES, MOVE_BYTES)
@@ -672,6 +693,7 @@ async def test_a_silent_guest_fails_the_run_by_policy_without_undoing_the_move(m
         cause = await _failure(handle)
         outcomes = await _compensations(handle)
         progress = await handle.query(MigrateVmWorkflow.progress)
+        held = [await move.slots(host) for host in move.hosts]
 
     # Verified where it runs, HA restored there; nothing compensated: a move is not undone.
     assert stubs.trail() == [
@@ -684,8 +706,9 @@ async def test_a_silent_guest_fails_the_run_by_policy_without_undoing_the_move(m
     assert cause.type == GUEST_NOT_ANSWERING
     assert "LostCommunication" in cause.message
     assert outcomes == []
-    # Failed after the move: the bytes are across all the same.
+    # Failed after the move: the bytes are across all the same, and the slots were given back before the end.
     assert (progress.step, progress.percent) == (Step.FAILED, 100)
+    assert [status.holders for status in held] == [(), ()]
 
 
 # -- a cancel in each step ---------------------------------------------------------------------------------------------

@@ -411,6 +411,17 @@ def _first_attempt() -> bool:
     return (not _in_activity() or activity.info().attempt <= 1) and not _previous_job_id()
 
 
+def _pace(baseline: tuple[float, int] | None, now: float, percent: int) -> tuple[float, int]:
+    """The baseline the job's pace is measured from: the first reading, moved to each later one while the percent
+    has not gone past it. So the pace is known at the first reading that shows progress (not one poll later), and
+    the seconds a job spends connecting and preparing at 0 % (4 s or more on real hosts) do not count as slow
+    copying: counted, they made the watch expect the end later than it came, and poll up to a whole interval after
+    it while both hosts' slots were held."""
+    if baseline is None or percent <= baseline[1]:
+        return (now, percent)
+    return baseline
+
+
 def _job_error(host: str, job: Mapping[str, Any], request: MoveInput) -> SnlmError:
     """The engine's error for a migration job that ended without moving the VM."""
     state = _job_state(job)
@@ -958,9 +969,7 @@ class MigrationActivities:
         """Watch the job to its end, from `first`, the job as read on the source `host` a moment ago."""
         request = move.request
         deadline = time.monotonic() + self._max_move
-        # The first reading (monotonic time, percent), even at 0 %: the pace from it is known at the second
-        # reading instead of the third, which for a job of a few polls is most of its slots' idle time at its end.
-        # A set-up without progress makes the pace look slower than it is, so the poll is never later for it.
+        # The pace's baseline (monotonic time, percent): the last reading before the percent moved (see `_pace`).
         paced: tuple[float, int] | None = None
         reading: Mapping[str, Any] | None = first
         while True:
@@ -974,8 +983,7 @@ class MigrationActivities:
                 reading = jobs[0]
             job, reading = reading, None
             state, percent = _job_state(job), _int(job.get("PercentComplete"))
-            if paced is None:
-                paced = (time.monotonic(), percent)
+            paced = _pace(paced, time.monotonic(), percent)
             total = request.bytes_estimate
             beat = MoveHeartbeat(move.job_id, percent, bytes_done=total * percent // 100, bytes_total=total)
             _heartbeat(beat)

@@ -25,7 +25,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.errors import SnlmError
 from activities.hosts import Command, HostClient, SessionReport, add_session_observer
 from activities.inventory import load_inventory
-from activities.migration import ISO_MISSING, MigrationActivities
+from activities.migration import ISO_MISSING, MigrationActivities, _pace
 from lab.lab import Lab
 from lab.model.topology import DEFAULT_TOPOLOGY
 from workflows import contracts as c
@@ -729,3 +729,14 @@ def test_the_move_polls_at_its_expected_end_rather_than_a_whole_interval_after(e
     assert acts._next_poll((started, 10), 20) == 2.0  # 1 %/s, 80 s left: the configured interval
     assert acts._next_poll((started, 10), 99) == 0.2  # 8.9 %/s, 0.11 s left: never below a tenth of the interval
     assert acts._next_poll((started, 50), 95) == pytest.approx(5 / 4.5, rel=0.05)  # 4.5 %/s, 5 % left: 1.1 s
+
+
+def test_the_pace_is_measured_from_the_last_reading_before_the_percent_moved() -> None:
+    # A job that connects and prepares at 0 % for 4 s, then copies 80 % in 1 s: the pace is 80 %/s, not 16 %/s.
+    paced = _pace(None, 100.0, 0)
+    for now in (101.0, 102.0, 104.0):
+        paced = _pace(paced, now, 0)
+    assert paced == (104.0, 0)
+    assert _pace(paced, 105.0, 80) == (104.0, 0)  # progress: the baseline stays, 80 %/s from it
+    assert _pace((104.0, 0), 105.5, 90) == (104.0, 0)
+    assert _pace((104.0, 0), 106.0, 0) == (106.0, 0)  # a job that starts again from 0 (a retry's) is paced anew

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     route(preflight)
+    preflight.add_argument(
+        "--storage-path", help="the destination folder the move would use (default: the host's own), checked too"
+    )
     preflight.set_defaults(subparser=preflight)
 
     for name, text in (
@@ -277,7 +280,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     parser = getattr(args, "subparser", parser)
     if args.command in ("migrate", "preflight") and args.source.casefold() == args.destination.casefold():
         parser.error(f"--from and --to are the same host ({args.source})")
-    if args.command == "migrate" and args.storage_path is not None and not args.storage_path.strip():
+    if args.command in ("migrate", "preflight") and args.storage_path is not None and not args.storage_path.strip():
         parser.error("--storage-path is empty")
     if args.command == "migrate" and args.guest_timeout is not None and not 0 <= args.guest_timeout <= 86400:
         parser.error(f"--guest-timeout must be between 0 and 86400 seconds, not {args.guest_timeout:g}")
@@ -968,7 +971,9 @@ async def cmd_preflight(client: Client, settings: Any, args: argparse.Namespace,
     try:
         report: PreflightReport = await client.execute_workflow(
             PREFLIGHT_WORKFLOW,
-            PreflightInput(vm=args.vm, source=args.source, destination=args.destination),
+            PreflightInput(
+                vm=args.vm, source=args.source, destination=args.destination, storage_path=args.storage_path
+            ),
             id=workflow_id,
             task_queue=settings.task_queue,
             result_type=PreflightReport,

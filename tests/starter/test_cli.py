@@ -243,9 +243,8 @@ class FakePreflight:
         ]
         if request.vm.startswith("sql"):
             concerns.insert(0, Concern(ConcernId.PASSTHROUGH_DISK, SEVERITY_BLOCKER, "pass-through disk", "detach it"))
-        return PreflightReport(
-            request.vm, request.source, request.destination, tuple(concerns), {"vm.state": "Running"}, {"HV-A": 5}
-        )
+        facts = {"vm.state": "Running", **({"storage_path": request.storage_path} if request.storage_path else {})}
+        return PreflightReport(request.vm, request.source, request.destination, tuple(concerns), facts, {"HV-A": 5})
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
@@ -326,6 +325,7 @@ def test_same_host_is_named(capsys: pytest.CaptureFixture[str]) -> None:
         (["migrate", " ", "--from", "HV-S2", "--to", "HV-S4"], "the VM name is empty"),
         (["migrate", "web07", "--from", "A", "--to", "B", "--delegation", "maybe"], "invalid choice: 'maybe'"),
         (["migrate", "web07", "--from", "A", "--to", "B", "--storage-path", " "], "--storage-path is empty"),
+        (["preflight", "web07", "--from", "A", "--to", "B", "--storage-path", ""], "--storage-path is empty"),
         (["migrate", "web07", "--from", "A", "--to", "B", "--ha", "keep"], "invalid choice: 'keep'"),
         (["migrate", "web07", "--from", "A", "--to", "B", "--guest-timeout", "-1"], "--guest-timeout must be"),
         (["migrate", "web07", "--from", "A", "--to", "B", "--guest-timeout", "soon"], "invalid float value"),
@@ -496,6 +496,13 @@ async def test_preflight_table_and_json(server: DevServer, queue: str, fake_work
     assert doc["report"]["blockers"] == ["passthrough-disk"]
     assert doc["report"]["concerns"][0]["severity"] == "blocker"
     assert doc["report"]["facts"] == {"vm.state": "Running"}
+
+    # The storage path a move would use can be checked before the move (it reaches the preflight's input).
+    code, doc = await snlm_json(
+        server, "preflight", "web07", "--from", "HV-A", "--to", "HV-B", "--storage-path", "E:\\VMs\\web07"
+    )
+    assert code == 0
+    assert doc["report"]["facts"] == {"vm.state": "Running", "storage_path": "E:\\VMs\\web07"}
 
 
 async def test_approve_and_reject(server: DevServer, queue: str, fake_worker: Worker) -> None:

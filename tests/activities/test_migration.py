@@ -486,7 +486,7 @@ def test_a_quick_start_beside_a_running_migration_reattaches_to_it(pair: Callabl
 
 
 def test_a_quick_start_of_a_vm_realized_on_both_hosts_changes_nothing_and_says_so(pair: Callable[..., Lab]) -> None:
-    lab = pair(time_scale=60.0)  # a failed job stays listed 5 minutes: 5 s here
+    lab = pair(time_scale=10.0)  # a failed job stays listed 5 minutes: 30 s here
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
     with lab.world.lock:

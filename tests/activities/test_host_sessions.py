@@ -61,8 +61,23 @@ def inventory(lab: Lab) -> Inventory:
     return load_inventory(lab.inventory_path)
 
 
+_POOLS: list[HostSessions] = []
+
+
+@pytest.fixture(autouse=True)
+def _pools_closed(pair: Callable[..., Lab], quota_lab: Callable[..., Lab]) -> Iterator[None]:
+    """Each test's pools are closed at its end, while its labs still run (this fixture needs theirs, so it ends
+    first). Left to the garbage collector, a pool closed its sessions during a later test, against a lab that had
+    stopped, and that test read the failed closes in its own log."""
+    yield
+    while _POOLS:
+        _POOLS.pop().close_all()
+
+
 def sessions_of(lab: Lab, **options: Any) -> HostSessions:
-    return HostSessions(inventory(lab), **{**FAST, **options})
+    sessions = HostSessions(inventory(lab), **{**FAST, **options})
+    _POOLS.append(sessions)
+    return sessions
 
 
 def shells(lab: Lab, host: str) -> int:

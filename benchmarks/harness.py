@@ -231,7 +231,28 @@ class ActionMeter:
         # This process's CPU spent reading the counter (the page is long and read often): a benchmark that
         # measures its own process's CPU leaves it out.
         self.cpu_seconds = 0.0
-        self.available = self.read() is not None
+        self.available = self._first_reading() is not None
+
+    def _first_reading(self, wait_seconds: float = 15.0) -> Counter[str] | None:
+        """A server publishes the counter once it has counted an action: a dev server that has just started to
+        answer may have counted none yet (its own system workflows follow within seconds). So a page served
+        without the counter is read again for a while; no page at all means no metrics, at once."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            page = self._page()
+            if page is None:
+                return None
+            if "# TYPE action counter" in page or time.monotonic() > deadline:
+                return self.read()
+            time.sleep(0.2)
+
+    def _page(self) -> str | None:
+        try:
+            response = requests.get(self.url, timeout=10)
+            response.raise_for_status()
+        except requests.RequestException:
+            return None
+        return response.text
 
     def read(self) -> Counter[str] | None:
         """Actions so far by `action_type`; None when the server publishes no `action` counter."""
@@ -242,13 +263,8 @@ class ActionMeter:
             self.cpu_seconds += time.thread_time() - started
 
     def _read(self) -> Counter[str] | None:
-        try:
-            response = requests.get(self.url, timeout=10)
-            response.raise_for_status()
-            text = response.text
-        except requests.RequestException:
-            return None
-        if "# TYPE action counter" not in text:
+        text = self._page()
+        if text is None or "# TYPE action counter" not in text:
             return None
         counts: Counter[str] = Counter()
         for line in text.splitlines():

@@ -235,6 +235,19 @@ def _vm_commands(vm_id: str, *then: Command) -> list[Command]:
     return [_get_vm(vm_id), *then]
 
 
+def _move_vm(vm_id: str, destination: str, storage: str) -> list[Command]:
+    """`Get-VM -Id <id> | Move-VM -IncludeStorage -AsJob`: Move-VM -Name would take the name as a pattern and move
+    every VM it matches."""
+    return _vm_commands(
+        vm_id,
+        Command(
+            "Move-VM",
+            {"DestinationHost": destination, "DestinationStoragePath": storage},
+            switches=("IncludeStorage", "AsJob"),
+        ),
+    )
+
+
 def _jobs_command(*, vm_id: str | None = None, job_id: str | None = None) -> Command:
     """Get-CimInstance of Msvm_MigrationJob, filtered by the VM's id or the job's InstanceID."""
     if job_id is not None:
@@ -806,15 +819,7 @@ class MigrationActivities:
             before_read, moved, after_read = source.batch(
                 [
                     _jobs_command(vm_id=vm_id),
-                    # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern (see the careful way).
-                    _vm_commands(
-                        vm_id,
-                        Command(
-                            "Move-VM",
-                            {"DestinationHost": request.destination, "DestinationStoragePath": storage},
-                            switches=("IncludeStorage", "AsJob"),
-                        ),
-                    ),
+                    _move_vm(vm_id, request.destination, storage),
                     _jobs_command(vm_id=vm_id),
                 ],
                 check=False,
@@ -919,22 +924,9 @@ class MigrationActivities:
         move.t0 = time.monotonic()
         _heartbeat(MoveHeartbeat(_previous_job_id(), 0, 0, request.bytes_estimate))
         with self._client(request.source) as source:
-            # Get-VM -Id | Move-VM: Move-VM -Name would take the name as a pattern and move every VM it matches. The
-            # job it started is read in the same round trip: a read, so nothing changes if the move failed (its
+            # The job it started is read in the same round trip: a read, so nothing changes if the move failed (its
             # error is raised; the read after it may have run unseen).
-            _, jobs_read = source.batch(
-                [
-                    _vm_commands(
-                        vm_id,
-                        Command(
-                            "Move-VM",
-                            {"DestinationHost": request.destination, "DestinationStoragePath": storage},
-                            switches=("IncludeStorage", "AsJob"),
-                        ),
-                    ),
-                    _jobs_command(vm_id=vm_id),
-                ]
-            )
+            _, jobs_read = source.batch([_move_vm(vm_id, request.destination, storage), _jobs_command(vm_id=vm_id)])
             move.started = True
             host = source.host
         fresh = [job for job in _dicts(jobs_read) if _text(job.get("InstanceID")) not in before]

@@ -437,18 +437,16 @@ class MigrateVmWorkflow:
                 )
             return reading
 
+        def wanted(host: str) -> EnsureSettingsInput:
+            return EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks)
+
         def ensure(host: str) -> Awaitable[EnsureSettingsResult]:
-            return self._activity(
-                ActivityName.ENSURE_MIGRATION_SETTINGS,
-                EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks),
-                EnsureSettingsResult,
-            )
+            return self._activity(ActivityName.ENSURE_MIGRATION_SETTINGS, wanted(host), EnsureSettingsResult)
 
         async def settle(host: str, reading: HostMigrationSettings | None) -> EnsureSettingsResult:
             # A reading moments old that already has what the move needs: ensure would change nothing. (A change
             # made on the host since then is met by the move as it would be after an ensure.)
-            wanted = EnsureSettingsInput(host, policy.authentication, policy.performance, policy.migration_networks)
-            in_place = settings_in_place(reading, wanted) if reading is not None else None
+            in_place = settings_in_place(reading, wanted(host)) if reading is not None else None
             return in_place if in_place is not None else await ensure(host)
 
         hosts = (source, destination)

@@ -132,6 +132,21 @@ def _settings_truth(lab: Lab, host: str) -> dict[str, Any]:
     return {key: entry[key] for key in ("live_migration", "migration_networks", "firewall_live_migration_open")}
 
 
+def _calls(reports: list[SessionReport], host: str) -> Counter[str]:
+    calls = Counter[str]()
+    for report in reports:
+        if report.host == host:
+            calls.update(report.calls)
+    return calls
+
+
+def _copy_realized(lab: Lab, vm_id: str, source: str, destination: str) -> None:
+    """Register a realized copy of the VM on `destination` too, as a move half undone by hand would leave it."""
+    with lab.world.lock:
+        original = lab.world.hosts[source].vms[uuid.UUID(vm_id)]
+        lab.world.hosts[destination].vms[original.id] = copy.deepcopy(original)
+
+
 def _move(acts: MigrationActivities, facts: VmFacts, destination: str) -> MoveInput:
     return MoveInput(facts.vm, facts.vm_id, facts.host, destination)
 
@@ -342,9 +357,7 @@ def test_a_move_reads_each_thing_once(pair: Callable[..., Lab]) -> None:
     finally:
         remove()
     assert result.started
-    calls = {host: Counter[str]() for host in ("HV-A", "HV-B")}
-    for report in reports:
-        calls[report.host].update(report.calls)
+    calls = {host: _calls(reports, host) for host in ("HV-A", "HV-B")}
     assert calls["HV-B"] == {"Get-VM": 1, "Get-VMHost": 1, "Test-Path": 1}
     # Source: its jobs, the VM and its disks (two Get-VM), then Get-VM | Move-VM with the job read, then the polls.
     assert calls["HV-A"]["Move-VM"] == 1
@@ -414,14 +427,6 @@ def _quick(facts: VmFacts, destination: str = "HV-B", storage: str = STORAGE) ->
     return MoveInput(facts.vm, facts.vm_id, facts.host, destination, storage)
 
 
-def _calls(reports: list[SessionReport], host: str) -> Counter[str]:
-    calls = Counter[str]()
-    for report in reports:
-        if report.host == host:
-            calls.update(report.calls)
-    return calls
-
-
 def test_a_first_attempt_with_its_storage_path_starts_the_move_in_one_round_trip(pair: Callable[..., Lab]) -> None:
     """Its jobs, Get-VM | Move-VM and its jobs again in one round trip to the source; the destination is not read
     before the move (vmms checks it), and the watch starts from the job read with the move."""
@@ -489,9 +494,7 @@ def test_a_quick_start_of_a_vm_realized_on_both_hosts_changes_nothing_and_says_s
     lab = pair(time_scale=10.0)  # a failed job stays listed 5 minutes: 30 s here
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
-    with lab.world.lock:
-        original = lab.world.hosts["HV-A"].vms[uuid.UUID(facts.vm_id)]
-        lab.world.hosts["HV-B"].vms[original.id] = copy.deepcopy(original)
+    _copy_realized(lab, facts.vm_id, "HV-A", "HV-B")
     files_before = _files_under(lab, "HV-B", STORAGE)
     with pytest.raises(SnlmError) as raised:
         Recorder().env.run(acts.start_or_attach_move, _quick(facts))
@@ -613,9 +616,7 @@ def test_a_vm_realized_on_both_hosts_is_reported_and_left_alone(pair: Callable[.
     lab = pair()
     acts = _activities(lab)
     facts = acts.read_vm(VmOnHost("vm-a1", "HV-A"))
-    with lab.world.lock:
-        original = lab.world.hosts["HV-A"].vms[uuid.UUID(facts.vm_id)]
-        lab.world.hosts["HV-B"].vms[original.id] = copy.deepcopy(original)
+    _copy_realized(lab, facts.vm_id, "HV-A", "HV-B")
     with pytest.raises(SnlmError) as raised:
         Recorder().env.run(acts.start_or_attach_move, _move(acts, facts, "HV-B"))
     assert raised.value.error_type == c.VERIFY_FAILED

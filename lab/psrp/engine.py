@@ -31,9 +31,12 @@ from psrpcore import (
     SetMinRunspacesEvent,
     StreamType,
 )
-from psrpcore.types import PSVersion, RunspacePoolState
+from psrpcore._payload import PSRPMessage
+from psrpcore.types import PSRPMessageType, PSVersion, RunspacePoolState
 
 from lab.commands import CommandRunner
+from lab.psrp import speedups
+from lab.psrp.create_pipeline import ParsedPipeline, read_create_pipeline
 from lab.psrp.pipeline import PipelineRun
 from lab.psrp.records import runtime_error_spec
 
@@ -80,6 +83,37 @@ def _windows_private_data() -> dict[str, object]:
     }
 
 
+class _ParsedCreatePipelineEvent(CreatePipelineEvent):
+    """A CREATE_PIPELINE read by `read_create_pipeline`: its statements, no psrpcore objects behind them."""
+
+    def __init__(self, runspace_pool_id: uuid.UUID, pipeline_id: uuid.UUID, parsed: ParsedPipeline) -> None:
+        super().__init__(PSRPMessageType.CreatePipeline, None, runspace_pool_id, pipeline_id)  # type: ignore[arg-type]
+        self.parsed = parsed
+
+
+class _LabRunspacePool(ServerRunspacePool):
+    """psrpcore's server pool, with CREATE_PIPELINE read by lab/psrp/create_pipeline.py where it can be (the
+    psrpcore versions speedups.py was checked with; any message it does not expect goes psrpcore's way)."""
+
+    def _process_message(self, message: PSRPMessage) -> PSRPEvent:
+        if (
+            message.message_type == PSRPMessageType.CreatePipeline
+            and message.pipeline_id in self.pipeline_table
+            and speedups.checked()
+        ):
+            parsed = read_create_pipeline(
+                bytes(message.data),
+                self._cipher,
+                our_capability=self.our_capability,
+                their_capability=self.their_capability,
+            )
+            if parsed is not None:
+                # psrpcore's own handling of the event only stores its pipeline as the ServerPipeline's metadata,
+                # which nothing reads.
+                return _ParsedCreatePipelineEvent(message.runspace_pool_id, message.pipeline_id, parsed)
+        return super()._process_message(message)
+
+
 class PoolShell:
     """A runspace pool with its pipelines, driven by WSMan operations."""
 
@@ -99,7 +133,7 @@ class PoolShell:
         self.auth = auth
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
-        self.pool = ServerRunspacePool(application_private_data=_windows_private_data())
+        self.pool = _LabRunspacePool(application_private_data=_windows_private_data())
         self.closed = False
         self.fragment_size = payload_budget(153600)
         self._stop_grace = stop_grace_seconds
@@ -252,7 +286,9 @@ class PoolShell:
             self.flush()
 
     def _handle(self, event: PSRPEvent) -> None:
-        if isinstance(event, CreatePipelineEvent):
+        if isinstance(event, _ParsedCreatePipelineEvent):
+            self._run_for(event.pipeline_id).configure_parsed(event.parsed.statements, no_input=event.parsed.no_input)
+        elif isinstance(event, CreatePipelineEvent):
             self._run_for(event.pipeline_id).configure(event.pipeline)
         elif isinstance(event, PipelineInputEvent):
             self._run_for(event.pipeline_id).add_input(event.data)

@@ -178,8 +178,12 @@ class PipelineRun:
 
     def configure(self, powershell: PowerShell) -> None:
         """Take the statements of CREATE_PIPELINE; start at once unless input will follow."""
-        self.statements = parse_statements(powershell)
-        self.no_input = bool(powershell.no_input)
+        self.configure_parsed(parse_statements(powershell), no_input=bool(powershell.no_input))
+
+    def configure_parsed(self, statements: list[list[CommandSpec]], *, no_input: bool) -> None:
+        """`configure` with the statements already read (lab/psrp/create_pipeline.py)."""
+        self.statements = statements
+        self.no_input = no_input
         if self.no_input:
             self.start()
 

@@ -65,16 +65,26 @@ def _remembered_escape(value: str) -> str:
     return _ORIGINAL_ESCAPE(value)
 
 
+def checked() -> bool:
+    """Whether this psrpcore is a version these shortcuts (and lab/psrp/create_pipeline.py's) were checked with."""
+    return _checked_version()
+
+
+@functools.cache
+def _checked_version() -> bool:
+    try:
+        return version("psrpcore") in CHECKED_VERSIONS
+    except PackageNotFoundError:
+        return False
+
+
 def installed() -> bool:
     return PSObject.__getattribute__ is _lazy_getattribute and serializer._serialize_string is _remembered_escape
 
 
 def install() -> bool:
     """Put both in place (once per process is enough); False when this psrpcore is not one they were checked with."""
-    try:
-        if version("psrpcore") not in CHECKED_VERSIONS:
-            return False
-    except PackageNotFoundError:
+    if not checked():
         return False
     PSObject.__getattribute__ = _lazy_getattribute  # type: ignore[method-assign]
     serializer._serialize_string = _remembered_escape

@@ -56,3 +56,41 @@ def test_on_a_rolling_rebalance_the_planner_is_never_worse_than_forklifts_rule(o
     assert gain.group(3) == "0"
     ratios = _ratios(output, ROLLING_REBALANCE)
     assert ratios["planner"][0] < ratios["fifo-source"][0]
+
+
+def _model_only(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.makespan", "--model-only", "--quick", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_worst_seed_is_named_and_seed_0_placed_among_the_others(output: str) -> None:
+    for kind in GENERATORS:
+        table = output.split(f"\n{kind}: ", 1)[1]
+        worst = re.search(r"planner's worst seed (\d) \(([\d.]+)\); seed 0 ([\d.]+), (\d) of 3 from the best", table)
+        assert worst is not None, table[:400]
+        assert float(worst.group(2)) == _ratios(output, kind)["planner"][1]
+        assert float(worst.group(3)) <= float(worst.group(2))
+
+
+def test_the_engines_time_per_move_is_counted_as_set_up() -> None:
+    done = _model_only("--seeds", "2", "--scenario", ROLLING_REBALANCE, "--engine-seconds", "14")
+    assert done.returncode == 0, done.stderr
+    assert "and 14 simulated s of the engine's per move" in done.stdout
+    with_engine = _ratios(done.stdout, ROLLING_REBALANCE)
+    without = _model_only("--seeds", "2", "--scenario", ROLLING_REBALANCE)
+    assert without.returncode == 0, without.stderr
+    # The same plans and bounds (judged without the engine): only the simulated campaigns changed.
+    assert with_engine != _ratios(without.stdout, ROLLING_REBALANCE)
+    assert max(w for _, w in with_engine.values()) >= 1.0
+
+
+def test_a_negative_engine_time_is_refused() -> None:
+    done = _model_only("--engine-seconds", "-1")
+    assert done.returncode == 2
+    assert "--engine-seconds: must not be negative" in done.stderr

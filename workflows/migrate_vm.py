@@ -121,6 +121,12 @@ _PATCH_SETTINGS_SIDE_BY_SIDE = "settings-side-by-side"
 # Fewer waits around the move: a host whose settings, as read moments before, already are what the move needs is
 # not asked to ensure them; and a moved VM's slots are given back while it is verified, not before.
 _PATCH_FEWER_WAITS = "fewer-waits"
+# One marker for all of the three above: a run recording it takes every change of cheap-moves,
+# settings-side-by-side and fewer-waits, where each patch costs a run a marker event and the SDK's upsert of
+# TemporalChangeVersion (a billed action and an index write). Histories recorded before it ask for the three one by
+# one and replay as they ran. Its own change: a move prepared ahead whose turn came before it was ready writes its
+# step once, not `ready` and then `move` in the same workflow task.
+_PATCH_ONE_MARKER = "moves-one-marker"
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
@@ -228,6 +234,7 @@ class MigrateVmWorkflow:
         self._cheap = False
         self._settings_side_by_side = False
         self._fewer_waits = False
+        self._one_marker = False
         self._releasing: asyncio.Future[None] | None = None  # the slots being given back beside the verify
         self._attributes: list[Any] = []  # search attributes for the next upsert
         self._go = False
@@ -284,9 +291,13 @@ class MigrateVmWorkflow:
     @workflow.run
     async def run(self, input: MigrateVmInput) -> MigrateVmResult:
         # Decided once, first: a run that started before the patch keeps its old command sequence to the end.
-        self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
-        self._settings_side_by_side = self._cheap and workflow.patched(_PATCH_SETTINGS_SIDE_BY_SIDE)
-        self._fewer_waits = self._settings_side_by_side and workflow.patched(_PATCH_FEWER_WAITS)
+        self._one_marker = workflow.patched(_PATCH_ONE_MARKER)
+        if self._one_marker:
+            self._cheap = self._settings_side_by_side = self._fewer_waits = True
+        else:
+            self._cheap = workflow.patched(_PATCH_CHEAP_MOVES)
+            self._settings_side_by_side = self._cheap and workflow.patched(_PATCH_SETTINGS_SIDE_BY_SIDE)
+            self._fewer_waits = self._settings_side_by_side and workflow.patched(_PATCH_FEWER_WAITS)
         self._attributes = [
             _KEYS[SA_VM].value_set(input.vm),
             _KEYS[SA_SOURCE].value_set(input.source),
@@ -482,7 +493,8 @@ class MigrateVmWorkflow:
         if input.prepared_ahead:
             self._set_step(Step.READY)
             self._waiting_for = f"its turn in campaign {input.campaign}" if input.campaign else "its turn"
-            self._flush()
+            if not (self._one_marker and self._go):
+                self._flush()
             try:
                 await workflow.wait_condition(lambda: self._go)
             finally:

@@ -31,7 +31,9 @@ the starts and cancels it sent are answered, and never in its first pass); `migr
 before "settings-side-by-side" (the two hosts' live-migration settings ensured at once); `migration_slots@97e45a7.json`
 from before "slots-standing-timer" (the book's wake-up timer kept across signals); `migrate_vm_*@537004f.json`
 from before "fewer-waits" (a host whose settings already read as the move needs them is not ensured; a moved
-VM's slots given back while it is verified).
+VM's slots given back while it is verified); `migrate_vm_*@abdfdd1.json` from before "moves-one-marker" (one
+patch marker where a run recorded the three above, and a move prepared ahead whose turn came first writes its step
+once).
 Commit the files: a replay failure then means a change broke determinism for runs that are in flight.
 """
 

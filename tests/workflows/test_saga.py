@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -52,6 +53,7 @@ from workflows.contracts import (
     HOST_ACCESS_DENIED,
     MIGRATION_LIMIT_REACHED,
     MIGRATION_SERVICE,
+    SA_STEP,
     CleanupInput,
     CompensationOutcome,
     DelegationPolicy,
@@ -834,3 +836,56 @@ async def test_a_cancel_in_each_step_undoes_exactly_what_was_done(move: Move, ca
         )
     assert outcomes == [CompensationOutcome(step, ok=True) for step in case.outcomes(move)]
     assert (after.step, after.waiting_for) == (Step.CANCELLED, "")
+
+
+# -- the history's own cost ---------------------------------------------------------------------------------------
+
+
+def _patches(history: Any) -> list[str]:
+    """The patch ids the run recorded, in order (the SDK's `core_patch` markers)."""
+    found = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_patch":
+                found.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+def _steps_written_per_task(history: Any) -> list[list[str]]:
+    """For each workflow task that wrote snlm's step attribute, the steps it wrote (the SDK's own upserts, of
+    TemporalChangeVersion, apart)."""
+    tasks: list[list[str]] = [[]]
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            tasks.append([])
+        elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            if SA_STEP in fields:
+                tasks[-1].append(json.loads(fields[SA_STEP].data))
+    return [steps for steps in tasks if steps]
+
+
+async def test_a_run_records_one_patch_marker_and_writes_its_step_once_per_task(move: Move) -> None:
+    async with move.worker(move.stubs()):
+        handle = await move.start()
+        assert (await asyncio.wait_for(handle.result(), TIMEOUT)).moved
+    history = await handle.fetch_history()
+    # One marker (and one TemporalChangeVersion upsert by the SDK) stands for every change the run takes.
+    assert _patches(history) == ["moves-one-marker"]
+    written = _steps_written_per_task(history)
+    assert all(len(steps) == 1 for steps in written), written
+    assert written[-1] == [Step.DONE]
+
+
+async def test_a_turn_that_came_before_the_run_was_ready_writes_move_not_ready(move: Move) -> None:
+    stubs = move.stubs()
+    async with move.worker(stubs):
+        handle = await move.start(prepared_ahead=True)
+        # The campaign's `go` arrives while preflight runs: the run never waits in `ready`.
+        await handle.signal(MigrateVmWorkflow.go)
+        assert (await asyncio.wait_for(handle.result(), TIMEOUT)).moved
+    written = _steps_written_per_task(await handle.fetch_history())
+    assert all(len(steps) == 1 for steps in written), written
+    assert Step.READY not in [step for steps in written for step in steps]
+    assert Step.MOVE in [step for steps in written for step in steps]

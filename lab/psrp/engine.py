@@ -90,6 +90,13 @@ class _ParsedCreatePipelineEvent(CreatePipelineEvent):
         super().__init__(PSRPMessageType.CreatePipeline, None, runspace_pool_id, pipeline_id)  # type: ignore[arg-type]
         self.parsed = parsed
 
+    def __repr__(self) -> str:
+        # The base class's repr builds `pipeline` from the psrpcore object this event does not have.
+        return (
+            f"<{type(self).__name__} runspace_pool_id={self.runspace_pool_id!r} pipeline_id={self.pipeline_id!r} "
+            f"statements={self.parsed.statements!r}>"
+        )
+
 
 class _LabRunspacePool(ServerRunspacePool):
     """psrpcore's server pool, with CREATE_PIPELINE read by lab/psrp/create_pipeline.py where it can be (the

@@ -7,6 +7,7 @@ both ways.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import lab.psrp.engine as engine
 from activities.hosts import HostSessions
 from activities.inventory import load_inventory
 from activities.preflight import run_preflight
+from lab.commands import CommandSpec
 from lab.lab import Lab
 from lab.psrp.create_pipeline import ParsedPipeline, read_create_pipeline
 from lab.psrp.pipeline import parse_statements
@@ -181,3 +183,10 @@ def test_the_smallest_frame_reads() -> None:
     assert parsed.no_input
     ((command,),) = parsed.statements
     assert (command.name, command.parameters[0].name, command.parameters[0].value) == ("Get-VM", "Name", "vmA")
+
+
+def test_the_event_it_makes_says_what_it_holds() -> None:
+    event = engine._ParsedCreatePipelineEvent(
+        uuid.uuid4(), uuid.uuid4(), ParsedPipeline([[CommandSpec(name="Get-VM")]], no_input=True)
+    )
+    assert "Get-VM" in repr(event)

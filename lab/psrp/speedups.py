@@ -65,13 +65,9 @@ def _remembered_escape(value: str) -> str:
     return _ORIGINAL_ESCAPE(value)
 
 
+@functools.cache
 def checked() -> bool:
     """Whether this psrpcore is a version these shortcuts (and lab/psrp/create_pipeline.py's) were checked with."""
-    return _checked_version()
-
-
-@functools.cache
-def _checked_version() -> bool:
     try:
         return version("psrpcore") in CHECKED_VERSIONS
     except PackageNotFoundError:

@@ -510,7 +510,13 @@ class MigrationSlotsStatus:
 
 @dataclass(frozen=True)
 class MigrationSlotsInput:
-    """Start (or continue as new) the pair-slot entity, with everything carried across runs."""
+    """Start (or continue as new) the pair-slot entity, with everything carried across runs.
+
+    Attributes:
+        continue_as_new_after_events: continue as new past this history length; 0 means the book's own length
+            (MIGRATION_SLOTS_RUN_EVENTS) on runs that know it, only the SDK's suggestion on runs that predate it.
+        resend: holders whose grant the previous run had still to signal (it hands over without waiting on them).
+    """
 
     hosts: tuple[HostCapacity, ...] = ()
     holders: tuple[PairHolder, ...] = ()
@@ -518,6 +524,20 @@ class MigrationSlotsInput:
     peaks: tuple[HostLimit, ...] = ()
     bypass_limit: int = SLOT_BYPASS_LIMIT
     continue_as_new_after_events: int = 0
+    resend: tuple[str, ...] = ()
+
+
+# How long one run of the slot book grows before it continues as new. The book takes a signal from every move at its
+# start and its end, so in a campaign it never goes quiet for a hand-over: the server refuses the task that continues
+# as new when a signal came in meanwhile (UNHANDLED_COMMAND), and the worker then replays the whole run before it can
+# try again. Replay costs about 0.6 ms per event here unloaded (2.6 s for a run of 4,100 events, the length at which
+# the SDK suggests continuing) and several times that on a worker busy moving VMs: in a 10,000-VM campaign those
+# replays outran the task timeout again and again and one run reached 11,847 events. At 1,000 events a hand-over
+# that fails replays in well under a second, and one run still serves about a hundred moves.
+MIGRATION_SLOTS_RUN_EVENTS = 1000
+# The book's workflow task timeout, given at its start and at every continue-as-new: a replay on a loaded worker
+# finishes within it, where Temporal's default of 10 s timed out and re-opened the book to signals.
+MIGRATION_SLOTS_TASK_TIMEOUT = timedelta(seconds=60)
 
 
 # -- Preflight: read-only facts from both hosts -> a report of concerns ------------------------------------

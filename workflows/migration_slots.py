@@ -17,6 +17,11 @@ its lease runs out the entity signals the grant to it again; the signal fails on
 (completed, terminated, reset away), and then its slots are reclaimed at once, otherwise the lease starts over. So
 a move pays one signal per lease, not a timer and a signal per renewal, a run terminated mid-move frees its hosts
 within one lease, and a move whose workers are down for hours (its host job still copying) keeps them.
+
+Runs: the book never goes quiet in a campaign (every move signals it twice), so it continues as new every
+MIGRATION_SLOTS_RUN_EVENTS events in one task that waits on nothing, carrying the grants it had still to send. The
+server refuses that task when a signal came in during it, and then turns signals away (they are retried) while the
+retry runs: a short run replays fast enough for the retry to succeed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlread
 
 with workflow.unsafe.imports_passed_through():
     from workflows.contracts import (
+        MIGRATION_SLOTS_RUN_EVENTS,
+        MIGRATION_SLOTS_TASK_TIMEOUT,
         SLOT_CAPACITY_INVALID,
         SLOT_NOT_HELD,
         SLOT_REQUEST_INVALID,
@@ -62,6 +69,10 @@ _IDLE_TICK = timedelta(hours=1)
 # cancelling it): a move's request and release cost no timer each, where each pass started one and a signal
 # cancelled it (four events and two actions per move).
 _PATCH_STANDING_TIMER = "slots-standing-timer"
+# Runs of MIGRATION_SLOTS_RUN_EVENTS at most with a 60 s task timeout, and a hand-over that waits on nothing: the grants
+# still to signal go to the next run, so the task that continues as new is the one that decided to, and one refused
+# for a signal that came in meanwhile succeeds on its retry (the server turns signals away while it runs).
+_PATCH_SHORT_RUNS = "slots-short-runs"
 
 
 def _woken_or_fired(woken: Callable[[], bool], timer: asyncio.Future[None]) -> bool:
@@ -79,24 +90,33 @@ class MigrationSlotsWorkflow:
             input.hosts, input.holders, input.waiters, peaks=input.peaks, bypass_limit=input.bypass_limit
         )
         self._outbox: dict[str, PairHolder] = {}  # grants to signal to workflow holders, by holder id
+        for holder_id in input.resend:
+            holder = self._book.holder(holder_id)
+            if holder is not None and holder.reply_to:
+                self._outbox[holder_id] = holder
         self._changed = False
         self._draining = False
+        self._limit = 0  # continue as new past this history length (0: when the SDK suggests it)
+        self._short = False  # a run of _PATCH_SHORT_RUNS
 
     @workflow.run
     async def run(self, input: MigrationSlotsInput) -> None:
         standing = workflow.patched(_PATCH_STANDING_TIMER)
+        short = self._short = workflow.patched(_PATCH_SHORT_RUNS)
+        limit = self._limit = input.continue_as_new_after_events or (MIGRATION_SLOTS_RUN_EVENTS if short else 0)
         timer: asyncio.Future[None] | None = None
         timer_at = math.inf
 
         def woken() -> bool:
-            limit = input.continue_as_new_after_events
             return self._changed or bool(self._outbox) or self._should_continue_as_new(limit)
 
         while True:
             self._settle()
+            if self._handing_over():
+                break
             await self._send_grants()
             await self._check_expired()
-            if self._should_continue_as_new(input.continue_as_new_after_events):
+            if self._should_continue_as_new(limit):
                 break
             self._changed = False
             if not standing:
@@ -112,11 +132,14 @@ class MigrationSlotsWorkflow:
                 timer, timer_at = asyncio.ensure_future(asyncio.sleep(wake)), self._now() + wake
             await workflow.wait_condition(functools.partial(_woken_or_fired, woken, timer))
         # Let handlers end first (waiting acquires answer "not yet"; their callers ask the next run), then carry
-        # the whole book.
+        # the whole book. Every handler here ends in this same task, so the hand-over is one task with no command
+        # to wait on: grants still to signal are carried, not sent (a signal awaited here would take another task,
+        # and each one is a window for a signal to come in and the server to refuse the hand-over).
         self._draining = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._settle()
-        await self._send_grants()
+        if not short:
+            await self._send_grants()
         book = self._book
         workflow.continue_as_new(
             MigrationSlotsInput(
@@ -126,7 +149,9 @@ class MigrationSlotsWorkflow:
                 peaks=book.peaks(),
                 bypass_limit=book.bypass_limit,
                 continue_as_new_after_events=input.continue_as_new_after_events,
-            )
+                resend=tuple(self._outbox) if short else (),
+            ),
+            task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT if short else None,
         )
 
     # -- updates and queries (clients) ----------------------------------------------------------------------
@@ -256,7 +281,7 @@ class MigrationSlotsWorkflow:
         return max(wake, 0.001)
 
     async def _send_grants(self) -> None:
-        while self._outbox:
+        while self._outbox and not self._handing_over():
             batch = list(self._outbox.values())
             self._outbox.clear()
             results = await asyncio.gather(
@@ -276,6 +301,14 @@ class MigrationSlotsWorkflow:
                 elif isinstance(result, BaseException):
                     raise result
             self._settle()
+
+    def _handing_over(self) -> bool:
+        """Time to continue as new, in a run that hands over without waiting: grants go to the next run unsent.
+
+        The retry of a refused hand-over replays the run and handles the signals that came in meanwhile; the grants
+        they make must not be sent there (awaiting their answer takes another task, and reopens the race).
+        """
+        return self._short and self._should_continue_as_new(self._limit)
 
     def _should_continue_as_new(self, after_events: int) -> bool:
         info = workflow.info()
@@ -354,6 +387,7 @@ async def _signal_request(request: PairRequest, book: str) -> None:
             id=migration_slots_workflow_id(book),
             # It outlives the move that happened to start it.
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT,
         )
     await _entity(book).signal(REQUEST_PAIR_SIGNAL, request)
 

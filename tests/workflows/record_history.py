@@ -33,7 +33,8 @@ from before "slots-standing-timer" (the book's wake-up timer kept across signals
 from before "fewer-waits" (a host whose settings already read as the move needs them is not ensured; a moved
 VM's slots given back while it is verified); `migrate_vm_*@abdfdd1.json` from before "moves-one-marker" (one
 patch marker where a run recorded the three above, and a move prepared ahead whose turn came first writes its step
-once).
+once); `migration_slots@4fb39b3.json` from before "slots-short-runs" (the book continues as new every 1,000 events
+in one task that waits on nothing, carrying the grants it had still to send, with a 60 s task timeout).
 Commit the files: a replay failure then means a change broke determinism for runs that are in flight.
 """
 

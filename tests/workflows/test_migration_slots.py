@@ -14,14 +14,22 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from temporalio import workflow
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 with workflow.unsafe.imports_passed_through():
     from workflows.contracts import (
+        MIGRATION_SLOTS_RUN_EVENTS,
+        MIGRATION_SLOTS_TASK_TIMEOUT,
         HostCapacity,
         HostLimit,
         MigrationSlotsInput,
@@ -107,6 +115,7 @@ async def _start_entity(client: Client, task_queue: str, **input: object) -> Wor
         MigrationSlotsInput(**input),  # type: ignore[arg-type]
         id=migration_slots_workflow_id(task_queue),
         task_queue=task_queue,
+        task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT,  # as a move starts it
     )
     return _entity(client, task_queue)
 
@@ -315,6 +324,116 @@ async def test_clients_acquire_release_and_set_capacity_across_continue_as_new(
                 break
             await asyncio.sleep(0.05)
         assert len(runs) >= 2
+
+
+async def _runs(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """Every run of a workflow id, first to last, followed through each run's link to the one it continued."""
+    histories: list[WorkflowHistory] = []
+    run_id = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    while run_id:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        histories.insert(0, history)
+        run_id = history.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+    return histories
+
+
+def _check_hand_overs(runs: list[WorkflowHistory], length: int) -> None:
+    """Each run but the last ended near `length` in one task whose one command continued it as new, refused at most
+    once for a signal that came in during that task and never timed out."""
+    for run, history in enumerate(runs[:-1]):
+        events = list(history.events)
+        kinds = [event.event_type for event in events]
+        assert len(events) <= length + 60
+        # A task that ran out of time replays the run again (a sticky task not picked up in 5 s only moves queue).
+        timeouts = [
+            event.workflow_task_timed_out_event_attributes.timeout_type
+            for event in events
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+        ]
+        assert TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE not in timeouts, f"run {run}: {timeouts}"
+        assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED) <= 1
+        assert kinds[-2:] == [
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+        ]
+        handed = events[-1].workflow_execution_continued_as_new_event_attributes
+        assert handed.workflow_task_timeout.ToTimedelta() == MIGRATION_SLOTS_TASK_TIMEOUT
+
+
+async def test_the_book_hands_over_in_one_task_under_a_constant_stream_of_moves(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """A campaign never lets the book go quiet: every move signals it at its start and its end. Each run still ends
+    near its length in one task that waits on nothing (grants still to send are carried to the next run); every move
+    gets its grant, none waits for a lost one, and no host ever holds more than its capacity."""
+    client = temporal_env.client
+    hosts = sorted(_host() for _ in range(6))
+    pairs = [(hosts[n % 6], hosts[(n + 1 + n // 6) % 6]) for n in range(72)]
+    pairs = [(a, b) for a, b in pairs if a != b][:60]
+    # Every move stays cached: an evicted book would replay, which is not what this measures.
+    async with _worker(client, task_queue, cached=len(pairs) + 10) as started:
+        entity = await _start_entity(
+            client, task_queue, hosts=tuple(HostCapacity(h, 2) for h in hosts), continue_as_new_after_events=120
+        )
+        started.extend(
+            await asyncio.gather(
+                *(
+                    client.start_workflow(
+                        SlotMoveWorkflow.run,
+                        MoveInput(a, b, 0.05 + (n % 5) * 0.05, book=task_queue),
+                        id=f"move-{n}-{uuid.uuid4()}",
+                        task_queue=task_queue,
+                    )
+                    for n, (a, b) in enumerate(pairs)
+                )
+            )
+        )
+        # A grant lost in a hand-over would leave its move waiting for its 600 s re-ask: far past this bound.
+        done = await asyncio.wait_for(asyncio.gather(*(h.result() for h in started)), 120)
+        status = await _until(entity, lambda s: not s.holders)
+        runs = await _runs(client, migration_slots_workflow_id(task_queue))
+    for host in hosts:
+        spans = [(d.acquired_at, d.released_at) for d in done if host in d.hosts]
+        edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+        assert max(itertools.accumulate(step for _, step in edges)) <= 2
+    assert status.waiters == ()
+    assert all(use.peak_in_use <= use.capacity == 2 for use in status.hosts)
+    assert len(runs) >= 3
+    _check_hand_overs(runs, 120)
+    # Every run replays as it ran, the hand-overs and the grants they carried included.
+    replayer = Replayer(workflows=[MigrationSlotsWorkflow])
+    for history in runs:
+        await replayer.replay_workflow(history)
+
+
+async def test_a_book_started_by_a_move_has_its_own_length_and_task_timeout(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The default book (as a move starts it) continues as new by MIGRATION_SLOTS_RUN_EVENTS, not at the ~4,100 events
+    the SDK suggests: a refused hand-over replays the run, and a long one outran the task timeout in a campaign."""
+    client = temporal_env.client
+    a, b = _host(), _host()
+    async with _worker(client, task_queue):
+        first = await client.start_workflow(
+            SlotMoveWorkflow.run,
+            MoveInput(a, b, 0.01, book=task_queue),
+            id=f"move-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        await first.result()
+        entity = _entity(client, task_queue)
+        # Client holders (no reply) asking and leaving one by one: each signal is a workflow task of the book's.
+        for n in range(MIGRATION_SLOTS_RUN_EVENTS // 3):
+            await entity.signal(MigrationSlotsWorkflow.request_pair, PairRequest(f"c{n}", (a, b), reply_to=""))
+            await entity.signal(MigrationSlotsWorkflow.release_pair, ReleaseSlotRequest(f"c{n}"))
+        status = await _until(entity, lambda s: not s.holders)
+        runs = await _runs(client, migration_slots_workflow_id(task_queue))
+    assert status.waiters == ()
+    assert len(runs) >= 2
+    started = runs[0].events[0].workflow_execution_started_event_attributes
+    assert started.workflow_task_timeout.ToTimedelta() == MIGRATION_SLOTS_TASK_TIMEOUT
+    assert started.parent_workflow_execution.workflow_id == first.id
+    _check_hand_overs(runs, MIGRATION_SLOTS_RUN_EVENTS)
 
 
 async def test_a_move_ends_normally_when_the_book_was_terminated_by_hand(

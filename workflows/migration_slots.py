@@ -94,10 +94,16 @@ class MigrationSlotsWorkflow:
             holder = self._book.holder(holder_id)
             if holder is not None and holder.reply_to:
                 self._outbox[holder_id] = holder
+        # Grants handed over by the previous run: this run sends them before it hands over in turn, so a flood of
+        # signals that fills each new run at once cannot pass them on from run to run unsent.
+        self._owed = frozenset(self._outbox)
         self._changed = False
         self._draining = False
         self._limit = 0  # continue as new past this history length (0: when the SDK suggests it)
         self._short = False  # a run of _PATCH_SHORT_RUNS
+        # A signal or update reached this run: a run that heard none has nothing to shed, and handing it over would
+        # only start the next one as long (a limit below a run's first task would chain runs without end).
+        self._heard = False
 
     @workflow.run
     async def run(self, input: MigrationSlotsInput) -> None:
@@ -107,8 +113,11 @@ class MigrationSlotsWorkflow:
         timer: asyncio.Future[None] | None = None
         timer_at = math.inf
 
+        def over() -> bool:
+            return self._handing_over() if short else self._should_continue_as_new(limit)
+
         def woken() -> bool:
-            return self._changed or bool(self._outbox) or self._should_continue_as_new(limit)
+            return self._changed or bool(self._outbox) or over()
 
         while True:
             self._settle()
@@ -116,7 +125,7 @@ class MigrationSlotsWorkflow:
                 break
             await self._send_grants()
             await self._check_expired()
-            if self._should_continue_as_new(limit):
+            if over():
                 break
             self._changed = False
             if not standing:
@@ -158,6 +167,7 @@ class MigrationSlotsWorkflow:
     @workflow.update
     async def acquire(self, request: PairRequest) -> PairGrant:
         """Take a slot on each of the request's hosts together, waiting at most `wait_seconds`."""
+        self._heard = True
         self._request(request)
         holder_id = request.holder_id
         if self._book.holder(holder_id) is None:
@@ -179,11 +189,13 @@ class MigrationSlotsWorkflow:
     @workflow.update
     def release(self, request: ReleaseSlotRequest) -> ReleaseSlotResult:
         """Give the slots back or leave the queue; releasing twice, or after expiry, does nothing."""
+        self._heard = True
         return self._release(request.holder_id)
 
     @workflow.update
     def renew(self, request: RenewSlotRequest) -> PairGrant:
         """Extend a held lease from now; SlotNotHeld when it already ran out or was released."""
+        self._heard = True
         self._reclaim_client_holders()  # an expired lease must not be revived
         if self._book.renew(request.holder_id, self._now(), request.lease_seconds) is None:
             raise ApplicationError(f"{request.holder_id} holds no migration slots", type=SLOT_NOT_HELD)
@@ -193,6 +205,7 @@ class MigrationSlotsWorkflow:
     @workflow.update
     def set_capacity(self, request: SetHostCapacityRequest) -> MigrationSlotsStatus:
         """Set a host's capacity (0: its own limit); holders above a lowered capacity keep their slots."""
+        self._heard = True
         self._book.set_capacity(request.host, request.capacity, request.host_limit)
         self._changed = True
         self._settle()
@@ -218,6 +231,7 @@ class MigrationSlotsWorkflow:
     # -- signals (workflow callers, see acquire_slots) -------------------------------------------------------
     @workflow.signal(name=REQUEST_PAIR_SIGNAL)
     def request_pair(self, request: PairRequest) -> None:
+        self._heard = True
         try:
             _check_request(request)
         except ApplicationError as error:
@@ -231,6 +245,7 @@ class MigrationSlotsWorkflow:
 
     @workflow.signal(name=RELEASE_PAIR_SIGNAL)
     def release_pair(self, request: ReleaseSlotRequest) -> None:
+        self._heard = True
         self._release(request.holder_id)
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -306,9 +321,12 @@ class MigrationSlotsWorkflow:
         """Time to continue as new, in a run that hands over without waiting: grants go to the next run unsent.
 
         The retry of a refused hand-over replays the run and handles the signals that came in meanwhile; the grants
-        they make must not be sent there (awaiting their answer takes another task, and reopens the race).
+        they make must not be sent there (awaiting their answer takes another task, and reopens the race). Not before
+        the run heard a signal or an update, nor while grants the previous run handed over are still unsent.
         """
-        return self._short and self._should_continue_as_new(self._limit)
+        if not self._short or not self._heard or not self._owed.isdisjoint(self._outbox):
+            return False
+        return self._should_continue_as_new(self._limit)
 
     def _should_continue_as_new(self, after_events: int) -> bool:
         info = workflow.info()

@@ -22,6 +22,7 @@ from temporalio.client import (
     WorkflowHistory,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -35,12 +36,13 @@ with workflow.unsafe.imports_passed_through():
         MigrationSlotsInput,
         MigrationSlotsStatus,
         PairGrant,
+        PairHolder,
         PairRequest,
         ReleaseSlotRequest,
         SetHostCapacityRequest,
         migration_slots_workflow_id,
     )
-    from workflows.migration_slots import MigrationSlotsWorkflow, acquire_slots
+    from workflows.migration_slots import MigrationSlotsWorkflow, _PairInbox, acquire_slots
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,17 @@ class SlotMoveWorkflow:
         return Held(list(held.hosts), acquired_at, workflow.now().timestamp())
 
 
+@workflow.defn
+class GrantWaitWorkflow:
+    """A holder that only waits for its grant: its request was made before, it stands in the book as started."""
+
+    @workflow.run
+    async def run(self, holder_id: str) -> list[str]:
+        inbox = _PairInbox.installed()
+        await workflow.wait_condition(lambda: holder_id in inbox.grants)
+        return list(inbox.grants[holder_id].hosts)
+
+
 def _host() -> str:
     return f"HV-{uuid.uuid4().hex[:8]}"
 
@@ -95,7 +108,7 @@ async def _worker(client: Client, task_queue: str, *, cached: int = 100) -> Asyn
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[MigrationSlotsWorkflow, SlotMoveWorkflow],
+            workflows=[MigrationSlotsWorkflow, SlotMoveWorkflow, GrantWaitWorkflow],
             max_cached_workflows=cached,
         ):
             yield started
@@ -434,6 +447,50 @@ async def test_a_book_started_by_a_move_has_its_own_length_and_task_timeout(
     assert started.workflow_task_timeout.ToTimedelta() == MIGRATION_SLOTS_TASK_TIMEOUT
     assert started.parent_workflow_execution.workflow_id == first.id
     _check_hand_overs(runs, MIGRATION_SLOTS_RUN_EVENTS)
+
+
+async def test_grants_handed_over_are_sent_before_the_next_hand_over_and_a_quiet_run_stays(
+    temporal_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """A run whose first task is already past its length (a flood of signals) still sends the grants the run before
+    handed it, then hands over; a run that heard nothing never does, so a length below a run's first task cannot
+    chain runs without end."""
+    client = temporal_env.client
+    a, b = sorted([_host(), _host()])
+    async with _worker(client, task_queue) as started:
+        waiter = await client.start_workflow(
+            GrantWaitWorkflow.run, "held", id=f"wait-{uuid.uuid4()}", task_queue=task_queue
+        )
+        started.append(waiter)
+        # The run a hand-over started: "held" granted, its grant still to send; a signal in its first task.
+        await client.start_workflow(
+            MigrationSlotsWorkflow.run,
+            MigrationSlotsInput(
+                hosts=(HostCapacity(a, 2), HostCapacity(b, 2)),
+                holders=(PairHolder("held", (a, b), 600, 10**10, reply_to=waiter.id),),
+                resend=("held",),
+                continue_as_new_after_events=3,
+            ),
+            id=migration_slots_workflow_id(task_queue),
+            task_queue=task_queue,
+            task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT,
+            start_signal="request_pair",
+            start_signal_args=[PairRequest("client", (a,), reply_to="")],
+        )
+        assert await asyncio.wait_for(waiter.result(), 30) == [a, b]
+        entity = _entity(client, task_queue)
+        status = await _until(entity, lambda s: {h.holder_id for h in s.holders} == {"held", "client"})
+        await asyncio.sleep(1)  # time for a chain of runs to show, were there one
+        runs = await _runs(client, migration_slots_workflow_id(task_queue))
+    assert status.waiters == ()
+    first = [event.event_type for event in runs[0].events]
+    # The first run sent the grant, then handed over (it had heard the signal); the second heard nothing and stays.
+    assert EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED in first
+    assert first[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert len(runs) == 2
+    handed = runs[0].events[-1].workflow_execution_continued_as_new_event_attributes
+    carried = await DataConverter.default.decode(handed.input.payloads, [MigrationSlotsInput])
+    assert carried[0].resend == ()
 
 
 async def test_a_move_ends_normally_when_the_book_was_terminated_by_hand(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.enums.v1 import EventType, TaskQueueType, TimeoutType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -675,6 +675,41 @@ async def run_lengths(client: Client, workflow_id: str) -> list[int]:
         description = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
         lengths.append(description.raw_description.workflow_execution_info.history_length)
     return lengths
+
+
+@dataclass(frozen=True)
+class TaskTrouble:
+    """Workflow tasks of a run that did not complete: `refused` ones continued as new (or completed) while a signal
+    came in (UNHANDLED_COMMAND), after which the worker replays the whole run; `timed_out` ones ran past the task
+    timeout (a sticky task that only waited for its worker in vain is not one: it just moves queue)."""
+
+    refused: int = 0
+    timed_out: int = 0
+
+    def __add__(self, other: TaskTrouble) -> TaskTrouble:
+        return TaskTrouble(self.refused + other.refused, self.timed_out + other.timed_out)
+
+
+def task_trouble(events: Iterable[HistoryEvent]) -> TaskTrouble:
+    """What went wrong with one run's workflow tasks, from its history."""
+    refused = timed_out = 0
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            cause = event.workflow_task_failed_event_attributes.cause
+            refused += cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            kind = event.workflow_task_timed_out_event_attributes.timeout_type
+            timed_out += kind == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
+    return TaskTrouble(refused, timed_out)
+
+
+async def runs_trouble(client: Client, workflow_id: str) -> TaskTrouble:
+    """`task_trouble` over every run of `workflow_id`."""
+    total = TaskTrouble()
+    for run_id in await run_ids(client, workflow_id):
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        total += task_trouble(history.events)
+    return total
 
 
 @dataclass

@@ -58,11 +58,13 @@ from benchmarks.harness import (
     LabProcess,
     Placement,
     Process,
+    TaskTrouble,
     median,
     peak_per_host,
     percentile,
     placement,
     run_lengths,
+    runs_trouble,
     save_histories,
     self_peak_rss_mib,
     settle,
@@ -99,6 +101,9 @@ from workflows.contracts import (
 CAMPAIGN_WORKFLOW = "Campaign"
 BARE_QUEUE = "scale-bare"
 TARGET_RATIO = 0.5
+# Every run's history (each campaign run, each run of the slot book) stays under this for any plan size; the server
+# warns at 10,240 events.
+RUN_EVENTS_BOUND = 10_000
 # Lines of the worker's log that say something went wrong inside Temporal's machinery.
 _WORRYING = re.compile(
     r"deadlock|TMPRL\d+|size limit|exceeds|too large|Failed activation|workflow task fail|panicked|Traceback",
@@ -125,6 +130,7 @@ class CampaignRun:
     max_history_seen: int = 0  # the `progress` query's history_events, largest seen
     run_lengths: list[int] = field(default_factory=list)
     slot_book_lengths: list[int] = field(default_factory=list)
+    slot_book_trouble: TaskTrouble = field(default_factory=TaskTrouble)
     progress_seconds: list[float] = field(default_factory=list)
     # Queries that got no answer (the 60 s RPC timeout, or an error), with how long each waited: a latency figure
     # made of the answered ones alone would hide the worst of them.
@@ -246,6 +252,7 @@ async def run_campaign(
     run.settled = await asyncio.to_thread(settle, lab)
     run.placement = placement(await asyncio.to_thread(lab.truth), records)
     run.slot_book_lengths = await run_lengths(client, migration_slots_workflow_id(task_queue))
+    run.slot_book_trouble = await runs_trouble(client, migration_slots_workflow_id(task_queue))
     saved = await save_histories(client, campaign_workflow_id(name), args.save_histories)
     replayer = new_replayer()
     for path in saved:
@@ -552,7 +559,9 @@ def print_report(
                 print(f"      run {number} did not replay: {failure[:300]}")
     print(
         f"    slot book runs                    : {len(run.slot_book_lengths)}, largest history "
-        f"{max(run.slot_book_lengths, default=0)} events"
+        f"{max(run.slot_book_lengths, default=0)} events (every run under {RUN_EVENTS_BOUND:,}); "
+        f"continue-as-new refused {run.slot_book_trouble.refused} times, workflow tasks timed out "
+        f"{run.slot_book_trouble.timed_out}"
     )
     print(
         f"    per move (median of 20)           : {run.activities_per_move:.0f} activities, "

@@ -6,10 +6,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 
-from benchmarks.harness import TURN_SIGNAL, activity_seconds, placement, signal_time, timeline
+from benchmarks.harness import (
+    TURN_SIGNAL,
+    TaskTrouble,
+    activity_seconds,
+    placement,
+    signal_time,
+    task_trouble,
+    timeline,
+)
 from workflows.contracts import MoveRecord, MoveState
 
 
@@ -144,3 +152,29 @@ def test_a_vm_the_plan_moves_there_and_back_is_judged_by_its_latest_move() -> No
     assert result.sound, result
     assert (result.vms, result.on_one) == (1, 1)
     assert not placement(_truth({"vm": ["HV2"]}, {"vm": 2}), [back, there]).sound
+
+
+def test_task_trouble_counts_refused_hand_overs_and_tasks_past_their_timeout_only() -> None:
+    unhandled = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+    nondeterminism = WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_NON_DETERMINISTIC_ERROR
+    events = [
+        _event(1, 0.0, "WORKFLOW_TASK_FAILED", workflow_task_failed_event_attributes={"cause": unhandled}),
+        _event(2, 1.0, "WORKFLOW_TASK_FAILED", workflow_task_failed_event_attributes={"cause": unhandled}),
+        _event(3, 2.0, "WORKFLOW_TASK_FAILED", workflow_task_failed_event_attributes={"cause": nondeterminism}),
+        _event(
+            4,
+            3.0,
+            "WORKFLOW_TASK_TIMED_OUT",
+            workflow_task_timed_out_event_attributes={"timeout_type": TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE},
+        ),
+        # A sticky task no worker picked up in time only moves to the normal queue: not a task that ran too long.
+        _event(
+            5,
+            4.0,
+            "WORKFLOW_TASK_TIMED_OUT",
+            workflow_task_timed_out_event_attributes={"timeout_type": TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START},
+        ),
+        _event(6, 5.0, "WORKFLOW_TASK_COMPLETED"),
+    ]
+    assert task_trouble(events) == TaskTrouble(refused=2, timed_out=1)
+    assert task_trouble([]) + task_trouble(events) == TaskTrouble(2, 1)

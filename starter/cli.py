@@ -38,6 +38,7 @@ from workflows.contracts import (
     DELEGATION_NOT_CONFIGURED,
     HA_CHOICE_REQUIRED,
     HA_RESTORE_IMPOSSIBLE,
+    MIGRATION_SLOTS_RUN_EVENTS,
     PREFLIGHT_BLOCKED,
     SA_CAMPAIGN,
     SA_DESTINATION,
@@ -55,6 +56,7 @@ from workflows.contracts import (
     MigrateVmResult,
     MigrationPolicy,
     MigrationProgress,
+    MigrationSlotsStatus,
     MoveHeartbeat,
     PreflightInput,
     PreflightReport,
@@ -93,6 +95,9 @@ EXIT_UNREACHABLE = 5
 EXIT_INTERRUPTED = 130
 
 MIGRATE_WORKFLOW = "MigrateVm"
+SLOTS_WORKFLOW = "MigrationSlots"
+# A book's status lists every host up to this many; past it, the hosts holding or awaiting a slot.
+SLOTS_HOSTS_SHOWN = 20
 MOVE_ACTIVITY = "start_or_attach_move"
 PREFLIGHT_WORKFLOW = "Preflight"
 PREFLIGHT_WORKFLOW_PREFIX = "snlm-preflight-"
@@ -1035,6 +1040,8 @@ async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, ou
             out.line(f"  progress: {_progress_text(progress)}")
         else:
             out.line("  progress: no worker answered the query")
+    elif description.workflow_type == SLOTS_WORKFLOW and running:
+        doc["slots"] = await _show_slots(handle, description.raw_description, out)
     elif migration:
         # Closed: the state is Temporal's; the query would replay the run and may answer a stale percent.
         final = final_progress(
@@ -1074,6 +1081,40 @@ async def cmd_status(client: Client, settings: Any, args: argparse.Namespace, ou
         code = _exit_for_failure(failure)
     out.document(doc)
     return code
+
+
+async def _show_slots(handle: WorkflowHandle[Any, Any], raw: Any, out: Output) -> dict[str, Any] | None:
+    """A slot book's hosts (slots in use of capacity, the host's own limit, the peak, requests waiting) and its run."""
+    events = raw.workflow_execution_info.history_length
+    try:
+        status: MigrationSlotsStatus = await handle.query(
+            "status", result_type=MigrationSlotsStatus, rpc_timeout=QUERY_TIMEOUT
+        )
+    except Exception:
+        out.line("  slots: no worker answered the query")
+        return None
+    out.line(
+        f"  slots: {len(status.holders)} moves hold slots, {len(status.waiters)} wait; this run "
+        f"{events} history events (each run continues as new near {MIGRATION_SLOTS_RUN_EVENTS:,})"
+    )
+    hosts = sorted(status.hosts, key=lambda use: use.host.casefold())
+    shown = hosts if len(hosts) <= SLOTS_HOSTS_SHOWN else [h for h in hosts if h.in_use or h.waiting]
+    if shown:
+        width = max(4, *(len(use.host) for use in shown))
+        out.line(f"  {'HOST':<{width}}  IN USE  CAPACITY  LIMIT  PEAK  WAITING")
+        for use in shown:
+            out.line(
+                f"  {use.host:<{width}}  {use.in_use:>6}  {use.capacity:>8}  {use.host_limit:>5}  "
+                f"{use.peak_in_use:>4}  {use.waiting:>7}"
+            )
+    if len(shown) < len(hosts):
+        out.line(f"  ({len(hosts) - len(shown)} more hosts with every slot free and nothing waiting)")
+    return {
+        "history_events": events,
+        "holders": [_plain(holder) for holder in status.holders],
+        "waiters": [_plain(waiter) for waiter in status.waiters],
+        "hosts": [_plain(use) for use in hosts],
+    }
 
 
 async def cmd_cancel(client: Client, settings: Any, args: argparse.Namespace, out: Output) -> int:

@@ -45,14 +45,19 @@ from workflows.contracts import (
     ConcernId,
     GuestCheck,
     HaChoice,
+    HostCapacity,
     MigrateVmInput,
     MigrateVmResult,
     MigrationProgress,
+    MigrationSlotsInput,
+    PairRequest,
     PreflightInput,
     PreflightReport,
     Step,
     migrate_vm_workflow_id,
+    migration_slots_workflow_id,
 )
+from workflows.migration_slots import MigrationSlotsWorkflow
 
 INVENTORY = "/etc/snlm/inventory.yaml"
 NO_HOST_REMEDY = f"add it under 'hosts' in {INVENTORY}, or check the spelling (known: HV-A, HV-B)"
@@ -556,6 +561,41 @@ async def test_cancel_then_status(server: DevServer, queue: str, fake_worker: Wo
     assert "failed" not in out.lower()
     code, doc = await snlm_json(server, "cancel", f"{vm}@HV-A")
     assert (code, doc["cancel_requested"], doc["status"]) == (0, False, "CANCELED")
+
+
+async def test_status_of_a_slot_book_shows_the_busy_hosts_and_who_waits(server: DevServer, queue: str) -> None:
+    book = migration_slots_workflow_id(queue)
+    hosts = tuple(HostCapacity(f"HV{n:02d}", 1 if n == 0 else 2) for n in range(25))
+    async with Worker(server.client, task_queue=queue, workflows=[MigrationSlotsWorkflow]):
+        handle = await server.client.start_workflow(
+            MigrationSlotsWorkflow.run, MigrationSlotsInput(hosts=hosts), id=book, task_queue=queue
+        )
+        # Client holders (nothing to signal back): the first takes HV00 (its one slot) and HV01, the second waits.
+        await handle.signal(MigrationSlotsWorkflow.request_pair, PairRequest("first", ("HV00", "HV01"), reply_to=""))
+        await handle.signal(MigrationSlotsWorkflow.request_pair, PairRequest("second", ("HV00", "HV02"), reply_to=""))
+        code, doc = await snlm_json(server, "status", book)
+        code_text, out, _ = await snlm(server, "status", book)
+        await handle.terminate(reason="end of the test")
+    assert (code, code_text) == (0, 0)
+    assert doc["type"] == "MigrationSlots"
+    assert doc["status"] == "RUNNING"
+    slots = doc["slots"]
+    assert [h["holder_id"] for h in slots["holders"]] == ["first"]
+    assert [w["holder_id"] for w in slots["waiters"]] == ["second"]
+    assert len(slots["hosts"]) == 25
+    use = {h["host"]: (h["in_use"], h["capacity"], h["waiting"]) for h in slots["hosts"]}
+    assert (use["HV00"], use["HV01"], use["HV02"], use["HV03"]) == ((1, 1, 1), (1, 2, 0), (0, 2, 1), (0, 2, 0))
+    assert slots["history_events"] > 0
+    lines = out.splitlines()
+    assert "  slots: 1 moves hold slots, 1 wait" in lines[2]
+    # 25 hosts: only those holding or awaiting a slot are listed, and how many others there are.
+    rows = [line.split() for line in lines[4:] if line.startswith("  HV")]
+    assert rows == [
+        ["HV00", "1", "1", "1", "1", "1"],
+        ["HV01", "1", "2", "2", "1", "0"],
+        ["HV02", "0", "2", "2", "0", "1"],
+    ]
+    assert lines[-1] == "  (22 more hosts with every slot free and nothing waiting)"
 
 
 # -- failures: the innermost cause, its remedy, and the exit status of its class ---------------------------------

@@ -25,7 +25,7 @@ from workflows.contracts import (
     WatchMoveInput,
     WatchMoveResult,
 )
-from workflows.scheduling import UNCALIBRATED_MODEL, simulate, transfer_model
+from workflows.scheduling import UNCALIBRATED_MODEL, simulate, transfer_model, with_setup
 
 # A heartbeat well inside the campaign's heartbeat timeout for the watch (5 min): the watch costs a few actions an
 # hour, and a dead worker's watch is retried elsewhere within minutes.
@@ -98,7 +98,9 @@ def forecast_campaign(input: ForecastInput) -> ForecastSummary:
         seed=input.seed,
         waves=[waves[w] for w in order],
         rule=input.rule,
-        model=UNCALIBRATED_MODEL if input.performance is None else transfer_model(input.performance),
+        model=with_setup(
+            UNCALIBRATED_MODEL if input.performance is None else transfer_model(input.performance), input.setup_seconds
+        ),
     )
     # Waves by their index in the campaign (the simulation numbers only the waves it was given).
     ends = dict(zip(order, forecast.waves, strict=False))

@@ -47,7 +47,7 @@ from workflows.contracts import (
     campaign_input,
     campaign_workflow_id,
 )
-from workflows.scheduling import PLANNER_RULES, simulate, transfer_model
+from workflows.scheduling import PLANNER_RULES, simulate, transfer_model, with_setup
 from workflows.windows import end_inside_windows
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
     moves = [m for w in plan.waves for m in w.moves]
     hosts = {h.host.casefold(): h for h in plan.hosts}
     waves = [[m.key for m in w.moves] for w in plan.waves]
-    model = transfer_model(plan.policy.performance)
+    model = with_setup(transfer_model(plan.policy.performance), plan.setup_seconds)
     forecast = simulate(moves, hosts, scheduler=plan.scheduler, seed=plan.seed, waves=waves, model=model)
     unknown = sum(1 for m in moves if not (m.memory_bytes or m.disk_bytes))
     now = datetime.now(UTC)
@@ -340,6 +340,8 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
         f"  makespan {_duration(forecast.makespan_seconds)} of moving; started now, it ends about "
         f"{end:%Y-%m-%d %H:%M %Z}"
     )
+    source = "the plan's setup_seconds" if plan.setup_seconds is not None else "the model's own; a plan may give it"
+    out.line(f"  each move's set-up counted as {model.setup_seconds:g} s ({source})")
     if plan.windows:
         out.line("  moves start only inside the plan's maintenance windows: the end counts open-window time only")
     if unknown:
@@ -362,6 +364,7 @@ def cmd_forecast(plan: CampaignPlan, out: Output) -> int:
             },
             "hosts": {h: f.__dict__ for h, f in forecast.hosts.items()},
             "moves_without_size": unknown,
+            "setup_seconds": model.setup_seconds,
             "planner_rule": PLANNER_RULES[forecast.rule] if plan.scheduler == Scheduler.PLANNER else None,
         }
     )

@@ -12,6 +12,7 @@ YAML (`.yaml`, `.yml`):
     scheduler: planner           # planner | fifo-source | fifo | random
     seed: 0                      # the random scheduler's seed
     prepare_ahead: 1             # moves per host readied before their turn (0-8; 0: each starts at its turn)
+    setup_seconds: 12            # a move's start to its first byte, as a pilot wave measured it (default: the model's)
     windows:                     # optional; none: moves may start at any time
       - {days: [sat, sun], start: "22:00", duration: 6h, time_zone: Europe/Berlin}
     policy:                      # optional; every key optional, named as MigrationPolicy's fields
@@ -43,6 +44,8 @@ YAML (`.yaml`, `.yml`):
 - moves: `vm`, `source` and `destination` are required; `storage_path` is the destination folder (a full
   Windows path; absent: the destination's VirtualMachinePath); `priority` 0-1000 (default 0); `memory_gb`,
   `disk_gb` (GiB) and `dirty_mib_per_second` are estimates for the planner (absent: unknown).
+- `setup_seconds`: seconds from a move's start to its first byte (connection, checks, the planned VM), 0 to 3600,
+  as this estate shows them; the planner and the forecast count it in every move (absent: the model's own, 4 s).
 - A repeated key, and a tag other than YAML's plain types (`!!python/...`, local tags), are problems.
 - Top-level keys that begin with `x-` are not read: a place for anchors that moves merge
   (`x-from-hv01: &hv01 {source: HV01, destination: HV03}`, then `- {<<: *hv01, vm: web01}`).
@@ -127,11 +130,24 @@ LINK_GBPS_MAX = 10_000.0
 SIZE_GIB_MAX = 2.0**20
 WINDOW_MINUTES_MAX = 7 * 24 * 60
 PATH_MAX = 32_767  # Windows' extended-length path limit
+# A move's set-up is seconds to minutes; an hour is a figure in the wrong unit.
+SETUP_SECONDS_MAX = 3600.0
 
 CSV_REQUIRED_COLUMNS: Final = ("vm", "source", "destination", "storage_path", "wave")
 CSV_OPTIONAL_COLUMNS: Final = ("priority", "memory_gb", "disk_gb", "dirty_mib_per_second")
 
-_TOP_KEYS = ("name", "scheduler", "seed", "prepare_ahead", "windows", "policy", "hosts", "waves", "moves")
+_TOP_KEYS = (
+    "name",
+    "scheduler",
+    "seed",
+    "prepare_ahead",
+    "setup_seconds",
+    "windows",
+    "policy",
+    "hosts",
+    "waves",
+    "moves",
+)
 _WAVE_KEYS = ("name", "on_failure", "pause_after_failures", "moves")
 _MOVE_KEYS = ("vm", "source", "destination", "storage_path", *CSV_OPTIONAL_COLUMNS)
 _WINDOW_KEYS = ("days", "start", "duration", "time_zone")
@@ -663,6 +679,9 @@ class _YamlPlan:
         ahead: int | _Bad = 1
         if "prepare_ahead" in top:
             ahead = check.integer(top["prepare_ahead"], 0, PREPARE_AHEAD_MAX)
+        setup: float | _Bad | None = None
+        if "setup_seconds" in top:
+            setup = check.number(top["setup_seconds"], SETUP_SECONDS_MAX, unit=" s")
         windows = self.windows(top["windows"]) if "windows" in top else ()
         policy = self.policy(top["policy"]) if "policy" in top else MigrationPolicy()
         hosts = self.hosts(top["hosts"]) if "hosts" in top else ()
@@ -685,6 +704,7 @@ class _YamlPlan:
         assert isinstance(scheduler, Scheduler)
         assert isinstance(seed, int)
         assert isinstance(ahead, int)
+        assert not isinstance(setup, _Bad)
         assert not isinstance(windows, _Bad)
         assert not isinstance(policy, _Bad)
         assert not isinstance(hosts, _Bad)
@@ -697,6 +717,7 @@ class _YamlPlan:
             scheduler=scheduler,
             seed=seed,
             prepare_ahead=ahead,
+            setup_seconds=setup,
         )
 
     # -- nodes

@@ -80,7 +80,7 @@ with workflow.unsafe.imports_passed_through():
         pack_moves,
         watch_task_queue,
     )
-    from workflows.scheduling import UNCALIBRATED_MODEL, Schedule, TransferModel, transfer_model
+    from workflows.scheduling import UNCALIBRATED_MODEL, Schedule, TransferModel, transfer_model, with_setup
     from workflows.windows import end_inside_windows, next_opening, open_window, seconds_until_open
 
 _CAMPAIGN_KEY = SearchAttributeKey.for_keyword(SA_CAMPAIGN)
@@ -446,6 +446,8 @@ class CampaignWorkflow:
         if workflow.patched(_PATCH_CALIBRATED_MODEL):
             self._performance = input.policy.performance
             self._model = transfer_model(self._performance)
+        # A plan's measured set-up (None in every run before plans could give one: the model stays as it was).
+        self._model = with_setup(self._model, input.setup_seconds)
         if input.carry is None:
             self._epoch = workflow.now().timestamp()
             workflow.upsert_search_attributes([_CAMPAIGN_KEY.value_set(input.name)])
@@ -897,6 +899,7 @@ class CampaignWorkflow:
             history_limit=self._input.history_limit,
             carry=carry,
             prepare_ahead=self._input.prepare_ahead,
+            setup_seconds=self._input.setup_seconds,
         )
 
     # -- figures ------------------------------------------------------------------------------------------------
@@ -920,6 +923,7 @@ class CampaignWorkflow:
                 seed=self._input.seed,
                 rule=self._carried_rule,
                 performance=self._performance,
+                setup_seconds=self._input.setup_seconds,
             ),
             result_type=ForecastSummary,
             start_to_close_timeout=timedelta(minutes=2),

@@ -1293,6 +1293,9 @@ class CampaignPlan:
     # Moves per host started before their turn (preflight, delegation, settings), so each is ready to move the
     # moment the planner gives it its slots; 0 starts every move only at its turn.
     prepare_ahead: int = 1
+    # Seconds from a move's start to its first byte as this estate shows them (a pilot wave measures them), for the
+    # planner and the forecast; None: the transfer model's own (scheduling.TransferModel.setup_seconds).
+    setup_seconds: float | None = None
 
 
 # The most moves per host a campaign prepares ahead: each holds its hosts' settings ensured and a run open.
@@ -1456,6 +1459,7 @@ class CampaignInput:
     history_limit: int = CAMPAIGN_HISTORY_EVENTS_LIMIT
     carry: CampaignCarry | None = None
     prepare_ahead: int = 1
+    setup_seconds: float | None = None  # CampaignPlan.setup_seconds
 
 
 def campaign_input(plan: CampaignPlan, *, task_queue: str = "", check: bool = True) -> CampaignInput:
@@ -1471,6 +1475,7 @@ def campaign_input(plan: CampaignPlan, *, task_queue: str = "", check: bool = Tr
         task_queue=task_queue,
         check=check,
         prepare_ahead=plan.prepare_ahead,
+        setup_seconds=plan.setup_seconds,
     )
 
 
@@ -1687,6 +1692,7 @@ class ForecastInput:
     seed: int = 0
     rule: int | None = None
     performance: MigrationPerformance | None = None
+    setup_seconds: float | None = None  # CampaignPlan.setup_seconds
 
 
 @dataclass(frozen=True)

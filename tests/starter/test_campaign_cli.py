@@ -41,6 +41,25 @@ async def test_forecast_prints_the_end_per_wave_and_per_host_without_temporal() 
     assert doc["planner_rule"] in PLANNER_RULES
 
 
+async def test_a_plans_measured_set_up_lengthens_the_forecast_by_its_moves_on_the_busiest_host(tmp_path: Path) -> None:
+    moves = "".join(
+        f"  - {{vm: vm{n}, source: HV01, destination: HV02, memory_gb: 4, disk_gb: 20}}\n" for n in range(8)
+    )
+    base = "hosts: {HV01: {slots: 2, link_gbps: 10}, HV02: {slots: 2, link_gbps: 10}}\nmoves:\n" + moves
+    ends = {}
+    for setup in (None, 4, 34):
+        plan = tmp_path / f"plan-{setup}.yaml"
+        plan.write_text(base if setup is None else f"setup_seconds: {setup}\n{base}", encoding="utf-8")
+        code, out, _ = await snlm("--output", "json", "campaign", "forecast", str(plan))
+        assert code == cli.EXIT_OK
+        doc = json.loads(out)
+        ends[setup] = doc["makespan_seconds"]
+        assert doc["setup_seconds"] == (4 if setup is None else setup)
+    # 4 s is the model's own; 30 s more per move, eight moves two at a time on HV01: four rounds, 120 s more.
+    assert ends[4] == pytest.approx(ends[None])
+    assert ends[34] - ends[4] == pytest.approx(120, abs=1)
+
+
 async def test_a_bad_plan_is_refused_whole_before_temporal_is_reached(tmp_path: Path) -> None:
     plan = tmp_path / "bad.csv"
     plan.write_text(

@@ -71,6 +71,7 @@ name: dc1-refresh
 scheduler: random
 seed: 42
 prepare_ahead: 2
+setup_seconds: 12.5
 windows:
   - {days: [sat, sun], start: "22:00", duration: 6h, time_zone: Europe/Berlin}
   - days: fri-mon
@@ -140,6 +141,7 @@ FULL_PLAN = CampaignPlan(
     scheduler=Scheduler.RANDOM,
     seed=42,
     prepare_ahead=2,
+    setup_seconds=12.5,
 )
 
 
@@ -481,6 +483,15 @@ def test_a_csv_header_problem(header: str, field: str, fragment: str) -> None:
         (f"moves: [{MOVE}]\npolicy: {{gest_check: fail}}\n", 2, "policy.gest_check", "did you mean 'guest_check'?"),
         (f"moves: [{MOVE}]\npolicy: [manage]\n", 2, "policy", "policy must be a mapping"),
         (f"moves: [{MOVE}]\nhosts: {{HV01: {{slots: 65}}}}\n", 2, "hosts.HV01.slots", "1 to 64"),
+        (
+            f"moves: [{MOVE}]\nsetup_seconds: -1\n",
+            2,
+            "setup_seconds",
+            "out of range: must be 0 or more and at most 3600",
+        ),
+        (f"moves: [{MOVE}]\nsetup_seconds: 2h\n", 2, "setup_seconds", "not '2h'"),
+        (f"moves: [{MOVE}]\nsetup_seconds: 7200\n", 2, "setup_seconds", "7200 is out of range"),
+        (f"moves: [{MOVE}]\nsetup_second: 5\n", 2, "setup_second", "did you mean 'setup_seconds'?"),
         (f"moves: [{MOVE}]\nhosts: {{HV01: {{link_gbps: 0}}}}\n", 2, "hosts.HV01.link_gbps", "more than 0"),
         (
             f"moves: [{MOVE}]\nhosts: {{HV01: {{slots: 1}}, hv01: {{slots: 2}}}}\n",

@@ -22,6 +22,7 @@ from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionContinuedAsNewEventAttributes
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -340,6 +341,29 @@ async def test_waves_in_order_within_host_limits(campaign_env: tuple[WorkflowEnv
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_the_campaign_forecasts_with_the_plans_measured_set_up(
+    campaign_env: tuple[WorkflowEnvironment, World, str],
+) -> None:
+    env, _, queue = campaign_env
+    hosts = ("hs0", "hs1")
+    forecasts: dict[float | None, float] = {}
+    for setup in (None, 34.0):
+        tag = uuid.uuid4().hex[:4]
+        moves = [(f"s{n}-{tag}", hosts[0], hosts[1]) for n in range(4)]
+        profiles = tuple(HostProfile(h, slots=2) for h in hosts)
+        request = campaign_input(
+            plan(new_name(), [moves], hosts=profiles, setup_seconds=setup), task_queue=queue, check=False
+        )
+        handle = await start(env, queue, request)
+        progress = await until_phase(env, handle, CampaignPhase.ENDED)
+        assert progress.counts.moved == 4
+        forecasts[setup] = progress.forecast_makespan_seconds
+        await handle.execute_update(CampaignWorkflow.close, CampaignCommand(by="test"))
+    # 30 s more than the model's own 4 per move, four moves two at a time on hs0: two rounds, 60 s later.
+    assert forecasts[34.0] - forecasts[None] == pytest.approx(60, abs=1)
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_plan_run_twice_and_duplicate_vm_move_once(campaign_env: tuple[WorkflowEnvironment, World, str]) -> None:
     env, world, queue = campaign_env
     vm = f"dup-{uuid.uuid4().hex[:6]}"
@@ -552,7 +576,8 @@ async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnv
     moves = [(f"quick{n}-{tag}", hosts[n % 6], hosts[(n + 3) % 6]) for n in range(30)]
     world.fail_next.add(moves[7][0])
     request = replace(
-        campaign_input(plan(new_name(), [moves[:20], moves[20:]]), task_queue=queue, check=False), history_limit=60
+        campaign_input(plan(new_name(), [moves[:20], moves[20:]], setup_seconds=12.0), task_queue=queue, check=False),
+        history_limit=60,
     )
     handle = await start(env, queue, request)
     progress = await until_phase(env, handle, CampaignPhase.ENDED)
@@ -568,3 +593,7 @@ async def test_continue_as_new_keeps_every_count(campaign_env: tuple[WorkflowEnv
     for number, (events, _) in enumerate(runs, start=1):
         assert _unanswered(events) == [], f"run {number} continued as new with these unanswered"
     assert len(runs) == progress.run - 1
+    # The plan's measured set-up goes with every run (each one forecasts and decides with it).
+    for _, handover in runs:
+        carried = await DataConverter.default.decode(handover.input.payloads, [CampaignInput])
+        assert carried[0].setup_seconds == 12.0

@@ -72,6 +72,7 @@ from benchmarks.harness import (
 from benchmarks.scenarios import GENERATORS, Scenario, draw_size, generate
 from lab.model.migration import COMPRESSION_FACTOR, MAX_PRECOPY_PASSES
 from lab.model.state import TransferSettings
+from starter.plans import SETUP_SECONDS_MAX
 from workflows.contracts import (
     CAMPAIGN_TASK_TIMEOUT,
     PREPARE_AHEAD_MAX,
@@ -91,7 +92,7 @@ from workflows.contracts import (
     campaign_workflow_id,
     migration_slots_workflow_id,
 )
-from workflows.scheduling import DEFAULT_MODEL, PLANNER_RULES, TransferModel, lower_bound, simulate
+from workflows.scheduling import DEFAULT_MODEL, PLANNER_RULES, TransferModel, lower_bound, simulate, with_setup
 
 CAMPAIGN_WORKFLOW = "Campaign"
 MOVE_ACTIVITY = "start_or_attach_move"
@@ -157,21 +158,26 @@ def lab_bound(
 
 
 def forecast(
-    scenario: Scenario, scheduler: Scheduler, *, lab_constants: bool = False, engine_seconds: float = 0.0
+    scenario: Scenario,
+    scheduler: Scheduler,
+    *,
+    lab_constants: bool = False,
+    engine_seconds: float = 0.0,
+    setup_seconds: float | None = None,
 ) -> float:
     """The simulated makespan of the plan: snlm's model (what `snlm campaign forecast` prints), or the campaign as
     the lab runs it: its decisions taken with snlm's model, as the Campaign workflow takes them, and its moves timed
     with the lab's constants (with the engine's time per move, simulated seconds, as more set-up). Of the two ways
     to put the lab's two stream caps in one model, the timing takes FULL_LINK_MODEL: exact for the VHDs (most of the
     bytes) however many moves share a link, a little fast for memory alone; disks scaled to the TCP cap (LAB_MODEL)
-    would be exact for a move alone but move them 30 % too fast whenever two moves share a link."""
+    would be exact for a move alone but move them 30 % too fast whenever two moves share a link. `setup_seconds` is
+    the plan's (`--setup-seconds`): the campaign decides and forecasts with it."""
     moves = scenario.moves()
+    model = with_setup(DEFAULT_MODEL, setup_seconds)
     if lab_constants:
         timing = _with_engine(FULL_LINK_MODEL, engine_seconds)
-        return simulate(
-            moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL, timing=timing
-        ).makespan_seconds
-    return simulate(moves, scenario.profiles(), scheduler=scheduler, model=DEFAULT_MODEL).makespan_seconds
+        return simulate(moves, scenario.profiles(), scheduler=scheduler, model=model, timing=timing).makespan_seconds
+    return simulate(moves, scenario.profiles(), scheduler=scheduler, model=model).makespan_seconds
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
@@ -267,6 +273,7 @@ async def run_campaign(
     label: str,
     split: bool = False,
     prepare_ahead: int | None = None,
+    setup_seconds: float | None = None,
 ) -> RunResult:
     """One campaign of the scenario with `scheduler`, on a fresh lab and worker, bounded by `deadline` seconds;
     with `split`, where each move's time went, from the moves' histories (read before another run reuses their
@@ -292,6 +299,7 @@ async def run_campaign(
         plan = replace(scenario.plan(scheduler, policy=policy, name=label), seed=scenario.seed)
         if prepare_ahead is not None:
             plan = replace(plan, prepare_ahead=prepare_ahead)
+        plan = replace(plan, setup_seconds=setup_seconds)
         request = replace(campaign_input(plan, task_queue=task_queue, check=False), linger_seconds=3600.0)
         handle = await client.start_workflow(
             CAMPAIGN_WORKFLOW,
@@ -413,6 +421,7 @@ class SeedResult:
     engine_seconds: float = math.nan  # simulated
     bound_engine: LabBound | None = None
     forecast_engine: float = math.nan
+    setup_seconds: float | None = None  # the plans' (`--setup-seconds`)
 
     def with_engine(self) -> None:
         """The bound and the planner's forecast (lab constants) once more, every move's set-up longer by the
@@ -425,7 +434,11 @@ class SeedResult:
         moves, hosts = self.scenario.moves(), self.scenario.profiles()
         self.bound_engine = lab_bound(moves, hosts, engine_seconds=self.engine_seconds)
         self.forecast_engine = forecast(
-            self.scenario, Scheduler.PLANNER, lab_constants=True, engine_seconds=self.engine_seconds
+            self.scenario,
+            Scheduler.PLANNER,
+            lab_constants=True,
+            engine_seconds=self.engine_seconds,
+            setup_seconds=self.setup_seconds,
         )
 
     def ratio(self, scheduler: Scheduler, *, engine: bool = False) -> float:
@@ -463,12 +476,15 @@ async def run_seed(
     client: Client, dev: DevServer, workdir: Path, scenario: Scenario, args: argparse.Namespace, stamp: str
 ) -> SeedResult:
     moves, hosts = scenario.moves(), scenario.profiles()
+    setup = args.setup_seconds
+    planned_lab = forecast(scenario, Scheduler.PLANNER, lab_constants=True, setup_seconds=setup)
     seed_result = SeedResult(
         scenario,
         lab_bound(moves, hosts),
-        forecast(scenario, Scheduler.PLANNER),
-        forecast(scenario, Scheduler.PLANNER, lab_constants=True),
-        choose_time_scale(forecast(scenario, Scheduler.PLANNER, lab_constants=True), args.run_seconds, args.time_scale),
+        forecast(scenario, Scheduler.PLANNER, setup_seconds=setup),
+        planned_lab,
+        choose_time_scale(planned_lab, args.run_seconds, args.time_scale),
+        setup_seconds=setup,
     )
     scale = seed_result.time_scale
     print(f"  {scenario.describe()}", flush=True)
@@ -482,7 +498,7 @@ async def run_seed(
     order = list(args.schedulers[turn:]) + list(args.schedulers[:turn])
     for scheduler in order:
         # Generous: the slowest baseline takes about twice the planner's time, and the engine adds its share.
-        planned = forecast(scenario, scheduler, lab_constants=True) / scale
+        planned = forecast(scenario, scheduler, lab_constants=True, setup_seconds=setup) / scale
         deadline = args.deadline or max(300.0, 3.0 * planned + 120.0)
         label = f"{scenario.kind[:4]}{scenario.seed}-{scheduler.value}-{stamp}"
         try:
@@ -497,6 +513,7 @@ async def run_seed(
                 label=label,
                 split=scheduler == Scheduler.PLANNER,
                 prepare_ahead=args.prepare_ahead,
+                setup_seconds=setup,
             )
         except (BenchError, OSError, RuntimeError) as error:
             run = RunResult(scheduler, note=f"could not run: {error}"[:300])
@@ -641,11 +658,13 @@ def model_only(args: argparse.Namespace) -> int:
     in a session. The lab runs tell how far to trust it."""
     engine = args.engine_seconds
     timing = _with_engine(FULL_LINK_MODEL, engine)
+    model = with_setup(DEFAULT_MODEL, args.setup_seconds)
     print(
         f"makespan (model only): {len(args.kinds)} scenario(s) x {len(args.seeds)} seed(s), "
         f"{'quick sizes' if args.quick else 'sizes drawn per seed'}; simulate() deciding with snlm's model, timed "
         "with the lab's constants"
         + (f" and {engine:g} simulated s of the engine's per move (as set-up, slots held)" if engine else "")
+        + (f"; the plans give {args.setup_seconds:g} s of set-up" if args.setup_seconds is not None else "")
         + ", no lab; bounds without the engine, as the lab's runs are judged"
     )
     for kind in args.kinds:
@@ -666,7 +685,7 @@ def model_only(args: argparse.Namespace) -> int:
                     plan,
                     profiles,
                     scheduler=s,
-                    model=DEFAULT_MODEL,
+                    model=model,
                     timing=timing,
                     seed=seed,
                 )
@@ -783,9 +802,17 @@ def main() -> None:
         help="with --model-only: the engine's own time per move, in the lab's simulated seconds (wall seconds per "
         "move times the time scale: the lab runs print it), counted as set-up with the slots held (default 0)",
     )
+    parser.add_argument(
+        "--setup-seconds",
+        type=float,
+        help="every plan's setup_seconds (simulated seconds), which the campaigns decide and forecast with: the "
+        "lab's own set-up plus the engine's time per move that a first run prints (default: the model's, 4)",
+    )
     args = parser.parse_args()
     if args.engine_seconds < 0:
         parser.error("--engine-seconds: must not be negative")
+    if args.setup_seconds is not None and not 0 <= args.setup_seconds <= SETUP_SECONDS_MAX:
+        parser.error(f"--setup-seconds: must be from 0 to {SETUP_SECONDS_MAX:g}")
     stop_cleanly_on_signals()
     default_seeds = 20 if args.model_only else 1 if args.quick else 3
     args.seeds = list(range(args.seeds if args.seeds is not None else default_seeds))

@@ -131,6 +131,7 @@ class CampaignRun:
     run_lengths: list[int] = field(default_factory=list)
     slot_book_lengths: list[int] = field(default_factory=list)
     slot_book_trouble: TaskTrouble = field(default_factory=TaskTrouble)
+    campaign_trouble: TaskTrouble = field(default_factory=TaskTrouble)
     progress_seconds: list[float] = field(default_factory=list)
     # Queries that got no answer (the 60 s RPC timeout, or an error), with how long each waited: a latency figure
     # made of the answered ones alone would hide the worst of them.
@@ -253,6 +254,7 @@ async def run_campaign(
     run.placement = placement(await asyncio.to_thread(lab.truth), records)
     run.slot_book_lengths = await run_lengths(client, migration_slots_workflow_id(task_queue))
     run.slot_book_trouble = await runs_trouble(client, migration_slots_workflow_id(task_queue))
+    run.campaign_trouble = await runs_trouble(client, campaign_workflow_id(name))
     saved = await save_histories(client, campaign_workflow_id(name), args.save_histories)
     replayer = new_replayer()
     for path in saved:
@@ -545,7 +547,8 @@ def print_report(
     print(
         f"    campaign runs (continue-as-new)   : {len(run.run_lengths) or run.runs}; largest history "
         f"{max(run.run_lengths, default=run.max_history_seen)} events (largest seen by progress: "
-        f"{run.max_history_seen}); all runs {run.run_lengths}"
+        f"{run.max_history_seen}); all runs {run.run_lengths}; continue-as-new refused "
+        f"{run.campaign_trouble.refused} times, workflow tasks timed out {run.campaign_trouble.timed_out}"
     )
     if run.placement is not None:
         print(f"    where every VM is (lab truth)     : {run.placement.summary()}")

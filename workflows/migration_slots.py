@@ -108,16 +108,13 @@ class MigrationSlotsWorkflow:
     @workflow.run
     async def run(self, input: MigrationSlotsInput) -> None:
         standing = workflow.patched(_PATCH_STANDING_TIMER)
-        short = self._short = workflow.patched(_PATCH_SHORT_RUNS)
-        limit = self._limit = input.continue_as_new_after_events or (MIGRATION_SLOTS_RUN_EVENTS if short else 0)
+        self._short = workflow.patched(_PATCH_SHORT_RUNS)
+        self._limit = input.continue_as_new_after_events or (MIGRATION_SLOTS_RUN_EVENTS if self._short else 0)
         timer: asyncio.Future[None] | None = None
         timer_at = math.inf
 
-        def over() -> bool:
-            return self._handing_over() if short else self._should_continue_as_new(limit)
-
         def woken() -> bool:
-            return self._changed or bool(self._outbox) or over()
+            return self._changed or bool(self._outbox) or self._over()
 
         while True:
             self._settle()
@@ -125,7 +122,7 @@ class MigrationSlotsWorkflow:
                 break
             await self._send_grants()
             await self._check_expired()
-            if over():
+            if self._over():
                 break
             self._changed = False
             if not standing:
@@ -147,7 +144,7 @@ class MigrationSlotsWorkflow:
         self._draining = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._settle()
-        if not short:
+        if not self._short:
             await self._send_grants()
         book = self._book
         workflow.continue_as_new(
@@ -158,9 +155,9 @@ class MigrationSlotsWorkflow:
                 peaks=book.peaks(),
                 bypass_limit=book.bypass_limit,
                 continue_as_new_after_events=input.continue_as_new_after_events,
-                resend=tuple(self._outbox) if short else (),
+                resend=tuple(self._outbox) if self._short else (),
             ),
-            task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT if short else None,
+            task_timeout=MIGRATION_SLOTS_TASK_TIMEOUT if self._short else None,
         )
 
     # -- updates and queries (clients) ----------------------------------------------------------------------
@@ -317,6 +314,10 @@ class MigrationSlotsWorkflow:
                     raise result
             self._settle()
 
+    def _over(self) -> bool:
+        """Time for this run to end: by the short runs' rule, or (runs before it) past the length or when suggested."""
+        return self._handing_over() if self._short else self._should_continue_as_new()
+
     def _handing_over(self) -> bool:
         """Time to continue as new, in a run that hands over without waiting: grants go to the next run unsent.
 
@@ -326,13 +327,13 @@ class MigrationSlotsWorkflow:
         """
         if not self._short or not self._heard or not self._owed.isdisjoint(self._outbox):
             return False
-        return self._should_continue_as_new(self._limit)
+        return self._should_continue_as_new()
 
-    def _should_continue_as_new(self, after_events: int) -> bool:
+    def _should_continue_as_new(self) -> bool:
         info = workflow.info()
         if info.is_continue_as_new_suggested():
             return True
-        return after_events > 0 and info.get_current_history_length() >= after_events
+        return self._limit > 0 and info.get_current_history_length() >= self._limit
 
 
 def _check_request(request: PairRequest) -> None:
